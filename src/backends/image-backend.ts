@@ -1,0 +1,112 @@
+/**
+ * The one contract every backend implements, shaped like the Vercel AI SDK's image model
+ * (prompt, n, size, seed, input images, mask, provider options, abort signal), plus what a queueing
+ * service needs on top: progress reporting, a durable handle for resumable providers, declared
+ * capabilities and health.
+ */
+import type { ImageSize, OutputFormat } from '../core/image-request.ts';
+
+export interface BackendCapabilities {
+  /** Text-to-image. */
+  generate: boolean;
+  /** Accepts input images with a prompt (edits / img2img). */
+  edit: boolean;
+  /** Accepts a mask with the first input image (inpainting). */
+  mask: boolean;
+  /** Image-to-image variations with no prompt. */
+  variation: boolean;
+  /** How many input images one call may take (0 when edits are unsupported). */
+  maxInputImages: number;
+  /** Most images one backend call can return; the worker splits larger `n`. */
+  maxImagesPerCall: number;
+}
+
+export interface BackendImageInput {
+  data: Uint8Array;
+  mediaType: string;
+}
+
+export interface BackendRequest {
+  kind: 'generation' | 'edit' | 'variation';
+  /** The backend's own model id (after public-name mapping). */
+  model: string;
+  prompt: string;
+  negativePrompt?: string;
+  n: number;
+  size?: ImageSize;
+  quality?: string;
+  style?: string;
+  outputFormat: OutputFormat;
+  outputCompression?: number;
+  background?: 'transparent' | 'opaque' | 'auto';
+  seed?: number;
+  steps?: number;
+  guidanceScale?: number;
+  user?: string;
+  inputImages: BackendImageInput[];
+  mask?: BackendImageInput;
+  providerOptions: Record<string, unknown>;
+}
+
+export interface BackendImage {
+  data: Uint8Array;
+  /** What the bytes are; the worker converts to the requested output format when they differ. */
+  mediaType: string;
+  revisedPrompt?: string;
+  seed?: number;
+}
+
+export interface BackendResult {
+  images: BackendImage[];
+  /** Settings the backend could not honour, said rather than silently dropped. */
+  warnings: string[];
+  /** Cost in USD where the backend knows it (a provider-reported price wins over the price table). */
+  costUsd?: number;
+  providerMetadata?: Record<string, unknown>;
+}
+
+export interface BackendCallContext {
+  jobId: string;
+  /** Aborted on cancel, on shutdown past the deadline, or when the worker lost its lease. */
+  signal: AbortSignal;
+  /** 0..1; callers throttle, so backends may call it as often as they like. */
+  reportProgress(progress: number): void;
+  /** The durable handle saved by an earlier attempt of this job, if any. */
+  savedState: unknown;
+  /** Persists a durable handle before waiting on it, so a restarted worker resumes instead of resubmitting. */
+  saveState(state: unknown): Promise<void>;
+}
+
+export interface BackendHealth {
+  ok: boolean;
+  message?: string;
+}
+
+export interface ImageBackend {
+  /** The config name of this backend instance. */
+  readonly name: string;
+  /** The backend type (`openai`, `comfyui`, …). */
+  readonly type: string;
+  readonly capabilities: BackendCapabilities;
+  generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult>;
+  health(): Promise<BackendHealth>;
+  close?(): Promise<void>;
+}
+
+/**
+ * A failure a backend reports. `retryable` failures (host died, 5xx after retries) may be run again
+ * by the worker within the job's attempt budget; the rest fail the job with `code`.
+ */
+export class BackendError extends Error {
+  readonly code: string;
+  readonly retryable: boolean;
+  readonly status?: number;
+
+  constructor(message: string, opts: { code?: string; retryable?: boolean; status?: number; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = 'BackendError';
+    this.code = opts.code ?? 'backend_error';
+    this.retryable = opts.retryable ?? false;
+    this.status = opts.status;
+  }
+}

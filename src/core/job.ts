@@ -1,0 +1,96 @@
+/**
+ * The job model every part of easel shares. A job is one accepted request (generation, edit or
+ * variation); it moves queued → running → succeeded | failed | canceled and never leaves a terminal
+ * state. `attempt` counts deliveries to workers: only the worker holding the latest attempt may finish
+ * the job, which is what makes a crashed-and-redelivered job end exactly once.
+ */
+import type { ImageRequest } from './image-request.ts';
+
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+export const isTerminal = (s: JobStatus): boolean => TERMINAL_STATUSES.has(s);
+
+export type JobKind = 'generation' | 'edit' | 'variation';
+
+export const PRIORITIES = ['high', 'normal', 'low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+/** Lower runs first (BullMQ's convention). */
+export const PRIORITY_RANK: Record<Priority, number> = { high: 1, normal: 5, low: 10 };
+
+export interface JobError {
+  message: string;
+  /** OpenAI-style error code: `backend_error`, `timeout`, `content_policy_violation`, `worker_lost`, … */
+  code: string;
+}
+
+export interface JobImageRef {
+  imageId: string;
+  revisedPrompt?: string;
+}
+
+export interface JobResult {
+  images: JobImageRef[];
+  /** What the backend reported alongside the images (warnings, provider metadata). */
+  warnings?: string[];
+}
+
+export interface Job {
+  id: string;
+  keyId: string;
+  kind: JobKind;
+  status: JobStatus;
+  priority: Priority;
+  /** The public model name the client asked for (or the default). */
+  model: string;
+  /** The backend that ran (or is running) the job; null until a worker picks it. */
+  backend: string | null;
+  request: ImageRequest;
+  progress: number;
+  attempt: number;
+  error: JobError | null;
+  result: JobResult | null;
+  metadata: Record<string, string> | null;
+  webhookUrl: string | null;
+  idempotencyKey: string | null;
+  cancelRequested: boolean;
+  /** A backend's durable handle (e.g. a provider's prediction id) so a new worker resumes, not resubmits. */
+  backendState: unknown;
+  costUsd: number | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  updatedAt: Date;
+}
+
+export interface NewJob {
+  id: string;
+  keyId: string;
+  kind: JobKind;
+  priority: Priority;
+  model: string;
+  request: ImageRequest;
+  metadata: Record<string, string> | null;
+  webhookUrl: string | null;
+  idempotencyKey: string | null;
+}
+
+export interface StoredImage {
+  id: string;
+  jobId: string;
+  keyId: string;
+  index: number;
+  storageKey: string;
+  mediaType: string;
+  width: number;
+  height: number;
+  bytes: number;
+  sha256: string;
+  revisedPrompt: string | null;
+  createdAt: Date;
+}
+
+/** Events published while a job runs; the API's sync waiters and (later) SSE streams listen to them. */
+export type JobEvent =
+  | { type: 'status'; jobId: string; status: JobStatus; at: number }
+  | { type: 'progress'; jobId: string; progress: number; at: number };
