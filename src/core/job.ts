@@ -93,4 +93,5 @@ export interface StoredImage {
 /** Events published while a job runs; the API's sync waiters and (later) SSE streams listen to them. */
 export type JobEvent =
   | { type: 'status'; jobId: string; status: JobStatus; at: number }
-  | { type: 'progress'; jobId: string; progress: number; at: number };
+  | { type: 'progress'; jobId: string; progress: number; at: number }
+  | { type: 'cancel_requested'; jobId: string; at: number };

@@ -4,8 +4,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
-import type { Migration, MigrationProvider } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import type { Migration, MigrationProvider } from 'kysely/migration';
 import Database from 'libsql';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
@@ -39,8 +40,31 @@ export function openDatabase(url: string): MetadataDb {
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
   sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
-  const db = new Kysely<any>({ dialect: new SqliteDialect({ database: sqlite as any }) });
+  const db = new Kysely<any>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return { dialect: 'sqlite', db, close: () => db.destroy() };
+}
+
+/**
+ * Kysely prepares every statement anew; easel runs the same few statements thousands of times a
+ * second, so cache the prepared ones (SQLite is synchronous, so one statement is never used twice at once).
+ */
+function withStatementCache(sqlite: InstanceType<typeof Database>): any {
+  const cache = new Map<string, unknown>();
+  return {
+    prepare(text: string) {
+      let stmt = cache.get(text);
+      if (!stmt) {
+        stmt = sqlite.prepare(text);
+        if (cache.size > 500) cache.clear();
+        cache.set(text, stmt);
+      }
+      return stmt;
+    },
+    close() {
+      cache.clear();
+      sqlite.close();
+    },
+  };
 }
 
 class StaticProvider implements MigrationProvider {

@@ -1,4 +1,4 @@
-import type { Migration } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import * as m001 from './001-core.ts';
 import * as m002 from './002-embedded-queue.ts';
 

@@ -1,0 +1,131 @@
+/**
+ * The body of POST /v1/images/generations: OpenAI's fields plus easel's extensions, validated with
+ * zod into the normalised ImageRequest. Each invalid field becomes a 400 that names it in `param`.
+ */
+import { z } from 'zod';
+import { invalidParam, ApiError } from '../core/errors.ts';
+import { parseSize } from '../core/image-request.ts';
+import type { ImageRequest } from '../core/image-request.ts';
+import type { Priority } from '../core/job.ts';
+
+export interface RequestLimits {
+  maxImagesPerRequest: number;
+  maxPromptChars: number;
+  maxPixels: number;
+}
+
+export const generationBodySchema = (limits: RequestLimits) =>
+  z
+    .object({
+      prompt: z.string().trim().min(1, 'must not be empty').max(limits.maxPromptChars, `must be at most ${limits.maxPromptChars} characters`),
+      model: z.string().min(1).max(200).optional(),
+      n: z.number().int('must be an integer').min(1, 'must be at least 1').max(limits.maxImagesPerRequest, `must be at most ${limits.maxImagesPerRequest}`).nullish(),
+      size: z.string().nullish(),
+      quality: z.enum(['standard', 'hd', 'low', 'medium', 'high', 'auto']).nullish(),
+      style: z.enum(['vivid', 'natural']).nullish(),
+      response_format: z.enum(['url', 'b64_json']).nullish(),
+      output_format: z.enum(['png', 'jpeg', 'webp']).nullish(),
+      output_compression: z.number().int('must be an integer').min(0).max(100).nullish(),
+      background: z.enum(['transparent', 'opaque', 'auto']).nullish(),
+      moderation: z.enum(['low', 'auto']).nullish(),
+      user: z.string().max(256).nullish(),
+      stream: z.boolean().nullish(),
+      partial_images: z.number().int().min(0).max(3).nullish(),
+      // easel extensions
+      seed: z.number().int('must be an integer').min(0).max(2 ** 32 - 1).nullish(),
+      negative_prompt: z.string().max(limits.maxPromptChars).nullish(),
+      steps: z.number().int('must be an integer').min(1).max(500).nullish(),
+      guidance_scale: z.number().min(0).max(100).nullish(),
+      webhook_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048).nullish(),
+      metadata: z
+        .record(z.string().max(64), z.string().max(512, 'values must be at most 512 characters'))
+        .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
+        .nullish(),
+      async: z.boolean().nullish(),
+      priority: z.enum(['high', 'normal', 'low']).nullish(),
+      provider_options: z.record(z.string(), z.unknown()).nullish(),
+    })
+    .strict();
+
+export type GenerationBody = z.infer<ReturnType<typeof generationBodySchema>>;
+
+export interface ParsedGeneration {
+  request: ImageRequest;
+  model: string | undefined;
+  async: boolean;
+  priority: Priority;
+  webhookUrl: string | null;
+  metadata: Record<string, string> | null;
+}
+
+/** Turns the first zod issue into an OpenAI-style 400 naming the field. */
+export function zodToApiError(error: z.ZodError): ApiError {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0]!;
+    const where = issue.path.length ? `${issue.path.join('.')}.${key}` : key;
+    return invalidParam(where, `Unrecognized request argument supplied: ${where}`, 'unknown_parameter');
+  }
+  const param = issue.path.map(String).join('.') || null;
+  if (!param) return new ApiError(400, `Invalid request body: ${issue.message}`, { code: 'invalid_request' });
+  const missing = issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined;
+  if (missing) return invalidParam(param, `Missing required parameter: '${param}'.`, 'missing_required_parameter');
+  return invalidParam(param, `Invalid value for '${param}': ${issue.message}.`);
+}
+
+export function parseGeneration(body: unknown, limits: RequestLimits, preferAsync: boolean): ParsedGeneration {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ApiError(400, 'The request body must be a JSON object.', { code: 'invalid_request' });
+  }
+  const parsed = generationBodySchema(limits).safeParse(body);
+  if (!parsed.success) throw zodToApiError(parsed.error);
+  const b = parsed.data;
+
+  let size: ImageRequest['size'];
+  if (b.size) {
+    const s = parseSize(b.size);
+    if (s === null) throw invalidParam('size', `Invalid value for 'size': expected "auto" or WIDTHxHEIGHT such as "1024x1024", got "${b.size}".`);
+    if (s && (s.width < 16 || s.height < 16 || s.width > 8192 || s.height > 8192)) {
+      throw invalidParam('size', `Invalid value for 'size': each side must be between 16 and 8192 pixels, got "${b.size}".`);
+    }
+    if (s && s.width * s.height > limits.maxPixels) {
+      throw invalidParam('size', `Invalid value for 'size': ${b.size} is ${s.width * s.height} pixels; this server allows at most ${limits.maxPixels}.`);
+    }
+    size = s;
+  }
+  if (b.stream) {
+    throw invalidParam('stream', "Streaming responses are not supported here; submit with 'Prefer: respond-async' and follow the job instead.", 'unsupported_parameter');
+  }
+  if (b.background === 'transparent' && b.output_format === 'jpeg') {
+    throw invalidParam('background', "Invalid value for 'background': transparent backgrounds need output_format png or webp.");
+  }
+
+  const providerOptions: Record<string, unknown> = { ...(b.provider_options ?? {}) };
+  if (b.moderation) providerOptions.moderation = b.moderation;
+
+  const request: ImageRequest = {
+    prompt: b.prompt,
+    n: b.n ?? 1,
+    size,
+    responseFormat: b.response_format ?? 'url',
+    outputFormat: b.output_format ?? 'png',
+    ...(b.negative_prompt ? { negativePrompt: b.negative_prompt } : {}),
+    ...(b.quality ? { quality: b.quality } : {}),
+    ...(b.style ? { style: b.style } : {}),
+    ...(b.output_compression != null ? { outputCompression: b.output_compression } : {}),
+    ...(b.background ? { background: b.background } : {}),
+    ...(b.user ? { user: b.user } : {}),
+    ...(b.seed != null ? { seed: b.seed } : {}),
+    ...(b.steps != null ? { steps: b.steps } : {}),
+    ...(b.guidance_scale != null ? { guidanceScale: b.guidance_scale } : {}),
+    ...(Object.keys(providerOptions).length ? { providerOptions } : {}),
+  };
+  return {
+    request,
+    model: b.model ?? undefined,
+    async: b.async ?? preferAsync,
+    priority: b.priority ?? 'normal',
+    webhookUrl: b.webhook_url ?? null,
+    metadata: b.metadata ?? null,
+  };
+}

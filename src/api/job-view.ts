@@ -1,0 +1,93 @@
+/**
+ * How jobs and images look on the wire: the job object of the async API, and OpenAI's
+ * ImagesResponse (`created`, `data[].url|b64_json`, `revised_prompt`).
+ */
+import type { Job, StoredImage } from '../core/job.ts';
+import { formatSize } from '../core/image-request.ts';
+import type { ImageStorage } from '../storage/image-storage.ts';
+
+export interface ImageData {
+  url?: string;
+  b64_json?: string;
+  revised_prompt?: string;
+}
+
+export interface ImagesResponse {
+  created: number;
+  data: ImageData[];
+  output_format?: string;
+  size?: string;
+}
+
+const unix = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
+
+export class JobViews {
+  private readonly storage: ImageStorage;
+  private readonly urlTtlSeconds: number;
+
+  constructor(storage: ImageStorage, urlTtlSeconds: number) {
+    this.storage = storage;
+    this.urlTtlSeconds = urlTtlSeconds;
+  }
+
+  async imagesResponse(job: Job, images: StoredImage[]): Promise<ImagesResponse> {
+    const b64 = job.request.responseFormat === 'b64_json';
+    const data = await Promise.all(
+      images.map(async (img): Promise<ImageData> => {
+        const item: ImageData = {};
+        if (b64) {
+          const obj = await this.storage.get(img.storageKey);
+          item.b64_json = obj ? obj.data.toString('base64') : '';
+        } else {
+          item.url = await this.storage.url(img.storageKey, this.urlTtlSeconds);
+        }
+        if (img.revisedPrompt) item.revised_prompt = img.revisedPrompt;
+        return item;
+      }),
+    );
+    return {
+      created: unix(job.finishedAt ?? job.createdAt)!,
+      data,
+      output_format: job.request.outputFormat,
+      ...(images[0] ? { size: `${images[0].width}x${images[0].height}` } : {}),
+    };
+  }
+
+  /** The job object; `images` are given when the job succeeded. */
+  async job(job: Job, images?: StoredImage[]): Promise<Record<string, unknown>> {
+    return {
+      id: job.id,
+      object: 'image.job',
+      kind: job.kind,
+      status: job.status,
+      progress: job.status === 'succeeded' ? 1 : job.progress,
+      model: job.model,
+      backend: job.backend,
+      priority: job.priority,
+      created_at: unix(job.createdAt),
+      started_at: unix(job.startedAt),
+      finished_at: unix(job.finishedAt),
+      attempts: job.attempt,
+      cancel_requested: job.cancelRequested,
+      request: {
+        prompt: job.request.prompt,
+        n: job.request.n,
+        size: formatSize(job.request.size),
+        response_format: job.request.responseFormat,
+        output_format: job.request.outputFormat,
+        ...(job.request.negativePrompt ? { negative_prompt: job.request.negativePrompt } : {}),
+        ...(job.request.seed !== undefined ? { seed: job.request.seed } : {}),
+        ...(job.request.steps !== undefined ? { steps: job.request.steps } : {}),
+        ...(job.request.guidanceScale !== undefined ? { guidance_scale: job.request.guidanceScale } : {}),
+        ...(job.request.quality ? { quality: job.request.quality } : {}),
+        ...(job.request.style ? { style: job.request.style } : {}),
+      },
+      metadata: job.metadata,
+      webhook_url: job.webhookUrl,
+      cost_usd: job.costUsd,
+      result: job.status === 'succeeded' && images ? await this.imagesResponse(job, images) : null,
+      warnings: job.result?.warnings ?? [],
+      error: job.error,
+    };
+  }
+}

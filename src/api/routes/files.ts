@@ -1,0 +1,26 @@
+/**
+ * GET /files/<key>?expires&signature — images in local storage, behind signed expiring URLs (the
+ * local twin of S3 presigned URLs). The bytes at a key never change, so they cache as immutable.
+ */
+import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../../core/errors.ts';
+import type { ApiDeps } from '../server.ts';
+
+export async function fileRoutes(app: FastifyInstance, deps: ApiDeps) {
+  const verify = deps.verifyFileSignature;
+  if (!verify) return;
+  app.get<{ Params: { '*': string }; Querystring: { expires?: string; signature?: string } }>('/files/*', async (req, reply) => {
+    const key = req.params['*'];
+    const { expires, signature } = req.query;
+    if (!expires || !signature || !verify(key, expires, signature)) {
+      throw new ApiError(403, 'This image link is invalid or has expired; fetch the job again for a fresh one.', { code: 'invalid_signature' });
+    }
+    const obj = await deps.storage.get(key);
+    if (!obj) throw new ApiError(404, 'No such image.', { code: 'image_not_found' });
+    return reply
+      .header('content-type', obj.contentType)
+      .header('cache-control', `public, max-age=${deps.config.storage.cacheMaxAgeSeconds}, immutable`)
+      .header('content-length', obj.data.length)
+      .send(obj.data);
+  });
+}

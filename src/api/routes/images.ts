@@ -1,0 +1,106 @@
+/** POST /v1/images/generations — sync (wait for the job) or async (202 + job). */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError } from '../../core/errors.ts';
+import { newJobId } from '../../core/ids.ts';
+import type { Job, JobKind } from '../../core/job.ts';
+import type { ImageRequest } from '../../core/image-request.ts';
+import type { Priority } from '../../core/job.ts';
+import { parseGeneration } from '../generation-request.ts';
+import { waitForTerminal } from '../job-waiter.ts';
+import type { JobViews } from '../job-view.ts';
+import type { ApiDeps } from '../server.ts';
+
+export function prefersAsync(req: FastifyRequest): boolean {
+  const prefer = req.headers.prefer;
+  const values = Array.isArray(prefer) ? prefer.join(',') : (prefer ?? '');
+  return values.split(',').some((p) => p.trim().toLowerCase() === 'respond-async');
+}
+
+/** HTTP status for a failed job's error code when a synchronous request reports it. */
+const FAILURE_STATUS: Record<string, number> = {
+  content_policy_violation: 400,
+  invalid_request: 400,
+  model_not_found: 404,
+  backend_auth: 502,
+  backend_unavailable: 503,
+  timeout: 504,
+};
+
+export interface Submission {
+  kind: JobKind;
+  model: string | undefined;
+  request: ImageRequest;
+  priority: Priority;
+  webhookUrl: string | null;
+  metadata: Record<string, string> | null;
+  async: boolean;
+}
+
+/** Shared by generations, edits and variations: admit, enqueue, then answer sync or async. */
+export async function submitJob(deps: ApiDeps & { views: JobViews }, req: FastifyRequest, reply: FastifyReply, sub: Submission) {
+  const route = deps.backends.resolve(sub.model);
+  if (!route) {
+    if (sub.model === undefined || deps.backends.listModels().length === 0) {
+      throw new ApiError(503, 'No image model is configured on this server. Add a backend and a model to the config (see the README).', { code: 'no_backend' });
+    }
+    throw new ApiError(404, `The model '${sub.model}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
+  }
+  const job = await deps.store.createJob({
+    id: newJobId(),
+    keyId: req.apiKey.id,
+    kind: sub.kind,
+    priority: sub.priority,
+    model: route.name,
+    request: sub.request,
+    metadata: sub.metadata,
+    webhookUrl: sub.webhookUrl,
+    idempotencyKey: null,
+  });
+  try {
+    await deps.queue.enqueue({ jobId: job.id, priority: job.priority });
+  } catch (err) {
+    // Not accepted after all: say so rather than leave a job nobody will run.
+    await deps.store.failJob(job.id, null, { code: 'queue_unavailable', message: 'the job queue was unreachable when the job was submitted' }).catch(() => {});
+    req.log.error({ err, jobId: job.id }, 'enqueue failed');
+    throw new ApiError(503, 'The job queue is unreachable; nothing was queued. Retry shortly.', { code: 'queue_unavailable' });
+  }
+  req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, async: sub.async }, 'job accepted');
+
+  const location = `${deps.publicUrl()}/v1/images/jobs/${job.id}`;
+  if (sub.async) {
+    return reply.status(202).header('location', location).send(await deps.views.job(job));
+  }
+
+  const timeoutMs = deps.config.server.syncTimeoutSeconds * 1000;
+  const done = await waitForTerminal(deps.store, deps.events, job.id, timeoutMs);
+  if (!done) {
+    throw new ApiError(
+      504,
+      `Job ${job.id} did not finish within ${deps.config.server.syncTimeoutSeconds}s. It is still running: fetch it at GET /v1/images/jobs/${job.id}.`,
+      { type: 'timeout_error', code: 'sync_timeout', headers: { location, 'x-should-retry': 'false', 'x-easel-job-id': job.id } },
+    );
+  }
+  return sendFinished(deps, reply, done, location);
+}
+
+async function sendFinished(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, location: string) {
+  reply.header('x-easel-job-id', job.id).header('content-location', location);
+  if (job.status === 'succeeded') {
+    const images = await deps.store.listImagesForJob(job.id);
+    return reply.send(await deps.views.imagesResponse(job, images));
+  }
+  if (job.status === 'canceled') {
+    throw new ApiError(409, `Job ${job.id} was canceled.`, { code: 'job_canceled', headers: { 'x-should-retry': 'false' } });
+  }
+  const code = job.error?.code ?? 'backend_error';
+  const status = FAILURE_STATUS[code] ?? 502;
+  const retry: Record<string, string> = status === 503 ? {} : { 'x-should-retry': 'false' };
+  throw new ApiError(status, `Job ${job.id} failed: ${job.error?.message ?? 'unknown error'}`, { code, headers: retry });
+}
+
+export async function imageRoutes(app: FastifyInstance, deps: ApiDeps & { views: JobViews }) {
+  app.post('/images/generations', async (req, reply) => {
+    const parsed = parseGeneration(req.body, deps.config.limits, prefersAsync(req));
+    return submitJob(deps, req, reply, { kind: 'generation', ...parsed });
+  });
+}

@@ -1,0 +1,193 @@
+/**
+ * The composition root: builds every component from the config, wires API and/or worker, and owns
+ * start and graceful stop. `easel serve` runs both roles in one process; `easel api` and
+ * `easel worker` run one each against shared Postgres/Redis/S3.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import type { EaselConfig } from './config/schema.ts';
+import { openDatabase, migrate, pingDatabase } from './store/database.ts';
+import type { MetadataDb } from './store/database.ts';
+import { SqlJobStore } from './store/sql-job-store.ts';
+import { SqlKeyStore } from './store/sql-key-store.ts';
+import type { JobStore, KeyStore } from './store/job-store.ts';
+import { EmbeddedQueue } from './queue/embedded-queue.ts';
+import { BullmqQueue } from './queue/bullmq-queue.ts';
+import type { JobQueue } from './queue/job-queue.ts';
+import { LocalStorage, verifyFileSignature } from './storage/local-storage.ts';
+import { S3Storage } from './storage/s3-storage.ts';
+import type { ImageStorage } from './storage/image-storage.ts';
+import { BackendRegistry } from './backends/registry.ts';
+import type { BackendFactory } from './backends/registry.ts';
+import { LocalEventBus, RedisEventBus } from './events/job-events.ts';
+import type { JobEventBus } from './events/job-events.ts';
+import { KeyAuthenticator, ensureAdminKey } from './auth/api-keys.ts';
+import { Worker } from './worker/worker.ts';
+import { buildServer } from './api/server.ts';
+import type { Readiness } from './api/routes/health.ts';
+
+export interface Roles {
+  api: boolean;
+  worker: boolean;
+}
+
+export interface RuntimeOptions {
+  log?: Logger;
+  /** Extra backend types (tests and plugins). */
+  backendFactories?: Record<string, BackendFactory>;
+}
+
+export function createLogger(config: EaselConfig, role: string): Logger {
+  return pino({ level: config.logging.level, base: { service: 'easel', role, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+/** A per-install secret for signing local image URLs, kept in the data folder. */
+function fileSigningSecret(dataDir: string): Buffer {
+  const path = join(dataDir, 'secrets', 'file-signing.key');
+  if (existsSync(path)) return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
+  mkdirSync(join(dataDir, 'secrets'), { recursive: true, mode: 0o700 });
+  const secret = randomBytes(32);
+  writeFileSync(path, secret.toString('base64'), { mode: 0o600, flag: 'wx' });
+  return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
+}
+
+export class Runtime {
+  readonly config: EaselConfig;
+  readonly roles: Roles;
+  readonly log: Logger;
+  readonly mdb: MetadataDb;
+  readonly store: JobStore;
+  readonly keys: KeyStore;
+  readonly queue: JobQueue;
+  readonly storage: ImageStorage;
+  readonly backends: BackendRegistry;
+  readonly events: JobEventBus;
+  readonly auth: KeyAuthenticator;
+  readonly worker: Worker | undefined;
+  readonly server: FastifyInstance | undefined;
+  /** The admin key created on this start (first start of an empty database), to print once. */
+  createdAdminKey: string | undefined;
+  private listeningUrl: string | undefined;
+  private stopping = false;
+
+  constructor(config: EaselConfig, roles: Roles, opts: RuntimeOptions = {}) {
+    this.config = config;
+    this.roles = roles;
+    const role = roles.api && roles.worker ? 'serve' : roles.api ? 'api' : 'worker';
+    this.log = opts.log ?? createLogger(config, role);
+    const dataDir = resolve(config.dataDir);
+    mkdirSync(dataDir, { recursive: true });
+
+    this.mdb = openDatabase(config.database.url ?? join(dataDir, 'easel.db'));
+    this.store = new SqlJobStore(this.mdb);
+    this.keys = new SqlKeyStore(this.mdb);
+    this.auth = new KeyAuthenticator(this.keys);
+
+    this.queue = config.redis.url
+      ? new BullmqQueue({ url: config.redis.url, prefix: config.redis.prefix, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000 })
+      : new EmbeddedQueue({ db: this.mdb, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, pollIntervalMs: config.queue.pollIntervalMs });
+    this.events = config.redis.url ? new RedisEventBus(config.redis.url, config.redis.prefix) : new LocalEventBus();
+
+    let verify: ((key: string, expires: string, signature: string) => boolean) | undefined;
+    if (config.storage.type === 's3') {
+      const s3 = config.storage.s3!;
+      this.storage = new S3Storage({ ...s3, cacheControl: `public, max-age=${config.storage.cacheMaxAgeSeconds}, immutable` });
+    } else {
+      const secret = fileSigningSecret(dataDir);
+      // The public base is only known after listen() (port 0), so the storage asks for it per URL.
+      this.storage = new LocalStorage({ dir: resolve(config.storage.dir ?? join(dataDir, 'images')), publicBaseUrl: () => this.publicUrl(), signingSecret: secret });
+      verify = (key, expires, signature) => verifyFileSignature(secret, key, expires, signature);
+    }
+
+    this.backends = BackendRegistry.fromConfig(config.backends, config.models, opts.backendFactories);
+
+    this.worker = roles.worker
+      ? new Worker(
+          { store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, events: this.events, log: this.log },
+          { concurrency: config.worker.concurrency, jobTimeoutMs: config.worker.jobTimeoutSeconds * 1000, maxAttempts: config.queue.maxAttempts },
+        )
+      : undefined;
+
+    this.server = roles.api
+      ? buildServer({
+          config,
+          store: this.store,
+          keys: this.keys,
+          auth: this.auth,
+          queue: this.queue,
+          storage: this.storage,
+          backends: this.backends,
+          events: this.events,
+          log: this.log,
+          publicUrl: () => this.publicUrl(),
+          readiness: () => this.readiness(),
+          verifyFileSignature: verify,
+        })
+      : undefined;
+  }
+
+  publicUrl(): string {
+    const configured = this.config.server.publicUrl;
+    if (configured) return configured.replace(/\/+$/, '');
+    return this.listeningUrl ?? `http://${this.config.server.host}:${this.config.server.port}`;
+  }
+
+  /** The URL the API listens on (after start). */
+  get url(): string | undefined {
+    return this.listeningUrl;
+  }
+
+  async readiness(): Promise<Readiness> {
+    const checks: Readiness['checks'] = {};
+    const probe = async (name: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+        checks[name] = { ok: true };
+      } catch (err) {
+        checks[name] = { ok: false, message: (err as Error).message };
+      }
+    };
+    await Promise.all([
+      probe('database', () => pingDatabase(this.mdb)),
+      probe('queue', () => this.queue.ping()),
+      probe('storage', () => this.storage.ping()),
+    ]);
+    const health = await this.backends.health();
+    const names = Object.keys(health);
+    const healthy = names.filter((n) => health[n]!.ok);
+    checks.backends = healthy.length
+      ? { ok: true, message: `${healthy.length}/${names.length} healthy` }
+      : { ok: false, message: names.length ? `no healthy backend (${names.map((n) => `${n}: ${health[n]!.message ?? 'down'}`).join('; ')})` : 'no backend configured' };
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
+  }
+
+  async start(): Promise<void> {
+    const applied = await migrate(this.mdb);
+    if (applied.length) this.log.info({ migrations: applied }, 'database migrated');
+    if (this.roles.api) {
+      this.createdAdminKey = await ensureAdminKey(this.keys, this.config.auth.adminKey);
+    }
+    if (this.worker) this.worker.start();
+    if (this.server) {
+      const address = await this.server.listen({ host: this.config.server.host, port: this.config.server.port });
+      this.listeningUrl = address.replace('://[::1]', '://localhost');
+    }
+  }
+
+  /** Graceful: stop accepting, let in-flight jobs finish within the grace period, then close. */
+  async stop(graceMs = this.config.worker.shutdownGraceSeconds * 1000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.server) await this.server.close().catch(() => {});
+    if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
+    await this.queue.close().catch(() => {});
+    await this.events.close().catch(() => {});
+    await this.backends.close().catch(() => {});
+    await this.storage.close?.().catch(() => {});
+    await this.mdb.close().catch(() => {});
+  }
+}

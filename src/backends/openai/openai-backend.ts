@@ -1,0 +1,497 @@
+/**
+ * The `openai` backend: any endpoint that speaks the OpenAI Images API (OpenAI itself, LocalAI,
+ * another easel), driven through the official SDK so its retry, timeout and multipart behaviour is
+ * the one OpenAI ships.
+ */
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
+import type {
+  ImageCreateVariationParams,
+  ImageEditParamsNonStreaming,
+  ImageGenerateParamsNonStreaming,
+  ImagesResponse,
+} from 'openai/resources/images';
+import type {
+  BackendCallContext,
+  BackendCapabilities,
+  BackendHealth,
+  BackendImage,
+  BackendImageInput,
+  BackendRequest,
+  BackendResult,
+  ImageBackend,
+} from '../image-backend.ts';
+import { BackendError } from '../image-backend.ts';
+import { MEDIA_TYPES } from '../../core/image-request.ts';
+import { openaiBackendConfigSchema } from './options.ts';
+import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
+
+type FetchLike = typeof globalThis.fetch;
+
+export interface OpenAIBackendDeps {
+  /** Replaces global fetch for API calls and URL downloads (tests, proxies). */
+  fetch?: FetchLike;
+  /** Where `apiKeyEnv` is looked up; defaults to process.env. */
+  env?: Record<string, string | undefined>;
+  /** How long a health answer is reused (default 10 s). */
+  healthCacheMs?: number;
+}
+
+/** Images a backend may hand us by URL are capped so a misbehaving endpoint cannot fill memory. */
+const MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024;
+const HEALTH_TIMEOUT_MS = 10_000;
+const MODERATION_CODES = new Set(['moderation_blocked', 'content_policy_violation']);
+/** Body keys provider options may not override: they would change the call's shape, not its settings. */
+const RESERVED_KEYS = new Set(['stream', 'partial_images', 'image', 'mask']);
+
+type ModelFamily = 'dall-e-2' | 'dall-e-3' | 'gpt-image' | 'other';
+
+function modelFamily(model: string): ModelFamily {
+  if (model === '' || model.startsWith('dall-e-2')) return 'dall-e-2';
+  if (model.startsWith('dall-e-3')) return 'dall-e-3';
+  if (model.startsWith('gpt-image') || model.startsWith('chatgpt-image')) return 'gpt-image';
+  return 'other';
+}
+
+/**
+ * Settings a known OpenAI model family rejects. For unknown models (LocalAI, another easel) we send
+ * everything that was set and let the endpoint decide. Output format and compression are dropped
+ * silently for DALL·E: it always returns PNG and the worker converts.
+ */
+const UNSUPPORTED: Record<ModelFamily, { warn: string[]; drop: string[] }> = {
+  'dall-e-2': { warn: ['style', 'background'], drop: ['output_format', 'output_compression'] },
+  'dall-e-3': { warn: ['background'], drop: ['output_format', 'output_compression'] },
+  'gpt-image': { warn: ['style'], drop: [] },
+  other: { warn: [], drop: [] },
+};
+
+/** Fields each endpoint knows at all; the rest are warned about (for known families) and left out. */
+const EDIT_UNSUPPORTED = ['style'];
+const VARIATION_FIELDS = new Set(['model', 'n', 'size', 'response_format', 'user']);
+
+export class OpenAIBackend implements ImageBackend {
+  readonly type = 'openai';
+  readonly name: string;
+  readonly capabilities: BackendCapabilities;
+  readonly config: OpenAIBackendConfig;
+
+  private readonly client: OpenAI;
+  private readonly fetchImpl: FetchLike;
+  private readonly authHeaders: Record<string, string>;
+  private readonly healthCacheMs: number;
+  private healthCache: { at: number; value: BackendHealth } | undefined;
+  private healthInFlight: Promise<BackendHealth> | undefined;
+
+  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig, deps: OpenAIBackendDeps = {}) {
+    this.config = openaiBackendConfigSchema.parse(config);
+    this.name = this.config.name;
+    this.fetchImpl = deps.fetch ?? globalThis.fetch;
+    this.healthCacheMs = deps.healthCacheMs ?? 10_000;
+
+    const env = deps.env ?? process.env;
+    const apiKey = this.config.apiKey ?? env[this.config.apiKeyEnv ?? 'OPENAI_API_KEY'];
+    const headers: Record<string, string | null> = { ...this.config.headers };
+    // A keyless endpoint (a local LocalAI) gets no Authorization header at all; the SDK insists on a
+    // key, so it is given a placeholder that the null header then suppresses.
+    if (!apiKey) headers['Authorization'] = null;
+
+    this.client = new OpenAI({
+      apiKey: apiKey || 'unused',
+      baseURL: this.config.baseUrl,
+      organization: this.config.organization ?? null,
+      project: null,
+      timeout: this.config.timeoutSeconds * 1000,
+      maxRetries: this.config.maxRetries,
+      defaultHeaders: headers,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    });
+    this.authHeaders = {
+      ...this.config.headers,
+      ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}),
+      ...(this.config.organization ? { 'OpenAI-Organization': this.config.organization } : {}),
+    };
+
+    const caps = this.config.capabilities ?? {};
+    const edit = caps.edit ?? true;
+    this.capabilities = {
+      generate: true,
+      edit,
+      mask: edit && (caps.mask ?? true),
+      variation: caps.variation ?? true,
+      maxInputImages: edit ? (caps.maxInputImages ?? 16) : 0,
+      maxImagesPerCall: this.config.maxImagesPerCall,
+    };
+  }
+
+  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    this.checkSupported(request);
+    const { body, warnings } = this.buildBody(request);
+    const options = { signal: ctx.signal };
+
+    let response: ImagesResponse;
+    let requestId: string | null | undefined;
+    try {
+      const call =
+        request.kind === 'generation'
+          ? this.client.images.generate(body as unknown as ImageGenerateParamsNonStreaming, options)
+          : request.kind === 'edit'
+            ? this.client.images.edit(
+                {
+                  ...body,
+                  image:
+                    request.inputImages.length === 1
+                      ? await asFile(request.inputImages[0], 'image')
+                      : await Promise.all(request.inputImages.map((img, i) => asFile(img, `image-${i + 1}`))),
+                  ...(request.mask ? { mask: await asFile(request.mask, 'mask') } : {}),
+                } as unknown as ImageEditParamsNonStreaming,
+                options,
+              )
+            : this.client.images.createVariation(
+                { ...body, image: await asFile(request.inputImages[0], 'image') } as unknown as ImageCreateVariationParams,
+                options,
+              );
+      const { data, request_id } = await call.withResponse();
+      response = data;
+      requestId = request_id;
+    } catch (err) {
+      throw this.toBackendError(err, ctx.signal);
+    }
+
+    const items = response.data ?? [];
+    if (items.length === 0) {
+      throw new BackendError(`Backend "${this.name}" returned no images`, { code: 'backend_error', retryable: true });
+    }
+    if (items.length < request.n) {
+      warnings.push(`Backend "${this.name}" returned ${items.length} of ${request.n} requested images`);
+    }
+
+    // Used only when the bytes are not a recognisable PNG/JPEG/WebP.
+    const format = String(response.output_format ?? body.output_format ?? 'png');
+    const fallbackType = format in MEDIA_TYPES ? MEDIA_TYPES[format as keyof typeof MEDIA_TYPES] : `image/${format}`;
+    let images: BackendImage[];
+    try {
+      images = await Promise.all(
+        items.map(async (item) => {
+          const data = item.b64_json
+            ? Buffer.from(item.b64_json, 'base64')
+            : item.url
+              ? await this.download(item.url, ctx.signal)
+              : undefined;
+          if (!data || data.length === 0) {
+            throw new BackendError(`Backend "${this.name}" returned an image with neither b64_json nor url`, {
+              code: 'backend_error',
+            });
+          }
+          const image: BackendImage = { data, mediaType: sniffMediaType(data) ?? fallbackType };
+          if (item.revised_prompt) image.revisedPrompt = item.revised_prompt;
+          const seed = (item as { seed?: unknown }).seed;
+          if (typeof seed === 'number') image.seed = seed;
+          return image;
+        }),
+      );
+    } catch (err) {
+      throw this.toBackendError(err, ctx.signal);
+    }
+
+    ctx.reportProgress(1);
+    const providerMetadata = dropUndefined({
+      requestId: requestId ?? undefined,
+      created: response.created,
+      usage: response.usage,
+      size: response.size,
+      quality: response.quality,
+      background: response.background,
+      outputFormat: response.output_format,
+    });
+    return { images, warnings, providerMetadata };
+  }
+
+  async health(): Promise<BackendHealth> {
+    const cached = this.healthCache;
+    if (cached && Date.now() - cached.at < this.healthCacheMs) return cached.value;
+    this.healthInFlight ??= this.checkHealth().finally(() => {
+      this.healthInFlight = undefined;
+    });
+    return this.healthInFlight;
+  }
+
+  async close(): Promise<void> {}
+
+  private async checkHealth(): Promise<BackendHealth> {
+    let value: BackendHealth;
+    try {
+      await this.client.models.list({
+        timeout: Math.min(HEALTH_TIMEOUT_MS, this.config.timeoutSeconds * 1000),
+        maxRetries: 0,
+      });
+      value = { ok: true };
+    } catch (err) {
+      value = { ok: false, message: this.healthMessage(err) };
+    }
+    this.healthCache = { at: Date.now(), value };
+    return value;
+  }
+
+  private healthMessage(err: unknown): string {
+    if (err instanceof APIError && (err.status === 401 || err.status === 403)) {
+      return `${this.config.baseUrl} refused the credentials (${err.status}): ${providerMessage(err)}`;
+    }
+    if (err instanceof APIConnectionTimeoutError) return `${this.config.baseUrl} did not answer in time`;
+    if (err instanceof APIConnectionError) return `${this.config.baseUrl} is unreachable: ${causeMessage(err)}`;
+    if (err instanceof APIError) return `${this.config.baseUrl} answered ${err.status}: ${providerMessage(err)}`;
+    return `health check failed: ${err instanceof Error ? err.message : String(err)}`;
+  }
+
+  private markUnhealthy(message: string): void {
+    this.healthCache = { at: Date.now(), value: { ok: false, message } };
+  }
+
+  private checkSupported(request: BackendRequest): void {
+    const caps = this.capabilities;
+    const refuse = (message: string) => new BackendError(message, { code: 'invalid_request' });
+    if (request.kind === 'edit') {
+      if (!caps.edit) throw refuse(`Backend "${this.name}" does not support edits`);
+      if (request.inputImages.length === 0) throw refuse('An edit needs at least one input image');
+      if (request.inputImages.length > caps.maxInputImages) {
+        throw refuse(`Backend "${this.name}" takes at most ${caps.maxInputImages} input images`);
+      }
+      if (request.mask && !caps.mask) throw refuse(`Backend "${this.name}" does not support masks`);
+    } else if (request.kind === 'variation') {
+      if (!caps.variation) throw refuse(`Backend "${this.name}" does not support variations`);
+      if (request.inputImages.length === 0) throw refuse('A variation needs an input image');
+    }
+    if (request.n > caps.maxImagesPerCall) {
+      throw refuse(`Backend "${this.name}" returns at most ${caps.maxImagesPerCall} images per call`);
+    }
+  }
+
+  /** The JSON or multipart fields (less the files), with what had to be left out said in warnings. */
+  private buildBody(request: BackendRequest): { body: Record<string, unknown>; warnings: string[] } {
+    const warnings: string[] = [];
+    const family = modelFamily(request.model);
+    const fields: Record<string, unknown> = dropUndefined({
+      model: request.model || undefined,
+      prompt: request.kind === 'variation' ? undefined : request.prompt,
+      n: request.n,
+      size: request.size ? `${request.size.width}x${request.size.height}` : undefined,
+      quality: request.quality,
+      style: request.style,
+      background: request.background,
+      output_format: request.outputFormat,
+      output_compression: request.outputCompression,
+      // DALL·E answers with a URL unless told otherwise; asking for b64 saves a second download.
+      response_format: family === 'dall-e-2' || family === 'dall-e-3' ? 'b64_json' : undefined,
+      user: request.user,
+    });
+
+    const rules = UNSUPPORTED[family];
+    const unsupported = (key: string) => `${key} is not supported by ${request.model || 'dall-e-2'} on backend "${this.name}"; ignored`;
+    for (const key of rules.drop) delete fields[key];
+    for (const key of rules.warn) {
+      if (key in fields) {
+        if (!(key === 'background' && fields[key] === 'auto')) warnings.push(unsupported(key));
+        delete fields[key];
+      }
+    }
+    if (request.kind === 'edit' && family !== 'other') {
+      for (const key of EDIT_UNSUPPORTED) {
+        if (key in fields) {
+          warnings.push(`${key} is not supported for edits on backend "${this.name}"; ignored`);
+          delete fields[key];
+        }
+      }
+    }
+    if (request.kind === 'variation') {
+      for (const key of Object.keys(fields)) {
+        if (VARIATION_FIELDS.has(key)) continue;
+        // The worker always sets an output format; DALL·E variations are PNG and the worker converts.
+        if (key !== 'output_format') warnings.push(`${key} is not supported for variations on backend "${this.name}"; ignored`);
+        delete fields[key];
+      }
+    }
+
+    const extras = dropUndefined({
+      negative_prompt: request.negativePrompt,
+      seed: request.seed,
+      steps: request.steps,
+      guidance_scale: request.guidanceScale,
+    });
+    for (const [key, value] of Object.entries(extras)) {
+      if (this.config.extraBodyFields) fields[key] = value;
+      else warnings.push(`${key} is not supported by backend "${this.name}"; ignored`);
+    }
+
+    for (const [key, value] of Object.entries(request.providerOptions)) {
+      if (RESERVED_KEYS.has(key)) {
+        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
+        continue;
+      }
+      if (value === undefined) continue;
+      fields[key] = value;
+    }
+    return { body: fields, warnings };
+  }
+
+  /**
+   * Fetches an image the endpoint returned by URL (DALL·E's default, LocalAI, another easel). The URL
+   * comes from the configured backend, but it is still limited to http(s) and 50 MB. Credentials
+   * go along only to the backend's own origin, never to a CDN the URL points at.
+   */
+  private async download(url: string, signal: AbortSignal): Promise<Uint8Array> {
+    let target: URL;
+    try {
+      target = new URL(url, this.config.baseUrl);
+    } catch {
+      throw new BackendError(`Backend "${this.name}" returned an unparseable image URL`, { code: 'backend_error' });
+    }
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      throw new BackendError(`Backend "${this.name}" returned an image URL with scheme ${target.protocol}`, {
+        code: 'backend_error',
+      });
+    }
+    const sameOrigin = target.origin === new URL(this.config.baseUrl).origin;
+    const res = await this.fetchImpl(target, {
+      headers: sameOrigin ? this.authHeaders : {},
+      redirect: 'follow',
+      signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutSeconds * 1000)]),
+    });
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new BackendError(`Backend "${this.name}": downloading its image failed with ${res.status}`, {
+        code: res.status >= 500 || res.status === 429 ? 'backend_unavailable' : 'backend_error',
+        retryable: res.status >= 500 || res.status === 429,
+        status: res.status,
+      });
+    }
+    const tooBig = () =>
+      new BackendError(`Backend "${this.name}" returned an image over ${MAX_DOWNLOAD_BYTES} bytes`, {
+        code: 'backend_error',
+      });
+    const declared = Number(res.headers.get('content-length'));
+    if (declared > MAX_DOWNLOAD_BYTES) {
+      await res.body?.cancel().catch(() => {});
+      throw tooBig();
+    }
+    if (!res.body) return new Uint8Array();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of res.body) {
+      total += chunk.byteLength;
+      if (total > MAX_DOWNLOAD_BYTES) {
+        await res.body.cancel().catch(() => {});
+        throw tooBig();
+      }
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks, total);
+  }
+
+  private toBackendError(err: unknown, signal: AbortSignal): BackendError {
+    if (signal.aborted || err instanceof APIUserAbortError) {
+      return new BackendError(`Call to backend "${this.name}" was aborted`, { code: 'aborted', cause: err });
+    }
+    if (err instanceof BackendError) return err;
+    if (err instanceof APIConnectionTimeoutError || (err instanceof Error && err.name === 'TimeoutError')) {
+      return new BackendError(`Backend "${this.name}" did not answer within ${this.config.timeoutSeconds} s`, {
+        code: 'timeout',
+        retryable: true,
+        cause: err,
+      });
+    }
+    if (err instanceof APIConnectionError) {
+      return new BackendError(`Backend "${this.name}" is unreachable: ${causeMessage(err)}`, {
+        code: 'backend_unavailable',
+        retryable: true,
+        cause: err,
+      });
+    }
+    if (err instanceof APIError && typeof err.status === 'number') {
+      const status = err.status;
+      const message = providerMessage(err);
+      const opts = { status, cause: err };
+      if (err.code && MODERATION_CODES.has(err.code)) {
+        return new BackendError(`Backend "${this.name}" refused the request under its content policy: ${message}`, {
+          ...opts,
+          code: 'content_policy_violation',
+        });
+      }
+      if (status === 401 || status === 403) {
+        const text = `Backend "${this.name}" refused the credentials (${status}): ${message}`;
+        this.markUnhealthy(text);
+        return new BackendError(text, { ...opts, code: 'backend_auth' });
+      }
+      if (status === 404) {
+        if (err.code === 'model_not_found' || err.param === 'model' || /model/i.test(message)) {
+          return new BackendError(`Backend "${this.name}": ${message}`, { ...opts, code: 'model_not_found' });
+        }
+        return new BackendError(`Backend "${this.name}" has no such endpoint (404): ${message}`, {
+          ...opts,
+          code: 'backend_error',
+        });
+      }
+      if (status === 429 && err.code === 'insufficient_quota') {
+        return new BackendError(`Backend "${this.name}" is out of quota: ${message}`, {
+          ...opts,
+          code: 'backend_quota_exceeded',
+        });
+      }
+      if (status === 408 || status === 409 || status === 429 || status >= 500) {
+        return new BackendError(`Backend "${this.name}" is unavailable (${status}): ${message}`, {
+          ...opts,
+          code: 'backend_unavailable',
+          retryable: true,
+        });
+      }
+      const param = err.param ? ` (param '${err.param}')` : '';
+      return new BackendError(`Backend "${this.name}" rejected the request${param}: ${message}`, {
+        ...opts,
+        code: 'invalid_request',
+      });
+    }
+    return new BackendError(
+      `Backend "${this.name}" failed: ${err instanceof Error ? err.message : String(err)}`,
+      { code: 'backend_error', cause: err },
+    );
+  }
+}
+
+async function asFile(image: BackendImageInput, base: string): Promise<File> {
+  const ext = image.mediaType === 'image/jpeg' ? 'jpg' : (image.mediaType.split('/')[1] ?? 'png');
+  return toFile(image.data, `${base}.${ext}`, { type: image.mediaType });
+}
+
+/** The provider's own message, without the SDK's status prefix. */
+function providerMessage(err: APIError): string {
+  const inner = err.error as { message?: unknown } | undefined;
+  if (inner && typeof inner.message === 'string' && inner.message) return inner.message;
+  return err.message.replace(/^\d{3} /, '');
+}
+
+function causeMessage(err: Error): string {
+  const cause = err.cause;
+  const detail = cause instanceof Error ? ((cause.cause as Error | undefined)?.message ?? cause.message) : undefined;
+  return detail ? `${err.message} (${detail})` : err.message;
+}
+
+/** What the bytes are, by magic number; undefined when unrecognised. */
+function sniffMediaType(data: Uint8Array): string | undefined {
+  if (data.length >= 8 && data[0] === 0x89 && data[1] === 0x50 && data[2] === 0x4e && data[3] === 0x47) {
+    return 'image/png';
+  }
+  if (data.length >= 3 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff) return 'image/jpeg';
+  if (
+    data.length >= 12 &&
+    data[0] === 0x52 && data[1] === 0x49 && data[2] === 0x46 && data[3] === 0x46 &&
+    data[8] === 0x57 && data[9] === 0x45 && data[10] === 0x42 && data[11] === 0x50
+  ) {
+    return 'image/webp';
+  }
+  return undefined;
+}
+
+function dropUndefined<T extends Record<string, unknown>>(obj: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const key of Object.keys(obj) as (keyof T)[]) {
+    if (obj[key] !== undefined) out[key] = obj[key];
+  }
+  return out;
+}

@@ -1,0 +1,46 @@
+/**
+ * Config entry for an `openai` backend: any endpoint that speaks the OpenAI Images API (OpenAI
+ * itself, LocalAI, another easel), driven through the official SDK.
+ */
+import { z } from 'zod';
+
+export const openaiBackendConfigSchema = z
+  .object({
+    type: z.literal('openai'),
+    /** The name models and routes refer to this backend by. */
+    name: z.string().min(1),
+    /** Base URL including the version path, e.g. `http://localai:8080/v1`. */
+    baseUrl: z.url({ protocol: /^https?$/ }).default('https://api.openai.com/v1'),
+    /** The key itself; prefer `apiKeyEnv` so it stays out of the file. */
+    apiKey: z.string().min(1).optional(),
+    /** Env var holding the key when `apiKey` is absent (default OPENAI_API_KEY). No key at all sends no Authorization header. */
+    apiKeyEnv: z.string().min(1).optional(),
+    organization: z.string().min(1).optional(),
+    /** Limit for one HTTP attempt; the SDK retries a timed-out attempt up to `maxRetries` times. */
+    timeoutSeconds: z.number().positive().max(3600).default(300),
+    /** SDK retries for connection errors, 408/409/429/5xx (honouring retry-after). */
+    maxRetries: z.number().int().min(0).max(10).default(2),
+    /** Most images one call may ask for (set 1 for dall-e-3). */
+    maxImagesPerCall: z.number().int().min(1).max(10).default(10),
+    /**
+     * Send easel's extensions (negative_prompt, seed, steps, guidance_scale) in the body. OpenAI rejects
+     * unknown fields, so this is off by default; LocalAI and another easel accept them.
+     */
+    extraBodyFields: z.boolean().default(false),
+    capabilities: z
+      .object({
+        edit: z.boolean().optional(),
+        mask: z.boolean().optional(),
+        variation: z.boolean().optional(),
+        maxInputImages: z.number().int().min(0).max(16).optional(),
+      })
+      .strict()
+      .optional(),
+    /** Extra headers sent with every request. */
+    headers: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+
+export type OpenAIBackendConfig = z.infer<typeof openaiBackendConfigSchema>;
+/** What a caller may write before defaults are applied. */
+export type OpenAIBackendConfigInput = z.input<typeof openaiBackendConfigSchema>;

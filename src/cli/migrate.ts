@@ -1,0 +1,26 @@
+import type { Command } from 'commander';
+import { join, resolve } from 'node:path';
+import { openDatabase, migrate } from '../store/database.ts';
+import { configOrExit } from './main.ts';
+import type { GlobalOpts } from './main.ts';
+import type { EaselConfig } from '../config/schema.ts';
+
+export function databaseUrl(config: EaselConfig): string {
+  return config.database.url ?? join(resolve(config.dataDir), 'easel.db');
+}
+
+export function migrateCommand(program: Command): void {
+  program
+    .command('migrate')
+    .description('Apply database migrations and exit')
+    .action(async () => {
+      const config = configOrExit(program.opts<GlobalOpts>());
+      const mdb = openDatabase(databaseUrl(config));
+      try {
+        const applied = await migrate(mdb);
+        process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+      } finally {
+        await mdb.close();
+      }
+    });
+}

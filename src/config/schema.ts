@@ -1,0 +1,148 @@
+/**
+ * The one config schema: a YAML file plus environment overrides, validated at start. Every key is
+ * documented in the README; an unknown or bad key is an error that names it.
+ */
+import { z } from 'zod';
+import { openaiBackendConfigSchema } from '../backends/openai/options.ts';
+
+const seconds = (def: number) => z.number().positive().default(def);
+
+export const backendConfigSchema = z.discriminatedUnion('type', [openaiBackendConfigSchema]);
+export type BackendConfig = z.infer<typeof backendConfigSchema>;
+
+export const modelConfigSchema = z
+  .object({
+    /** The public name clients send as `model`. */
+    name: z.string().min(1),
+    /** Which backend (by its `name`) runs it. */
+    backend: z.string().min(1),
+    /** The backend's own model id; defaults to the public name. */
+    model: z.string().min(1).optional(),
+    /** Used when a request names no model. */
+    default: z.boolean().default(false),
+    description: z.string().optional(),
+  })
+  .strict();
+export type ModelConfig = z.infer<typeof modelConfigSchema>;
+
+export const configSchema = z
+  .object({
+    /** Folder for the SQLite file, local images and generated secrets. */
+    dataDir: z.string().default('./data'),
+    server: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        /** Base of absolute URLs handed to clients (image links, Location headers). */
+        publicUrl: z.string().url().optional(),
+        /** Largest accepted request body. */
+        bodyLimitBytes: z.number().int().positive().default(26_214_400),
+        /** How long a synchronous request waits for its job before answering with the job id. */
+        syncTimeoutSeconds: seconds(300),
+        trustProxy: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    database: z
+      .object({
+        /** `postgres://…` for Postgres; otherwise a SQLite file (default `<dataDir>/easel.db`). */
+        url: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+    redis: z
+      .object({
+        /** Set to use BullMQ for the queue and Redis pub/sub for job events. */
+        url: z.string().optional(),
+        prefix: z.string().default('easel'),
+      })
+      .strict()
+      .prefault({}),
+    queue: z
+      .object({
+        /** A job whose worker stops renewing its lease for this long is delivered again. */
+        visibilityTimeoutSeconds: seconds(60),
+        /** The embedded queue's poll interval for jobs enqueued by other processes. */
+        pollIntervalMs: z.number().int().positive().default(250),
+        /** Deliveries of one job before it fails as lost (worker crashes on it every time). */
+        maxAttempts: z.number().int().min(1).default(3),
+      })
+      .strict()
+      .prefault({}),
+    storage: z
+      .object({
+        type: z.enum(['local', 's3']).default('local'),
+        /** Local image folder (default `<dataDir>/images`). */
+        dir: z.string().optional(),
+        /** How long image URLs handed to clients stay valid. */
+        urlTtlSeconds: z.number().int().positive().default(3600),
+        /** `max-age` for served images; their bytes never change. */
+        cacheMaxAgeSeconds: z.number().int().positive().default(31_536_000),
+        s3: z
+          .object({
+            bucket: z.string().min(1),
+            region: z.string().default('us-east-1'),
+            endpoint: z.string().url().optional(),
+            accessKeyId: z.string().optional(),
+            secretAccessKey: z.string().optional(),
+            forcePathStyle: z.boolean().default(false),
+            prefix: z.string().default(''),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
+    worker: z
+      .object({
+        /** Jobs one worker process runs at once. */
+        concurrency: z.number().int().min(1).default(8),
+        /** A job running longer than this fails with `timeout`. */
+        jobTimeoutSeconds: seconds(600),
+        /** On SIGTERM, how long in-flight jobs may finish before they are handed back. */
+        shutdownGraceSeconds: seconds(30),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        /** Admin key to create on first start instead of a random one (env EASEL_ADMIN_KEY). */
+        adminKey: z.string().min(16).optional(),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxImagesPerRequest: z.number().int().min(1).max(100).default(10),
+        maxPromptChars: z.number().int().positive().default(32_000),
+        maxPixels: z.number().int().positive().default(4096 * 4096),
+      })
+      .strict()
+      .prefault({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+    backends: z.array(backendConfigSchema).default([]),
+    models: z.array(modelConfigSchema).default([]),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const names = new Set<string>();
+    cfg.backends.forEach((b, i) => {
+      if (names.has(b.name)) ctx.addIssue({ code: 'custom', path: ['backends', i, 'name'], message: `duplicate backend name "${b.name}"` });
+      names.add(b.name);
+    });
+    const models = new Set<string>();
+    cfg.models.forEach((m, i) => {
+      if (!names.has(m.backend)) ctx.addIssue({ code: 'custom', path: ['models', i, 'backend'], message: `no backend named "${m.backend}"` });
+      if (models.has(m.name)) ctx.addIssue({ code: 'custom', path: ['models', i, 'name'], message: `duplicate model name "${m.name}"` });
+      models.add(m.name);
+    });
+    if (cfg.models.filter((m) => m.default).length > 1) ctx.addIssue({ code: 'custom', path: ['models'], message: 'more than one model is marked default' });
+    if (cfg.storage.type === 's3' && !cfg.storage.s3) ctx.addIssue({ code: 'custom', path: ['storage', 's3'], message: 'storage.type is s3 but storage.s3 is missing' });
+  });
+
+export type EaselConfig = z.infer<typeof configSchema>;

@@ -1,0 +1,552 @@
+/**
+ * The embedded queue: messages live in the metadata database (`queue_messages`, migration 002), so a
+ * single-node easel needs nothing beyond SQLite, and several processes can share one Postgres.
+ *
+ * A consumer claims messages by writing a lease (`lease_owner`, `lease_until`) in one atomic statement
+ * and renews all its leases with one statement per heartbeat. A message whose lease has expired (its
+ * consumer died) is claimable again, with `delivery_count` incremented. Acknowledging deletes the row,
+ * fenced by owner and delivery count so a consumer that lost its lease cannot delete someone else's.
+ *
+ * Claims come in batches of up to the free concurrency. Local enqueues wake local consumers at once
+ * through an in-process emitter; messages enqueued by other processes (or coming back from a dead
+ * consumer) are found by polling every `pollIntervalMs`.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
+import type { Priority } from '../core/job.ts';
+import type { MetadataDb } from '../store/database.ts';
+import type {
+  ConsumeOptions,
+  Delivery,
+  DeliveryHandler,
+  JobQueue,
+  QueueConsumer,
+  QueueCounts,
+  QueueMessage,
+} from './job-queue.ts';
+
+interface QueueMessageRow {
+  job_id: string;
+  priority: number;
+  seq: number;
+  enqueued_at: number;
+  available_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  delivery_count: number;
+}
+
+interface QueueTables {
+  queue_messages: QueueMessageRow;
+}
+
+export interface EmbeddedQueueOptions {
+  db: MetadataDb;
+  /** How long a claim holds a message without a heartbeat. Default 60 s; renewed every third of it. */
+  visibilityTimeoutMs?: number;
+  /** How often idle consumers look for messages from other processes. Default 250 ms. */
+  pollIntervalMs?: number;
+  /** Prefix of the lease owner written on claimed rows; default a random id per queue instance. */
+  consumerId?: string;
+  /** How long a message whose handler threw waits before it is delivered again. Default 200 ms. */
+  retryDelayMs?: number;
+  /** Where background failures (claim, heartbeat, ack) are reported. Default: console.warn, throttled. */
+  onError?: (err: unknown) => void;
+}
+
+const RANK_TO_PRIORITY = new Map<number, Priority>(PRIORITIES.map((p) => [PRIORITY_RANK[p], p]));
+
+function priorityOf(rank: number): Priority {
+  return RANK_TO_PRIORITY.get(Number(rank)) ?? 'normal';
+}
+
+// FIFO order within a priority: microseconds since the epoch, strictly increasing within a process
+// (1.8e15 today, well inside a double's exact integers). Across processes it orders by the millisecond.
+let lastSeq = 0;
+function nextSeq(): number {
+  lastSeq = Math.max(Date.now() * 1000, lastSeq + 1);
+  return lastSeq;
+}
+
+// One wake-up channel per database handle, shared by every queue instance on it in this process.
+const buses = new WeakMap<object, EventEmitter>();
+function busFor(db: object): EventEmitter {
+  let bus = buses.get(db);
+  if (!bus) {
+    bus = new EventEmitter();
+    bus.setMaxListeners(0);
+    buses.set(db, bus);
+  }
+  return bus;
+}
+
+function throttledWarn(): (err: unknown) => void {
+  let last = 0;
+  let suppressed = 0;
+  return (err) => {
+    const now = Date.now();
+    if (now - last < 10_000) {
+      suppressed++;
+      return;
+    }
+    const more = suppressed ? ` (${suppressed} similar errors suppressed)` : '';
+    last = now;
+    suppressed = 0;
+    console.warn(`[easel] embedded queue: ${(err as Error)?.message ?? String(err)}${more}`);
+  };
+}
+
+function leaseLost(message: string): Error {
+  const err = new Error(message);
+  err.name = 'LeaseLostError';
+  return err;
+}
+
+export class EmbeddedQueue implements JobQueue {
+  readonly kind = 'embedded' as const;
+  private readonly mdb: MetadataDb;
+  private readonly db: Kysely<QueueTables>;
+  private readonly bus: EventEmitter;
+  readonly visibilityTimeoutMs: number;
+  readonly pollIntervalMs: number;
+  readonly retryDelayMs: number;
+  private readonly consumerId: string;
+  private readonly reportError: (err: unknown) => void;
+  private readonly consumers = new Set<EmbeddedConsumer>();
+  private consumerSeq = 0;
+  private closed = false;
+
+  constructor(opts: EmbeddedQueueOptions) {
+    this.mdb = opts.db;
+    this.db = opts.db.db as Kysely<QueueTables>;
+    this.bus = busFor(opts.db.db);
+    this.visibilityTimeoutMs = opts.visibilityTimeoutMs ?? 60_000;
+    this.pollIntervalMs = opts.pollIntervalMs ?? 250;
+    this.retryDelayMs = opts.retryDelayMs ?? 200;
+    this.consumerId = opts.consumerId ?? randomUUID();
+    this.reportError = opts.onError ?? throttledWarn();
+    if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
+    if (!(this.pollIntervalMs > 0)) throw new Error('pollIntervalMs must be positive');
+  }
+
+  async enqueue(message: QueueMessage): Promise<void> {
+    this.assertOpen();
+    const rank = PRIORITY_RANK[message.priority];
+    if (rank === undefined) throw new Error(`unknown priority "${message.priority}"`);
+    const now = Date.now();
+    await this.db
+      .insertInto('queue_messages')
+      .values({
+        job_id: message.jobId,
+        priority: rank,
+        seq: nextSeq(),
+        enqueued_at: now,
+        available_at: now,
+        lease_owner: null,
+        lease_until: null,
+        delivery_count: 0,
+      })
+      .onConflict((oc) => oc.column('job_id').doNothing())
+      .execute();
+    this.bus.emit('wake');
+  }
+
+  async remove(jobId: string): Promise<boolean> {
+    this.assertOpen();
+    const now = Date.now();
+    const res = await this.db
+      .deleteFrom('queue_messages')
+      .where('job_id', '=', jobId)
+      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]))
+      .executeTakeFirst();
+    return Number(res.numDeletedRows) > 0;
+  }
+
+  consume(handler: DeliveryHandler, options: ConsumeOptions): QueueConsumer {
+    this.assertOpen();
+    const concurrency = Math.floor(options.concurrency);
+    if (!(concurrency >= 1)) throw new Error('concurrency must be at least 1');
+    const consumer = new EmbeddedConsumer({
+      db: this.db,
+      dialect: this.mdb.dialect,
+      bus: this.bus,
+      owner: `${this.consumerId}/${++this.consumerSeq}`,
+      handler,
+      concurrency,
+      visibilityTimeoutMs: this.visibilityTimeoutMs,
+      pollIntervalMs: this.pollIntervalMs,
+      retryDelayMs: this.retryDelayMs,
+      reportError: this.reportError,
+      onDone: (c) => this.consumers.delete(c),
+    });
+    this.consumers.add(consumer);
+    consumer.start();
+    return consumer;
+  }
+
+  async counts(): Promise<QueueCounts> {
+    const now = Date.now();
+    const { rows } = await sql<{ total: number | string; active: number | string | null }>`
+      select count(*) as total,
+             sum(case when lease_until is not null and lease_until >= ${now} then 1 else 0 end) as active
+      from queue_messages`.execute(this.db);
+    const total = Number(rows[0]?.total ?? 0);
+    const active = Number(rows[0]?.active ?? 0);
+    return { waiting: total - active, active };
+  }
+
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
+  }
+
+  /**
+   * Stops every consumer still running on this instance without handing its messages back — as a
+   * crash would: they return after the visibility timeout. Call `stop(graceMs)` on consumers first for
+   * a clean hand-over. Leaves the database open (it belongs to the caller).
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.consumers].map((c) => c.abandon()));
+    this.consumers.clear();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('embedded queue is closed');
+  }
+}
+
+interface ConsumerConfig {
+  db: Kysely<QueueTables>;
+  dialect: MetadataDb['dialect'];
+  bus: EventEmitter;
+  owner: string;
+  handler: DeliveryHandler;
+  concurrency: number;
+  visibilityTimeoutMs: number;
+  pollIntervalMs: number;
+  retryDelayMs: number;
+  reportError: (err: unknown) => void;
+  onDone: (c: EmbeddedConsumer) => void;
+}
+
+interface InFlight {
+  jobId: string;
+  deliveryCount: number;
+  controller: AbortController;
+  /** Until when the database lease is known to hold (as of the last successful claim or renewal). */
+  leaseUntil: number;
+  /** True once this consumer no longer holds the lease (acked, handed back, lost or abandoned). */
+  released: boolean;
+  /** Settles when the handler has finished and its ack / hand-back has been written. */
+  finished: Promise<void>;
+}
+
+class EmbeddedConsumer implements QueueConsumer {
+  private readonly cfg: ConsumerConfig;
+  /** Deliveries whose lease this consumer holds, by job id. */
+  private readonly held = new Map<string, InFlight>();
+  /** Deliveries whose handler (or its ack) has not finished: what counts against concurrency. */
+  private readonly running = new Set<InFlight>();
+  /** Database work in progress (claims, heartbeats, acks), awaited before stop/abandon resolve. */
+  private readonly pending = new Set<Promise<unknown>>();
+  private claiming = false;
+  private pumpAgain = false;
+  private stopping = false;
+  private dead = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private stopPromise: Promise<void> | undefined;
+  private readonly onWake = () => this.pump();
+
+  constructor(cfg: ConsumerConfig) {
+    this.cfg = cfg;
+  }
+
+  start(): void {
+    this.cfg.bus.on('wake', this.onWake);
+    this.pollTimer = setInterval(() => this.pump(), this.cfg.pollIntervalMs);
+    const beat = Math.max(50, Math.floor(this.cfg.visibilityTimeoutMs / 3));
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), beat);
+    this.pump();
+  }
+
+  stop(graceMs: number): Promise<void> {
+    this.stopPromise ??= this.doStop(graceMs);
+    return this.stopPromise;
+  }
+
+  /** The crash path (queue closed): stop everything, abort signals, leave leases to expire. */
+  async abandon(): Promise<void> {
+    if (this.dead) return;
+    this.dead = true;
+    this.stopping = true;
+    this.stopTaking();
+    this.stopHeartbeat();
+    for (const entry of this.held.values()) {
+      entry.released = true;
+      entry.controller.abort(leaseLost('queue closed: the message comes back after the visibility timeout'));
+    }
+    this.held.clear();
+    await this.drainPending();
+    this.cfg.onDone(this);
+  }
+
+  private async doStop(graceMs: number): Promise<void> {
+    const deadline = Date.now() + Math.max(0, graceMs);
+    this.stopping = true;
+    this.stopTaking();
+    // A claim in flight lands first: what it took is handed straight back (see pump).
+    await this.drainPending();
+    if (this.dead) return;
+    if (this.running.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      });
+      await Promise.race([Promise.all([...this.running].map((e) => e.finished)), graceOver]);
+      clearTimeout(timer);
+    }
+    if (this.dead) return;
+    const leftovers = [...this.held.values()].filter((e) => !e.released);
+    this.held.clear();
+    for (const entry of leftovers) {
+      entry.released = true;
+      entry.controller.abort(leaseLost('consumer stopped: the message was handed back to the queue'));
+    }
+    if (leftovers.length > 0) {
+      try {
+        await this.release(leftovers.map((e) => e.jobId), Date.now());
+      } catch (err) {
+        this.cfg.reportError(err); // they come back after the visibility timeout instead
+      }
+      this.cfg.bus.emit('wake');
+    }
+    // Acks and hand-backs of handlers that finished in time.
+    await this.drainPending();
+    this.stopHeartbeat();
+    this.dead = true;
+    this.cfg.onDone(this);
+  }
+
+  private stopTaking(): void {
+    this.cfg.bus.off('wake', this.onWake);
+    clearInterval(this.pollTimer);
+    this.pollTimer = undefined;
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
+  }
+
+  private async drainPending(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.pending.add(p);
+    const done = () => this.pending.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private pump(): void {
+    if (this.stopping) return;
+    if (this.claiming) {
+      this.pumpAgain = true;
+      return;
+    }
+    const want = this.cfg.concurrency - this.running.size;
+    if (want <= 0) return;
+    this.claiming = true;
+    this.pumpAgain = false;
+    this.track(this.claim(want)).then(
+      (rows) => {
+        this.claiming = false;
+        if (this.stopping) {
+          // Stopped while claiming: give these back at once (unless the queue was closed: then they
+          // expire like any abandoned lease).
+          if (!this.dead && rows.length > 0) {
+            this.track(this.release(rows.map((r) => r.job_id), Date.now())).then(
+              () => this.cfg.bus.emit('wake'),
+              (err) => this.cfg.reportError(err),
+            );
+          }
+          return;
+        }
+        for (const row of rows) this.dispatch(row);
+        if (this.pumpAgain) this.pump();
+      },
+      (err) => {
+        this.claiming = false;
+        this.cfg.reportError(err); // the next poll tries again
+      },
+    );
+  }
+
+  private async claim(n: number): Promise<Pick<QueueMessageRow, 'job_id' | 'priority' | 'seq' | 'delivery_count'>[]> {
+    const { db } = this.cfg;
+    const now = Date.now();
+    let next = db
+      .selectFrom('queue_messages')
+      .select('job_id')
+      .where('available_at', '<=', now)
+      .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]))
+      .orderBy('priority')
+      .orderBy('seq')
+      .limit(n);
+    // Several processes may claim at once: on Postgres, skip rows another claim has locked; SQLite runs
+    // one write statement at a time, so the single UPDATE below is atomic there.
+    if (this.cfg.dialect === 'postgres') next = next.forUpdate().skipLocked();
+    const rows = await db
+      .updateTable('queue_messages')
+      .set((eb) => ({
+        lease_owner: this.cfg.owner,
+        lease_until: now + this.cfg.visibilityTimeoutMs,
+        delivery_count: eb('delivery_count', '+', 1),
+      }))
+      .where('job_id', 'in', next)
+      .returning(['job_id', 'priority', 'seq', 'delivery_count'])
+      .execute();
+    // RETURNING order is unspecified: deliver in queue order.
+    return rows.sort((a, b) => Number(a.priority) - Number(b.priority) || Number(a.seq) - Number(b.seq));
+  }
+
+  private dispatch(row: Pick<QueueMessageRow, 'job_id' | 'priority' | 'delivery_count'>): void {
+    const jobId = row.job_id;
+    const deliveryCount = Number(row.delivery_count);
+    // Our own earlier lease on this message expired and we claimed it again: the old run is stale.
+    const stale = this.held.get(jobId);
+    if (stale) this.lose(stale, 'lease expired and the message was delivered again');
+
+    const controller = new AbortController();
+    const entry: InFlight = {
+      jobId,
+      deliveryCount,
+      controller,
+      leaseUntil: Date.now() + this.cfg.visibilityTimeoutMs,
+      released: false,
+      finished: Promise.resolve(),
+    };
+    this.held.set(jobId, entry);
+    this.running.add(entry);
+    const delivery: Delivery = {
+      message: { jobId, priority: priorityOf(row.priority) },
+      deliveryCount,
+      signal: controller.signal,
+    };
+    let run: Promise<void>;
+    try {
+      run = Promise.resolve(this.cfg.handler(delivery));
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    entry.finished = run
+      .then(
+        () => this.settle(entry, true),
+        () => this.settle(entry, false),
+      )
+      .catch((err) => this.cfg.reportError(err))
+      .finally(() => {
+        this.running.delete(entry);
+        this.pump();
+      });
+  }
+
+  private async settle(entry: InFlight, ok: boolean): Promise<void> {
+    if (entry.released) return; // handed back at stop, lost, or abandoned: not ours to settle
+    entry.released = true;
+    if (this.held.get(entry.jobId) === entry) this.held.delete(entry.jobId);
+    const { db, owner } = this.cfg;
+    if (ok) {
+      await this.track(
+        db
+          .deleteFrom('queue_messages')
+          .where('job_id', '=', entry.jobId)
+          .where('lease_owner', '=', owner)
+          .where('delivery_count', '=', entry.deliveryCount)
+          .execute(),
+      );
+      return;
+    }
+    const delay = this.cfg.retryDelayMs;
+    await this.track(
+      db
+        .updateTable('queue_messages')
+        .set({ lease_owner: null, lease_until: null, available_at: Date.now() + delay })
+        .where('job_id', '=', entry.jobId)
+        .where('lease_owner', '=', owner)
+        .where('delivery_count', '=', entry.deliveryCount)
+        .execute(),
+    );
+    if (delay <= 0) {
+      this.cfg.bus.emit('wake');
+    } else if (!this.stopping) {
+      const t = setTimeout(() => {
+        this.retryTimers.delete(t);
+        this.cfg.bus.emit('wake');
+      }, delay);
+      t.unref();
+      this.retryTimers.add(t);
+    }
+  }
+
+  /** Clears the lease of messages this consumer holds so any consumer can take them now. */
+  private async release(jobIds: string[], availableAt: number): Promise<void> {
+    if (jobIds.length === 0) return;
+    await this.cfg.db
+      .updateTable('queue_messages')
+      .set({ lease_owner: null, lease_until: null, available_at: availableAt })
+      .where('lease_owner', '=', this.cfg.owner)
+      .where('job_id', 'in', jobIds)
+      .execute();
+  }
+
+  private lose(entry: InFlight, why: string): void {
+    if (entry.released) return;
+    entry.released = true;
+    if (this.held.get(entry.jobId) === entry) this.held.delete(entry.jobId);
+    entry.controller.abort(leaseLost(`lease on ${entry.jobId} lost: ${why}`));
+  }
+
+  private heartbeat(): void {
+    if (this.dead) return;
+    const entries = [...this.held.values()].filter((e) => !e.released);
+    if (entries.length === 0) return;
+    const until = Date.now() + this.cfg.visibilityTimeoutMs;
+    this.track(
+      this.cfg.db
+        .updateTable('queue_messages')
+        .set({ lease_until: until })
+        .where('lease_owner', '=', this.cfg.owner)
+        .where(
+          'job_id',
+          'in',
+          entries.map((e) => e.jobId),
+        )
+        .returning(['job_id', 'delivery_count'])
+        .execute(),
+    ).then(
+      (rows) => {
+        const renewed = new Map(rows.map((r) => [r.job_id, Number(r.delivery_count)]));
+        for (const entry of entries) {
+          if (entry.released) continue; // settled while the renewal ran
+          if (renewed.get(entry.jobId) === entry.deliveryCount) entry.leaseUntil = until;
+          else this.lose(entry, 'another consumer holds it now');
+        }
+      },
+      (err) => {
+        this.cfg.reportError(err);
+        const now = Date.now();
+        for (const entry of entries) if (now >= entry.leaseUntil) this.lose(entry, 'lease renewal failed until it expired');
+      },
+    );
+  }
+}

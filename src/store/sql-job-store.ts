@@ -1,0 +1,371 @@
+/**
+ * JobStore over Kysely, for SQLite and Postgres alike. Every state change is one conditional UPDATE
+ * (status and attempt in the WHERE clause) with RETURNING where the caller needs the row, so two
+ * workers or a worker and a cancel can race without either finishing a job twice. completeJob is the
+ * one place that needs a transaction: the winning UPDATE and its image rows commit together.
+ */
+import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import { JOB_STATUSES } from '../core/job.ts';
+import type { ImageRequest } from '../core/image-request.ts';
+import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
+import type { MetadataDb } from './database.ts';
+import type { CancelOutcome, CompleteJob, JobPage, JobStore, ListJobsQuery } from './job-store.ts';
+
+/** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */
+interface JobRow {
+  id: string;
+  key_id: string;
+  kind: string;
+  status: string;
+  priority: string;
+  model: string;
+  backend: string | null;
+  request: string;
+  progress: number | string;
+  attempt: number | string;
+  error: string | null;
+  result: string | null;
+  metadata: string | null;
+  webhook_url: string | null;
+  idempotency_key: string | null;
+  cancel_requested: number | string | boolean;
+  backend_state: string | null;
+  cost_usd: number | string | null;
+  created_at: number | string;
+  started_at: number | string | null;
+  finished_at: number | string | null;
+  updated_at: number | string;
+}
+
+interface ImageRow {
+  id: string;
+  job_id: string;
+  key_id: string;
+  idx: number | string;
+  storage_key: string;
+  media_type: string;
+  width: number | string;
+  height: number | string;
+  bytes: number | string;
+  sha256: string;
+  revised_prompt: string | null;
+  created_at: number | string;
+}
+
+const ACTIVE: JobStatus[] = ['queued', 'running'];
+
+const parseJson = <T>(text: string | null): T | null => (text == null ? null : (JSON.parse(text) as T));
+const toJson = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
+const toDate = (v: number | string | null): Date | null => (v == null ? null : new Date(Number(v)));
+const toBool = (v: number | string | boolean): boolean => v === true || Number(v) === 1;
+
+export function rowToJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    keyId: r.key_id,
+    kind: r.kind as JobKind,
+    status: r.status as JobStatus,
+    priority: r.priority as Priority,
+    model: r.model,
+    backend: r.backend,
+    request: JSON.parse(r.request) as ImageRequest,
+    progress: Number(r.progress),
+    attempt: Number(r.attempt),
+    error: parseJson<JobError>(r.error),
+    result: parseJson<JobResult>(r.result),
+    metadata: parseJson<Record<string, string>>(r.metadata),
+    webhookUrl: r.webhook_url,
+    idempotencyKey: r.idempotency_key,
+    cancelRequested: toBool(r.cancel_requested),
+    backendState: parseJson<unknown>(r.backend_state),
+    costUsd: r.cost_usd == null ? null : Number(r.cost_usd),
+    createdAt: toDate(r.created_at)!,
+    startedAt: toDate(r.started_at),
+    finishedAt: toDate(r.finished_at),
+    updatedAt: toDate(r.updated_at)!,
+  };
+}
+
+export function rowToImage(r: ImageRow): StoredImage {
+  return {
+    id: r.id,
+    jobId: r.job_id,
+    keyId: r.key_id,
+    index: Number(r.idx),
+    storageKey: r.storage_key,
+    mediaType: r.media_type,
+    width: Number(r.width),
+    height: Number(r.height),
+    bytes: Number(r.bytes),
+    sha256: r.sha256,
+    revisedPrompt: r.revised_prompt,
+    createdAt: toDate(r.created_at)!,
+  };
+}
+
+function imageToRow(i: StoredImage): ImageRow {
+  return {
+    id: i.id,
+    job_id: i.jobId,
+    key_id: i.keyId,
+    idx: i.index,
+    storage_key: i.storageKey,
+    media_type: i.mediaType,
+    width: i.width,
+    height: i.height,
+    bytes: i.bytes,
+    sha256: i.sha256,
+    revised_prompt: i.revisedPrompt ?? null,
+    created_at: i.createdAt.getTime(),
+  };
+}
+
+/**
+ * True for a unique-constraint violation from either database, e.g. a second createJob with the same
+ * (key, idempotency key): the caller then looks the first job up with findByIdempotencyKey.
+ */
+export function isUniqueViolation(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { code?: unknown; message?: unknown };
+  if (e.code === '23505') return true; // Postgres unique_violation
+  if (typeof e.code === 'string' && e.code.startsWith('SQLITE_CONSTRAINT_UNIQUE')) return true;
+  if (typeof e.code === 'string' && e.code.startsWith('SQLITE_CONSTRAINT_PRIMARYKEY')) return true;
+  return typeof e.message === 'string' && /UNIQUE constraint failed/.test(e.message);
+}
+
+export class SqlJobStore implements JobStore {
+  private readonly db: Kysely<any>;
+
+  constructor(mdb: MetadataDb) {
+    this.db = mdb.db;
+  }
+
+  async createJob(job: NewJob): Promise<Job> {
+    const now = Date.now();
+    await this.db
+      .insertInto('jobs')
+      .values({
+        id: job.id,
+        key_id: job.keyId,
+        kind: job.kind,
+        status: 'queued',
+        priority: job.priority,
+        model: job.model,
+        backend: null,
+        request: JSON.stringify(job.request),
+        progress: 0,
+        attempt: 0,
+        error: null,
+        result: null,
+        metadata: toJson(job.metadata),
+        webhook_url: job.webhookUrl ?? null,
+        idempotency_key: job.idempotencyKey ?? null,
+        cancel_requested: 0,
+        backend_state: null,
+        cost_usd: null,
+        created_at: now,
+        started_at: null,
+        finished_at: null,
+        updated_at: now,
+      })
+      .execute();
+    // Built from what was written rather than read back: the insert either stored exactly this or threw.
+    // The request goes through JSON so the caller gets the same shape getJob would return.
+    return {
+      id: job.id,
+      keyId: job.keyId,
+      kind: job.kind,
+      status: 'queued',
+      priority: job.priority,
+      model: job.model,
+      backend: null,
+      request: JSON.parse(JSON.stringify(job.request)) as ImageRequest,
+      progress: 0,
+      attempt: 0,
+      error: null,
+      result: null,
+      metadata: job.metadata ? { ...job.metadata } : null,
+      webhookUrl: job.webhookUrl ?? null,
+      idempotencyKey: job.idempotencyKey ?? null,
+      cancelRequested: false,
+      backendState: null,
+      costUsd: null,
+      createdAt: new Date(now),
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: new Date(now),
+    };
+  }
+
+  async getJob(id: string): Promise<Job | undefined> {
+    const row = await this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToJob(row as JobRow) : undefined;
+  }
+
+  async findByIdempotencyKey(keyId: string, idempotencyKey: string): Promise<Job | undefined> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('key_id', '=', keyId)
+      .where('idempotency_key', '=', idempotencyKey)
+      .executeTakeFirst();
+    return row ? rowToJob(row as JobRow) : undefined;
+  }
+
+  async listJobs(query: ListJobsQuery): Promise<JobPage> {
+    const limit = Math.max(1, Math.min(100, Math.floor(query.limit)));
+    let q = this.db.selectFrom('jobs').selectAll().where('key_id', '=', query.keyId);
+    if (query.status) q = q.where('status', '=', query.status);
+    if (query.after) q = q.where('id', '<', query.after);
+    const rows = (await q.orderBy('id', 'desc').limit(limit + 1).execute()) as JobRow[];
+    const hasMore = rows.length > limit;
+    return { jobs: (hasMore ? rows.slice(0, limit) : rows).map(rowToJob), hasMore };
+  }
+
+  async startAttempt(id: string, backend: string | null): Promise<Job | undefined> {
+    const now = Date.now();
+    const row = await this.db
+      .updateTable('jobs')
+      .set({
+        status: 'running',
+        attempt: sql`attempt + 1`,
+        backend,
+        started_at: sql`coalesce(started_at, ${now})`,
+        updated_at: now,
+      })
+      .where('id', '=', id)
+      .where('status', 'in', ACTIVE)
+      .returningAll()
+      .executeTakeFirst();
+    return row ? rowToJob(row as JobRow) : undefined;
+  }
+
+  async setProgress(id: string, attempt: number, progress: number): Promise<boolean> {
+    const p = Number.isFinite(progress) ? Math.min(1, Math.max(0, progress)) : 0;
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ progress: p, updated_at: Date.now() })
+      .where('id', '=', id)
+      .where('status', '=', 'running')
+      .where('attempt', '=', attempt)
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  async saveBackendState(id: string, attempt: number, state: unknown): Promise<boolean> {
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ backend_state: toJson(state), updated_at: Date.now() })
+      .where('id', '=', id)
+      .where('status', '=', 'running')
+      .where('attempt', '=', attempt)
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  async completeJob(id: string, attempt: number, done: CompleteJob): Promise<boolean> {
+    const now = Date.now();
+    const win = (db: Kysely<any>) =>
+      db
+        .updateTable('jobs')
+        .set({
+          status: 'succeeded',
+          result: JSON.stringify(done.result),
+          cost_usd: done.costUsd ?? null,
+          progress: 1,
+          finished_at: now,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .where('status', '=', 'running')
+        .where('attempt', '=', attempt)
+        .where('cancel_requested', '=', 0)
+        .executeTakeFirst();
+    // Without images there is nothing to commit alongside: one statement, no transaction.
+    if (done.images.length === 0) return (await win(this.db)).numUpdatedRows > 0n;
+    return this.db.transaction().execute(async (trx) => {
+      if ((await win(trx)).numUpdatedRows === 0n) return false;
+      await trx.insertInto('images').values(done.images.map(imageToRow)).execute();
+      return true;
+    });
+  }
+
+  async failJob(id: string, attempt: number | null, error: JobError): Promise<boolean> {
+    const now = Date.now();
+    let q = this.db
+      .updateTable('jobs')
+      .set({ status: 'failed', error: JSON.stringify(error), finished_at: now, updated_at: now })
+      .where('id', '=', id)
+      .where('status', 'in', ACTIVE);
+    if (attempt !== null) q = q.where('attempt', '=', attempt);
+    const r = await q.executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  async cancelJob(id: string): Promise<CancelOutcome> {
+    // One statement decides from the row's current state: queued → canceled, running → cancel
+    // requested. SET expressions all see the old row, so the CASEs agree with each other.
+    for (let tries = 0; tries < 3; tries++) {
+      const now = Date.now();
+      const row = (await this.db
+        .updateTable('jobs')
+        .set({
+          status: sql`case when status = 'queued' then 'canceled' else status end`,
+          cancel_requested: sql`case when status = 'running' then 1 else cancel_requested end`,
+          finished_at: sql`case when status = 'queued' then ${now} else finished_at end`,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .where('status', 'in', ACTIVE)
+        .returningAll()
+        .executeTakeFirst()) as JobRow | undefined;
+      if (row) {
+        const job = rowToJob(row);
+        return job.status === 'canceled' ? { outcome: 'canceled', job } : { outcome: 'cancel_requested', job };
+      }
+      const job = await this.getJob(id);
+      if (!job) return { outcome: 'not_found' };
+      if (job.status !== 'queued' && job.status !== 'running') return { outcome: 'already_terminal', job };
+      // Terminal states never change back, so this only happens if something outside the store
+      // re-queued the job between the two statements: decide again.
+    }
+    throw new Error(`cancelJob(${id}): job kept changing state`);
+  }
+
+  async finishCanceled(id: string, attempt: number): Promise<boolean> {
+    const now = Date.now();
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ status: 'canceled', finished_at: now, updated_at: now })
+      .where('id', '=', id)
+      .where('status', '=', 'running')
+      .where('attempt', '=', attempt)
+      .where('cancel_requested', '=', 1)
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  async getImage(id: string): Promise<StoredImage | undefined> {
+    const row = await this.db.selectFrom('images').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToImage(row as ImageRow) : undefined;
+  }
+
+  async listImagesForJob(jobId: string): Promise<StoredImage[]> {
+    const rows = await this.db.selectFrom('images').selectAll().where('job_id', '=', jobId).orderBy('idx').execute();
+    return (rows as ImageRow[]).map(rowToImage);
+  }
+
+  async countByStatus(): Promise<Record<JobStatus, number>> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['status', (eb) => eb.fn.countAll().as('n')])
+      .groupBy('status')
+      .execute();
+    const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
+    for (const r of rows as { status: string; n: number | string | bigint }[]) {
+      if (r.status in counts) counts[r.status as JobStatus] = Number(r.n);
+    }
+    return counts;
+  }
+}

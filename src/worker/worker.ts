@@ -1,0 +1,274 @@
+/**
+ * Takes jobs off the queue and runs them on their backend. The queue delivers at least once; the
+ * store's attempt counter makes completion exactly once: a stale attempt (its worker was presumed
+ * dead) can neither progress nor complete the job, and image keys are deterministic per job, so a
+ * re-run overwrites rather than duplicates.
+ */
+import type { Logger } from 'pino';
+import { newImageId } from '../core/ids.ts';
+import { isTerminal } from '../core/job.ts';
+import type { Job, JobError, StoredImage } from '../core/job.ts';
+import { MEDIA_TYPES } from '../core/image-request.ts';
+import type { BackendImageInput, BackendRequest, BackendResult } from '../backends/image-backend.ts';
+import { BackendError } from '../backends/image-backend.ts';
+import type { BackendRegistry } from '../backends/registry.ts';
+import type { JobEventBus } from '../events/job-events.ts';
+import type { Delivery, JobQueue, QueueConsumer } from '../queue/job-queue.ts';
+import type { ImageStorage } from '../storage/image-storage.ts';
+import type { JobStore } from '../store/job-store.ts';
+import { normalizeImage } from '../images/encode.ts';
+import { createHash } from 'node:crypto';
+
+export interface WorkerOptions {
+  concurrency: number;
+  jobTimeoutMs: number;
+  maxAttempts: number;
+  /** Minimum gap between progress writes for one job. */
+  progressIntervalMs?: number;
+}
+
+export interface WorkerDeps {
+  store: JobStore;
+  queue: JobQueue;
+  storage: ImageStorage;
+  backends: BackendRegistry;
+  events: JobEventBus;
+  log: Logger;
+}
+
+/** Why a running job's signal was aborted; decides its final state. */
+type StopReason = 'canceled' | 'timeout' | 'lease_lost';
+
+class StopSignal extends Error {
+  readonly reason: StopReason;
+  constructor(reason: StopReason) {
+    super(reason);
+    this.reason = reason;
+  }
+}
+
+export const imageKey = (jobId: string, index: number, ext: string): string => `images/${jobId}/${index}.${ext}`;
+
+export class Worker {
+  private readonly deps: WorkerDeps;
+  private readonly opts: Required<WorkerOptions>;
+  private consumer: QueueConsumer | undefined;
+  private readonly running = new Map<string, AbortController>();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(deps: WorkerDeps, opts: WorkerOptions) {
+    this.deps = deps;
+    this.opts = { progressIntervalMs: 250, ...opts };
+  }
+
+  start(): void {
+    // A cancel accepted by any API instance reaches the worker holding the job through the bus.
+    this.unsubscribe = this.deps.events.subscribeAll((event) => {
+      if (event.type === 'cancel_requested') this.running.get(event.jobId)?.abort(new StopSignal('canceled'));
+    });
+    this.consumer = this.deps.queue.consume((d) => this.handle(d), { concurrency: this.opts.concurrency });
+  }
+
+  /** Stops taking jobs; in-flight ones get `graceMs` to finish, then go back to the queue. */
+  async stop(graceMs: number): Promise<void> {
+    await this.consumer?.stop(graceMs);
+    this.unsubscribe?.();
+  }
+
+  get activeJobs(): number {
+    return this.running.size;
+  }
+
+  private async handle(delivery: Delivery): Promise<void> {
+    const { store, events, log } = this.deps;
+    const jobId = delivery.message.jobId;
+    const current = await store.getJob(jobId);
+    if (!current || isTerminal(current.status)) return; // duplicate delivery of a finished job
+
+    if (current.attempt >= this.opts.maxAttempts) {
+      // Every earlier delivery died mid-run (or was handed back); stop the crash loop.
+      const error = { code: 'worker_lost', message: `job ${jobId} was interrupted ${current.attempt} times (worker crashed or was stopped); giving up` };
+      if (await store.failJob(jobId, null, error)) this.publishStatus(jobId, 'failed');
+      return;
+    }
+
+    const route = this.deps.backends.resolve(current.model);
+    if (!route) {
+      const error = { code: 'model_not_found', message: `model "${current.model}" is no longer served by this worker's configuration` };
+      if (await store.failJob(jobId, null, error)) this.publishStatus(jobId, 'failed');
+      return;
+    }
+
+    const job = await store.startAttempt(jobId, route.backend.name);
+    if (!job) return;
+    const jlog = log.child({ jobId, attempt: job.attempt, backend: route.backend.name });
+    jlog.debug('job started');
+    this.publishStatus(jobId, 'running');
+
+    const controller = new AbortController();
+    this.running.set(jobId, controller);
+    const onLeaseLost = () => controller.abort(new StopSignal('lease_lost'));
+    delivery.signal.addEventListener('abort', onLeaseLost, { once: true });
+    const timer = setTimeout(() => controller.abort(new StopSignal('timeout')), this.opts.jobTimeoutMs);
+    if (job.cancelRequested) controller.abort(new StopSignal('canceled'));
+
+    try {
+      const result = await this.run(job, route.backendModel, controller.signal);
+      this.throwIfStopped(controller.signal);
+      const images = await this.storeImages(job, result);
+      const won = await store.completeJob(jobId, job.attempt, {
+        result: {
+          images: images.map((img) => ({ imageId: img.id, revisedPrompt: img.revisedPrompt ?? undefined })),
+          warnings: result.warnings.length ? result.warnings : undefined,
+        },
+        images,
+        costUsd: result.costUsd ?? null,
+      });
+      if (won) {
+        this.publishStatus(jobId, 'succeeded');
+        jlog.info({ images: images.length }, 'job succeeded');
+      } else if (await store.finishCanceled(jobId, job.attempt)) {
+        this.publishStatus(jobId, 'canceled');
+      }
+    } catch (err) {
+      await this.settleFailure(job, controller.signal, err, jlog);
+    } finally {
+      clearTimeout(timer);
+      delivery.signal.removeEventListener('abort', onLeaseLost);
+      this.running.delete(jobId);
+    }
+  }
+
+  private throwIfStopped(signal: AbortSignal): void {
+    if (signal.aborted) throw signal.reason instanceof StopSignal ? signal.reason : new StopSignal('lease_lost');
+  }
+
+  private async settleFailure(job: Job, signal: AbortSignal, err: unknown, jlog: Logger): Promise<void> {
+    const { store } = this.deps;
+    const reason = signal.aborted && signal.reason instanceof StopSignal ? signal.reason.reason : err instanceof StopSignal ? err.reason : undefined;
+    if (reason === 'lease_lost') {
+      // This worker no longer owns the delivery (shutdown or lost lease): hand it back untouched.
+      jlog.warn('job handed back to the queue');
+      throw err;
+    }
+    if (reason === 'canceled') {
+      if (await store.finishCanceled(job.id, job.attempt)) this.publishStatus(job.id, 'canceled');
+      jlog.info('job canceled');
+      return;
+    }
+    let error: JobError;
+    if (reason === 'timeout') {
+      error = { code: 'timeout', message: `job ${job.id} ran longer than ${Math.round(this.opts.jobTimeoutMs / 1000)}s on backend ${job.backend}` };
+    } else if (err instanceof BackendError) {
+      if (err.retryable && job.attempt < this.opts.maxAttempts) {
+        jlog.warn({ err: err.message }, 'retryable backend failure; job goes back to the queue');
+        throw err;
+      }
+      error = { code: err.code, message: err.message };
+    } else {
+      jlog.error({ err }, 'job failed unexpectedly');
+      error = { code: 'internal_error', message: `job ${job.id} failed: ${(err as Error)?.message ?? String(err)}` };
+    }
+    if (await store.failJob(job.id, job.attempt, error)) this.publishStatus(job.id, 'failed');
+    jlog.info({ code: error.code }, 'job failed');
+  }
+
+  private async run(job: Job, backendModel: string, signal: AbortSignal): Promise<BackendResult> {
+    const route = this.deps.backends.resolve(job.model)!;
+    const backend = route.backend;
+    const req = job.request;
+    const inputImages = await Promise.all((req.inputImages ?? []).map((k) => this.loadInput(k)));
+    const mask = req.mask ? await this.loadInput(req.mask) : undefined;
+    const base: Omit<BackendRequest, 'n'> = {
+      kind: job.kind,
+      model: backendModel,
+      prompt: req.prompt,
+      negativePrompt: req.negativePrompt,
+      size: req.size,
+      quality: req.quality,
+      style: req.style,
+      outputFormat: req.outputFormat,
+      outputCompression: req.outputCompression,
+      background: req.background,
+      seed: req.seed,
+      steps: req.steps,
+      guidanceScale: req.guidanceScale,
+      user: req.user,
+      inputImages,
+      mask,
+      providerOptions: req.providerOptions ?? {},
+    };
+
+    // Split n across calls the backend can take; progress is the share of images done.
+    const perCall = Math.max(1, backend.capabilities.maxImagesPerCall);
+    const out: BackendResult = { images: [], warnings: [] };
+    let lastWrite = 0;
+    let done = 0;
+    const report = (p: number) => {
+      const overall = Math.min(0.99, (done + Math.max(0, Math.min(1, p)) * Math.min(perCall, req.n - done)) / req.n);
+      const now = Date.now();
+      if (now - lastWrite < this.opts.progressIntervalMs) return;
+      lastWrite = now;
+      void this.deps.store.setProgress(job.id, job.attempt, overall).catch(() => {});
+      this.deps.events.publish({ type: 'progress', jobId: job.id, progress: overall, at: now });
+    };
+    while (done < req.n) {
+      this.throwIfStopped(signal);
+      const n = Math.min(perCall, req.n - done);
+      const seed = req.seed === undefined ? undefined : req.seed + done;
+      const res = await backend.generate(
+        { ...base, n, seed },
+        {
+          jobId: job.id,
+          signal,
+          reportProgress: report,
+          savedState: job.backendState,
+          saveState: async (state) => {
+            if (!(await this.deps.store.saveBackendState(job.id, job.attempt, state))) throw new StopSignal('lease_lost');
+          },
+        },
+      );
+      out.images.push(...res.images.slice(0, n));
+      out.warnings.push(...res.warnings);
+      if (res.costUsd !== undefined) out.costUsd = (out.costUsd ?? 0) + res.costUsd;
+      done += n;
+      if (res.images.length === 0) throw new BackendError(`backend ${backend.name} returned no images`, { code: 'backend_error' });
+    }
+    return out;
+  }
+
+  private async loadInput(key: string): Promise<BackendImageInput> {
+    const obj = await this.deps.storage.get(key);
+    if (!obj) throw new BackendError(`input image ${key} is missing from storage`, { code: 'input_missing' });
+    return { data: obj.data, mediaType: obj.contentType };
+  }
+
+  private async storeImages(job: Job, result: BackendResult): Promise<StoredImage[]> {
+    const req = job.request;
+    return Promise.all(
+      result.images.map(async (img, index) => {
+        const norm = await normalizeImage(img.data, { format: req.outputFormat, compression: req.outputCompression });
+        const storageKey = imageKey(job.id, index, norm.format);
+        await this.deps.storage.put(storageKey, norm.data, MEDIA_TYPES[norm.format]);
+        return {
+          id: newImageId(),
+          jobId: job.id,
+          keyId: job.keyId,
+          index,
+          storageKey,
+          mediaType: MEDIA_TYPES[norm.format],
+          width: norm.width,
+          height: norm.height,
+          bytes: norm.data.length,
+          sha256: createHash('sha256').update(norm.data).digest('hex'),
+          revisedPrompt: img.revisedPrompt ?? null,
+          createdAt: new Date(),
+        };
+      }),
+    );
+  }
+
+  private publishStatus(jobId: string, status: Job['status']): void {
+    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now() });
+  }
+}
