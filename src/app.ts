@@ -171,10 +171,30 @@ export class Runtime {
     if (this.roles.api) {
       this.createdAdminKey = await ensureAdminKey(this.keys, this.config.auth.adminKey);
     }
-    if (this.worker) this.worker.start();
+    if (this.worker) {
+      await this.requeueUnfinished();
+      this.worker.start();
+    }
     if (this.server) {
       const address = await this.server.listen({ host: this.config.server.host, port: this.config.server.port });
       this.listeningUrl = address.replace('://[::1]', '://localhost');
+    }
+  }
+
+  /**
+   * Puts every unfinished job back on the queue. Enqueue is idempotent per job id, so jobs still
+   * queued or held by a live worker are untouched; this recovers jobs whose queue message was lost
+   * (a crash between the database write and the enqueue, or a Redis that lost its data).
+   */
+  async requeueUnfinished(): Promise<number> {
+    let count = 0;
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.store.listUnfinished(500, after);
+      if (page.length === 0) return count;
+      for (const job of page) await this.queue.enqueue({ jobId: job.id, priority: job.priority });
+      count += page.length;
+      after = page.at(-1)!.id;
     }
   }
 

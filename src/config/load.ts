@@ -91,7 +91,8 @@ function deepMerge(a: Record<string, any>, b: Record<string, any>): Record<strin
 
 export function loadConfig(opts: LoadOptions = {}): EaselConfig {
   const env = opts.env ?? process.env;
-  const file = opts.file ?? env.EASEL_CONFIG;
+  // ./easel.yaml is picked up when nothing else is named, so `npm start` finds a local config.
+  const file = opts.file ?? env.EASEL_CONFIG ?? (opts.env === undefined && existsSync('easel.yaml') ? 'easel.yaml' : undefined);
   let raw: Record<string, any> = {};
   let source = 'defaults + environment';
   if (file) {

@@ -3,7 +3,7 @@
  * and Postgres (scale-out). Every state change is conditional on the job's current state and attempt,
  * so concurrent or duplicate workers cannot finish a job twice.
  */
-import type { Job, JobError, JobResult, JobStatus, NewJob, StoredImage } from '../core/job.ts';
+import type { Job, JobError, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
 
 export interface ListJobsQuery {
   keyId: string;
@@ -56,6 +56,8 @@ export interface JobStore {
   getImage(id: string): Promise<StoredImage | undefined>;
   listImagesForJob(jobId: string): Promise<StoredImage[]>;
   countByStatus(): Promise<Record<JobStatus, number>>;
+  /** Queued and running jobs, oldest first (for re-enqueueing after a queue lost messages). */
+  listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]>;
 }
 
 export interface ApiKey {

@@ -368,4 +368,11 @@ export class SqlJobStore implements JobStore {
     }
     return counts;
   }
+
+  async listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]> {
+    let q = this.db.selectFrom('jobs').select(['id', 'priority']).where('status', 'in', ACTIVE);
+    if (after) q = q.where('id', '>', after);
+    const rows = await q.orderBy('id', 'asc').limit(limit).execute();
+    return rows as { id: string; priority: Priority }[];
+  }
 }
