@@ -9,6 +9,7 @@ import { parseGeneration } from '../generation-request.ts';
 import { waitForTerminal } from '../job-waiter.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
+import type { ResolvedModel } from '../../backends/registry.ts';
 
 export function prefersAsync(req: FastifyRequest): boolean {
   const prefer = req.headers.prefer;
@@ -34,6 +35,28 @@ export interface Submission {
   webhookUrl: string | null;
   metadata: Record<string, string> | null;
   async: boolean;
+  /** Edits and variations: what the uploads ask of the backend, checked before anything is stored. */
+  inputs?: { images: number; mask: boolean };
+  /**
+   * Runs once the request is admitted, before the job exists: edits validate and store their uploads
+   * under the job's id here, so any worker can read them. Returns request fields to add (their keys).
+   */
+  prepare?: (jobId: string) => Promise<Partial<ImageRequest>>;
+}
+
+/** Refuses (400 naming the model) a job its model's backend does not declare it can run. */
+export function checkCapability(route: ResolvedModel, kind: JobKind, inputs?: { images: number; mask: boolean }): void {
+  const caps = route.backend.capabilities;
+  const refuse = (message: string) => new ApiError(400, message, { param: 'model', code: 'unsupported_capability' });
+  if (kind === 'generation' && !caps.generate) throw refuse(`Model '${route.name}' cannot generate images from a prompt alone.`);
+  if (kind === 'variation' && !caps.variation) throw refuse(`Model '${route.name}' cannot do variations.`);
+  if (kind === 'edit') {
+    if (!caps.edit) throw refuse(`Model '${route.name}' cannot do edits (it takes no input images).`);
+    if (inputs?.mask && !caps.mask) throw refuse(`Model '${route.name}' cannot do edits with a mask.`);
+    if (inputs && inputs.images > caps.maxInputImages) {
+      throw refuse(`Model '${route.name}' cannot do edits with ${inputs.images} input images (at most ${caps.maxInputImages}).`);
+    }
+  }
 }
 
 /** Shared by generations, edits and variations: admit, enqueue, then answer sync or async. */
@@ -45,13 +68,17 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
     }
     throw new ApiError(404, `The model '${sub.model}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
   }
+  checkCapability(route, sub.kind, sub.inputs);
+  if (sub.webhookUrl && deps.checkWebhookUrl) await deps.checkWebhookUrl(sub.webhookUrl);
+  const id = newJobId();
+  const request = sub.prepare ? { ...sub.request, ...(await sub.prepare(id)) } : sub.request;
   const job = await deps.store.createJob({
-    id: newJobId(),
+    id,
     keyId: req.apiKey.id,
     kind: sub.kind,
     priority: sub.priority,
     model: route.name,
-    request: sub.request,
+    request,
     metadata: sub.metadata,
     webhookUrl: sub.webhookUrl,
     idempotencyKey: null,

@@ -1,0 +1,185 @@
+/**
+ * POST /v1/images/edits and POST /v1/images/variations (multipart/form-data), answered like
+ * generations (sync, or async with `Prefer: respond-async` / `async=true`).
+ *
+ * Order of work: read the whole form within the upload limits; validate the text fields (the
+ * generations schema, with multipart's strings turned into numbers, booleans and JSON); refuse a
+ * model whose backend lacks the capability; check every upload (decodable PNG/JPEG/WebP, sane size,
+ * mask fits); store the uploads under `inputs/<jobId>/` before the job exists, so a worker on
+ * another machine can read them; then create and enqueue the job.
+ *
+ * multipart/form-data is accepted here only: the parser is registered inside this plugin, so
+ * /v1/images/generations still answers 415 to it.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import multipart from '@fastify/multipart';
+import { ApiError, invalidParam } from '../../core/errors.ts';
+import type { ImageRequest } from '../../core/image-request.ts';
+import type { JobKind } from '../../core/job.ts';
+import { parseGeneration } from '../generation-request.ts';
+import type { ParsedGeneration } from '../generation-request.ts';
+import type { JobViews } from '../job-view.ts';
+import type { ApiDeps } from '../server.ts';
+import { checkUploads, multipartOptions, readUploadForm } from '../upload-validation.ts';
+import type { UploadLimits } from '../upload-validation.ts';
+import { prefersAsync, submitJob } from './images.ts';
+
+type Deps = ApiDeps & { views: JobViews };
+
+/** easel's extensions, accepted on both endpoints as on generations. */
+const EXTENSIONS = ['seed', 'steps', 'guidance_scale', 'webhook_url', 'metadata', 'async', 'priority', 'provider_options'];
+
+/** Text fields each endpoint takes (OpenAI's, then easel's). */
+const FIELDS: Record<'edit' | 'variation', ReadonlySet<string>> = {
+  edit: new Set([
+    'prompt', 'model', 'n', 'size', 'quality', 'response_format', 'output_format', 'output_compression', 'background',
+    'moderation', 'input_fidelity', 'stream', 'partial_images', 'user', 'negative_prompt', ...EXTENSIONS,
+  ]),
+  // Variations have no prompt; output_format/output_compression are easel's (the stored image is converted).
+  variation: new Set(['model', 'n', 'size', 'response_format', 'user', 'output_format', 'output_compression', ...EXTENSIONS]),
+};
+
+const INTEGER_FIELDS = new Set(['n', 'output_compression', 'partial_images', 'seed', 'steps']);
+const NUMBER_FIELDS = new Set(['guidance_scale']);
+const BOOLEAN_FIELDS = new Set(['async', 'stream']);
+/** Sent as JSON text (`metadata={"a":"b"}`) or bracketed (`metadata[a]=b`, what the openai SDK sends for objects). */
+const OBJECT_FIELDS = new Set(['metadata', 'provider_options']);
+
+const show = (v: string) => JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+
+/** Turns multipart's text fields into the JSON-typed body the generations schema validates. */
+export function formToBody(fields: Map<string, unknown[]>, allowed: ReadonlySet<string>): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  const bracketed = new Map<string, Record<string, unknown>>();
+  for (const [name, values] of fields) {
+    const m = /^([a-z_]+)\[([^\]]+)\]$/.exec(name);
+    if (m && OBJECT_FIELDS.has(m[1]!) && allowed.has(m[1]!)) {
+      if (values.length > 1) throw invalidParam(name, `'${name}' was sent ${values.length} times; send it once.`);
+      const obj = bracketed.get(m[1]!) ?? {};
+      obj[m[2]!] = values[0];
+      bracketed.set(m[1]!, obj);
+      continue;
+    }
+    if (!allowed.has(name)) throw invalidParam(name, `Unrecognized request argument supplied: ${name}`, 'unknown_parameter');
+    if (values.length > 1) throw invalidParam(name, `'${name}' was sent ${values.length} times; send it once.`);
+    body[name] = coerce(name, values[0]);
+  }
+  for (const [name, obj] of bracketed) {
+    if (name in body) throw invalidParam(name, `'${name}' was sent both as JSON and as '${name}[key]' fields; use one.`);
+    body[name] = obj;
+  }
+  return body;
+}
+
+function coerce(name: string, value: unknown): unknown {
+  if (typeof value !== 'string') return value; // a part sent as application/json arrives parsed
+  const v = value.trim();
+  if (INTEGER_FIELDS.has(name)) {
+    if (!/^-?\d+$/.test(v)) throw invalidParam(name, `Invalid value for '${name}': expected an integer, got ${show(value)}.`);
+    return Number(v);
+  }
+  if (NUMBER_FIELDS.has(name)) {
+    const n = Number(v);
+    if (v === '' || !Number.isFinite(n)) throw invalidParam(name, `Invalid value for '${name}': expected a number, got ${show(value)}.`);
+    return n;
+  }
+  if (BOOLEAN_FIELDS.has(name)) {
+    const lower = v.toLowerCase();
+    if (lower === 'true' || lower === '1') return true;
+    if (lower === 'false' || lower === '0') return false;
+    throw invalidParam(name, `Invalid value for '${name}': expected true or false, got ${show(value)}.`);
+  }
+  if (OBJECT_FIELDS.has(name)) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      throw invalidParam(name, `Invalid value for '${name}': expected a JSON object.`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw invalidParam(name, `Invalid value for '${name}': expected a JSON object.`);
+    }
+    return parsed;
+  }
+  return value;
+}
+
+/** The text fields of an edit or variation, validated with the generations rules. */
+export function parseImageForm(kind: 'edit' | 'variation', fields: Map<string, unknown[]>, deps: Deps, preferAsync: boolean): ParsedGeneration {
+  const body = formToBody(fields, FIELDS[kind]);
+  const fidelity = body.input_fidelity;
+  delete body.input_fidelity;
+  if (fidelity !== undefined && fidelity !== 'high' && fidelity !== 'low') {
+    throw invalidParam('input_fidelity', `Invalid value for 'input_fidelity': expected "high" or "low", got ${show(String(fidelity))}.`);
+  }
+  // Variations take no prompt; the shared schema wants one, so it gets a stand-in that is dropped.
+  const parsed = parseGeneration(kind === 'variation' ? { ...body, prompt: 'variation' } : body, deps.config.limits, preferAsync);
+  if (kind === 'variation') parsed.request.prompt = '';
+  if (fidelity !== undefined) parsed.request.providerOptions = { ...parsed.request.providerOptions, input_fidelity: fidelity };
+  return parsed;
+}
+
+export const inputKey = (jobId: string, name: string): string => `inputs/${jobId}/${name}`;
+
+async function handle(kind: Extract<JobKind, 'edit' | 'variation'>, deps: Deps, limits: UploadLimits, req: FastifyRequest, reply: FastifyReply) {
+  if (!req.isMultipart()) {
+    throw new ApiError(415, `Unsupported Content-Type "${req.headers['content-type'] ?? ''}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' });
+  }
+  const form = await readUploadForm(req, limits, { allowMask: kind === 'edit' });
+  if (form.images.length === 0) {
+    throw invalidParam('image', "Missing required parameter: 'image'.", 'missing_required_parameter');
+  }
+  if (kind === 'variation' && form.images.length > 1) {
+    throw invalidParam('image', `A variation takes exactly one image; got ${form.images.length}.`);
+  }
+  const parsed = parseImageForm(kind, form.fields, deps, prefersAsync(req));
+
+  const stored: string[] = [];
+  let jobId: string | undefined;
+  const prepare = async (id: string): Promise<Partial<ImageRequest>> => {
+    jobId = id;
+    const checked = await checkUploads(form.images, form.mask, limits);
+    const puts = checked.images.map((img, i) => ({ key: inputKey(id, `${i}.${img.format}`), img }));
+    if (checked.mask) puts.push({ key: inputKey(id, 'mask.png'), img: checked.mask });
+    try {
+      await Promise.all(
+        puts.map(async ({ key, img }) => {
+          await deps.storage.put(key, img.file.data, img.mediaType);
+          stored.push(key);
+        }),
+      );
+    } catch (err) {
+      req.log.error({ err, jobId: id }, 'storing uploads failed');
+      throw new ApiError(503, 'Image storage is unreachable; the uploads could not be saved and nothing was queued. Retry shortly.', { code: 'storage_unavailable' });
+    }
+    return { inputImages: puts.filter((p) => p.img !== checked.mask).map((p) => p.key), ...(checked.mask ? { mask: inputKey(id, 'mask.png') } : {}) };
+  };
+
+  try {
+    return await submitJob(deps, req, reply, {
+      kind,
+      ...parsed,
+      inputs: { images: form.images.length, mask: form.mask !== undefined },
+      prepare,
+    });
+  } catch (err) {
+    // Uploads stored for a job that never came to exist would be orphans: remove them.
+    if (jobId && stored.length && !(await deps.store.getJob(jobId).catch(() => 'unknown'))) {
+      await Promise.all(stored.map((key) => deps.storage.delete(key).catch(() => {})));
+    }
+    throw err;
+  }
+}
+
+export async function editRoutes(app: FastifyInstance, deps: Deps) {
+  const limits: UploadLimits = deps.config.uploads;
+  await app.register(multipart, multipartOptions(limits));
+  // JSON and anything else is a clear 415 here (generations keep their JSON parser: this plugin is encapsulated).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    done(new ApiError(415, `Unsupported Content-Type "${req.headers['content-type'] ?? ''}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' }), undefined);
+  });
+
+  app.post('/images/edits', (req, reply) => handle('edit', deps, limits, req, reply));
+  app.post('/images/variations', (req, reply) => handle('variation', deps, limits, req, reply));
+}
