@@ -23,11 +23,14 @@ import { S3Storage } from './storage/s3-storage.ts';
 import type { ImageStorage } from './storage/image-storage.ts';
 import { BackendRegistry } from './backends/registry.ts';
 import type { BackendFactory } from './backends/registry.ts';
-import { LocalEventBus, RedisEventBus } from './events/job-events.ts';
+import { LocalEventBus, RecordingEventBus, RedisEventBus } from './events/job-events.ts';
+import { SqlJobEventLog } from './events/job-event-log.ts';
 import type { JobEventBus } from './events/job-events.ts';
 import { KeyAuthenticator, ensureAdminKey } from './auth/api-keys.ts';
 import { Worker } from './worker/worker.ts';
 import { buildServer } from './api/server.ts';
+import { PromptModerator } from './moderation/prompt-moderator.ts';
+import { WebhookService } from './webhooks/service.ts';
 import type { Readiness } from './api/routes/health.ts';
 
 export interface Roles {
@@ -69,6 +72,7 @@ export class Runtime {
   readonly auth: KeyAuthenticator;
   readonly worker: Worker | undefined;
   readonly server: FastifyInstance | undefined;
+  readonly webhooks: WebhookService;
   /** The admin key created on this start (first start of an empty database), to print once. */
   createdAdminKey: string | undefined;
   private listeningUrl: string | undefined;
@@ -90,7 +94,12 @@ export class Runtime {
     this.queue = config.redis.url
       ? new BullmqQueue({ url: config.redis.url, prefix: config.redis.prefix, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000 })
       : new EmbeddedQueue({ db: this.mdb, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, pollIntervalMs: config.queue.pollIntervalMs });
-    this.events = config.redis.url ? new RedisEventBus(config.redis.url, config.redis.prefix) : new LocalEventBus();
+    // Partial images are recorded in job_events so event streams can replay them; nothing else is written.
+    this.events = new RecordingEventBus(
+      config.redis.url ? new RedisEventBus(config.redis.url, config.redis.prefix) : new LocalEventBus(),
+      new SqlJobEventLog(this.mdb),
+      (err) => this.log.warn({ err }, 'could not record a job event'),
+    );
 
     let verify: ((key: string, expires: string, signature: string) => boolean) | undefined;
     if (config.storage.type === 's3') {
@@ -112,6 +121,10 @@ export class Runtime {
         )
       : undefined;
 
+    this.webhooks = new WebhookService({
+      config, mdb: this.mdb, store: this.store, storage: this.storage, events: this.events, log: this.log, dataDir, deliver: roles.worker,
+    });
+
     this.server = roles.api
       ? buildServer({
           config,
@@ -126,6 +139,9 @@ export class Runtime {
           publicUrl: () => this.publicUrl(),
           readiness: () => this.readiness(),
           verifyFileSignature: verify,
+          moderator: new PromptModerator(config.moderation),
+          checkWebhookUrl: (url) => this.webhooks.checkWebhookUrl(url),
+          webhookInfo: (jobId) => this.webhooks.webhookInfo(jobId),
         })
       : undefined;
   }
@@ -179,6 +195,8 @@ export class Runtime {
       const address = await this.server.listen({ host: this.config.server.host, port: this.config.server.port });
       this.listeningUrl = address.replace('://[::1]', '://localhost');
     }
+    // After listen: webhook payloads carry image URLs built from the public URL.
+    await this.webhooks.start();
   }
 
   /**
@@ -204,6 +222,7 @@ export class Runtime {
     this.stopping = true;
     if (this.server) await this.server.close().catch(() => {});
     if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
+    await this.webhooks.stop(graceMs).catch((err) => this.log.error({ err }, 'webhook stop failed'));
     await this.queue.close().catch(() => {});
     await this.events.close().catch(() => {});
     await this.backends.close().catch(() => {});

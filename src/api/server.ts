@@ -15,12 +15,15 @@ import type { EaselConfig } from '../config/schema.ts';
 import type { KeyAuthenticator } from '../auth/api-keys.ts';
 import { JobViews } from './job-view.ts';
 import { imageRoutes } from './routes/images.ts';
+import { editRoutes } from './routes/edits.ts';
+import { eventRoutes } from './routes/events.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { fileRoutes } from './routes/files.ts';
 import { healthRoutes } from './routes/health.ts';
 import type { Readiness } from './routes/health.ts';
 import { ulid } from '../core/ids.ts';
+import type { PromptModerator } from '../moderation/prompt-moderator.ts';
 
 export interface ApiDeps {
   config: EaselConfig;
@@ -35,6 +38,12 @@ export interface ApiDeps {
   /** Base for absolute URLs; known only once the server listens when the port is 0. */
   publicUrl: () => string;
   readiness: () => Promise<Readiness>;
+  /** Refuses prompts by the configured blocklist, patterns or moderation endpoint. */
+  moderator?: PromptModerator;
+  /** Refuses webhook URLs easel must not call (private addresses); throws an ApiError naming `webhook_url`. */
+  checkWebhookUrl?: (url: string) => Promise<void>;
+  /** Webhook deliveries and their attempts for a job, shown on the job object. */
+  webhookInfo?: (jobId: string) => Promise<unknown>;
   /** Verifies a signed local file URL (absent for S3, whose URLs point at the store). */
   verifyFileSignature?: (key: string, expires: string, signature: string) => boolean;
 }
@@ -104,6 +113,8 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     });
     v1.register(modelRoutes, deps);
     v1.register(imageRoutes, { ...deps, views });
+    v1.register(editRoutes, { ...deps, views });
+    v1.register(eventRoutes, deps);
     v1.register(jobRoutes, { ...deps, views });
   }, { prefix: '/v1' });
 

@@ -65,7 +65,7 @@ export const configSchema = z
         /** The embedded queue's poll interval for jobs enqueued by other processes. */
         pollIntervalMs: z.number().int().positive().default(250),
         /** Deliveries of one job before it fails as lost (worker crashes on it every time). */
-        maxAttempts: z.number().int().min(1).default(3),
+        maxAttempts: z.number().int().min(1).default(5),
       })
       .strict()
       .prefault({}),
@@ -116,6 +116,61 @@ export const configSchema = z
         maxImagesPerRequest: z.number().int().min(1).max(100).default(10),
         maxPromptChars: z.number().int().positive().default(32_000),
         maxPixels: z.number().int().positive().default(4096 * 4096),
+      })
+      .strict()
+      .prefault({}),
+    uploads: z
+      .object({
+        /** Largest single uploaded image or mask. */
+        maxFileBytes: z.number().int().positive().default(50 * 1024 * 1024),
+        /** Most input images one edit may carry. */
+        maxImages: z.number().int().min(1).max(16).default(16),
+        /** Largest side of an uploaded image, in pixels. */
+        maxDimension: z.number().int().positive().default(8192),
+      })
+      .strict()
+      .prefault({}),
+    webhooks: z
+      .object({
+        /** Standard Webhooks signing secret (`whsec_` + base64). Generated into the data folder when absent. */
+        secret: z.string().regex(/^whsec_[A-Za-z0-9+/=]{16,}$/, 'must be whsec_ followed by base64').optional(),
+        /** Allow webhook URLs that resolve to loopback, private or link-local addresses. */
+        allowPrivateAddresses: z.boolean().default(false),
+        /** Per-attempt timeout. */
+        timeoutSeconds: seconds(15),
+        /** Retries stop once this long has passed since the first attempt. */
+        retryForSeconds: seconds(24 * 3600),
+        /** First retry delay; later ones double (with jitter). */
+        initialBackoffSeconds: seconds(5),
+      })
+      .strict()
+      .prefault({}),
+    moderation: z
+      .object({
+        /** Words refused anywhere in a prompt (case-insensitive, whole words). */
+        blocklist: z.array(z.string().min(1)).default([]),
+        /** Regular expressions refused in a prompt (case-insensitive). */
+        patterns: z.array(z.string().min(1)).default([]),
+        /** An OpenAI-compatible moderations endpoint asked about every prompt. */
+        endpoint: z
+          .object({
+            url: z.string().url(),
+            apiKey: z.string().optional(),
+            apiKeyEnv: z.string().optional(),
+            model: z.string().default('omni-moderation-latest'),
+            timeoutSeconds: seconds(10),
+            /** Refuse (true) or allow (false) prompts when the endpoint cannot be reached. */
+            failClosed: z.boolean().default(true),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
+    cors: z
+      .object({
+        /** Origins whose browsers may call the API (`*` for any). The console easel serves itself needs none. */
+        origins: z.array(z.string().min(1)).default([]),
       })
       .strict()
       .prefault({}),

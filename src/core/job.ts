@@ -53,6 +53,8 @@ export interface Job {
   metadata: Record<string, string> | null;
   webhookUrl: string | null;
   idempotencyKey: string | null;
+  /** Digest of what an idempotent submission asked for. */
+  idempotencyFingerprint: string | null;
   cancelRequested: boolean;
   /** A backend's durable handle (e.g. a provider's prediction id) so a new worker resumes, not resubmits. */
   backendState: unknown;
@@ -73,6 +75,7 @@ export interface NewJob {
   metadata: Record<string, string> | null;
   webhookUrl: string | null;
   idempotencyKey: string | null;
+  idempotencyFingerprint?: string | null;
 }
 
 export interface StoredImage {

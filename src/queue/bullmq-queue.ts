@@ -119,9 +119,9 @@ export class BullmqQueue implements JobQueue {
     this.reportError = opts.onError ?? throttledWarn();
     if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
     this.redisOptions = { ...redisOptionsFromUrl(opts.url), retryStrategy };
-    // The producer fails an enqueue after a few reconnect attempts rather than hanging forever.
+    // The producer fails an enqueue after some seconds of reconnect attempts rather than hanging forever.
     this.queue = new Queue<MessageData>(this.queueName, {
-      connection: { ...this.redisOptions, maxRetriesPerRequest: 5 } as ConnectionOptions,
+      connection: { ...this.redisOptions, maxRetriesPerRequest: 8 } as ConnectionOptions,
       prefix: this.prefix,
     });
     this.queue.on('error', (err) => this.reportError(err));

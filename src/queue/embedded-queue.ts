@@ -5,7 +5,7 @@
  * A consumer claims messages by writing a lease (`lease_owner`, `lease_until`) in one atomic statement
  * and renews all its leases with one statement per heartbeat. A message whose lease has expired (its
  * consumer died) is claimable again, with `delivery_count` incremented. Acknowledging deletes the row,
- * fenced by owner and delivery count so a consumer that lost its lease cannot delete someone else's.
+ * fenced by owner so a consumer that lost its lease cannot delete a message someone else now holds.
  *
  * Claims come in batches of up to the free concurrency. Local enqueues wake local consumers at once
  * through an in-process emitter; messages enqueued by other processes (or coming back from a dead
@@ -260,6 +260,8 @@ class EmbeddedConsumer implements QueueConsumer {
   private pollTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private ackBatch: { jobId: string; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private ackScheduled = false;
   private stopPromise: Promise<void> | undefined;
   private readonly onWake = () => this.pump();
 
@@ -466,14 +468,7 @@ class EmbeddedConsumer implements QueueConsumer {
     if (this.held.get(entry.jobId) === entry) this.held.delete(entry.jobId);
     const { db, owner } = this.cfg;
     if (ok) {
-      await this.track(
-        db
-          .deleteFrom('queue_messages')
-          .where('job_id', '=', entry.jobId)
-          .where('lease_owner', '=', owner)
-          .where('delivery_count', '=', entry.deliveryCount)
-          .execute(),
-      );
+      await this.track(this.ack(entry.jobId));
       return;
     }
     const delay = this.cfg.retryDelayMs;
@@ -495,6 +490,41 @@ class EmbeddedConsumer implements QueueConsumer {
       }, delay);
       t.unref();
       this.retryTimers.add(t);
+    }
+  }
+
+  /**
+   * Acknowledges (deletes) a message this consumer holds. Acks of handlers that finish close together
+   * go out as one statement. Fencing by owner suffices: should this consumer claim a message again
+   * after its own lease lapsed, the stale delivery is released first (see dispatch) and never acks.
+   */
+  private ack(jobId: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.ackBatch.push({ jobId, resolve, reject });
+      if (!this.ackScheduled) {
+        this.ackScheduled = true;
+        setImmediate(() => void this.flushAcks());
+      }
+    });
+  }
+
+  private async flushAcks(): Promise<void> {
+    const batch = this.ackBatch;
+    this.ackBatch = [];
+    this.ackScheduled = false;
+    try {
+      await this.cfg.db
+        .deleteFrom('queue_messages')
+        .where('lease_owner', '=', this.cfg.owner)
+        .where(
+          'job_id',
+          'in',
+          batch.map((a) => a.jobId),
+        )
+        .execute();
+      for (const a of batch) a.resolve();
+    } catch (err) {
+      for (const a of batch) a.reject(err);
     }
   }
 

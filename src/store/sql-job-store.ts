@@ -29,6 +29,7 @@ interface JobRow {
   metadata: string | null;
   webhook_url: string | null;
   idempotency_key: string | null;
+  idempotency_fingerprint: string | null;
   cancel_requested: number | string | boolean;
   backend_state: string | null;
   cost_usd: number | string | null;
@@ -77,6 +78,7 @@ export function rowToJob(r: JobRow): Job {
     metadata: parseJson<Record<string, string>>(r.metadata),
     webhookUrl: r.webhook_url,
     idempotencyKey: r.idempotency_key,
+    idempotencyFingerprint: r.idempotency_fingerprint ?? null,
     cancelRequested: toBool(r.cancel_requested),
     backendState: parseJson<unknown>(r.backend_state),
     costUsd: r.cost_usd == null ? null : Number(r.cost_usd),
@@ -161,6 +163,7 @@ export class SqlJobStore implements JobStore {
         metadata: toJson(job.metadata),
         webhook_url: job.webhookUrl ?? null,
         idempotency_key: job.idempotencyKey ?? null,
+        idempotency_fingerprint: job.idempotencyFingerprint ?? null,
         cancel_requested: 0,
         backend_state: null,
         cost_usd: null,
@@ -188,6 +191,7 @@ export class SqlJobStore implements JobStore {
       metadata: job.metadata ? { ...job.metadata } : null,
       webhookUrl: job.webhookUrl ?? null,
       idempotencyKey: job.idempotencyKey ?? null,
+      idempotencyFingerprint: job.idempotencyFingerprint ?? null,
       cancelRequested: false,
       backendState: null,
       costUsd: null,

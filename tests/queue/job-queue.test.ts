@@ -6,9 +6,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import type { Priority } from '../../src/core/job.ts';
 import { BullmqQueue } from '../../src/queue/bullmq-queue.ts';
 import { EmbeddedQueue } from '../../src/queue/embedded-queue.ts';
@@ -25,7 +28,11 @@ interface QueueOpts {
 }
 
 /** An isolated namespace: every queue made from one scope sees the same messages. */
-type Scope = (opts?: QueueOpts) => JobQueue;
+interface Scope {
+  queue(opts?: QueueOpts): JobQueue;
+  /** Takes a held message's lease away from its consumer behind the queue's back. */
+  stealLease(jobId: string): Promise<void>;
+}
 
 interface Backing {
   scope(): Promise<Scope>;
@@ -75,7 +82,7 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
 
     /** A queue in this test's scope, closed after the test. */
     const queue = (opts?: QueueOpts): JobQueue => {
-      const q = scope(opts);
+      const q = scope.queue(opts);
       queues.push(q);
       return q;
     };
@@ -225,10 +232,30 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
         record(seen, d);
         await sleep(visibilityTimeoutMs * 3);
       });
+      await waitFor(() => seen.length === 1, 'delivery to the long handler');
+      // Another consumer stands ready to take the message should the lease lapse.
       consume(other, async (d) => record(seen, d), 2);
+      await sleep(visibilityTimeoutMs);
+      assert.deepEqual(await q.counts(), { waiting: 0, active: 1 });
       await waitFor(async () => seen.length >= 1 && (await q.counts()).active === 0 && (await q.counts()).waiting === 0, 'ack', 8_000);
       assert.equal(seen.length, 1, `delivered once, got ${seen.map((s) => s.deliveryCount).join(',')}`);
       assert.equal(seen[0]!.signal.aborted, false, 'lease never lost');
+    });
+
+    test('delivery.signal aborts when the lease is lost', async () => {
+      const q = queue({ visibilityTimeoutMs: 600 });
+      const a = newId();
+      await q.enqueue({ jobId: a, priority: 'normal' });
+      const seen: Seen[] = [];
+      consume(q, async (d) => {
+        record(seen, d);
+        await new Promise<void>((_, reject) => d.signal.addEventListener('abort', () => reject(d.signal.reason)));
+      });
+      await waitFor(() => seen.length === 1, 'delivery');
+      await sleep(100);
+      assert.equal(seen[0]!.signal.aborted, false);
+      await scope.stealLease(a);
+      await waitFor(() => seen[0]!.signal.aborted, 'the signal to abort', 3_000);
     });
 
     test('a consumer that dies: its message comes back after the visibility timeout, deliveryCount 2', async () => {
@@ -414,7 +441,9 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
         }),
       );
       const enqueuedMs = performance.now() - t0;
-      await Promise.race([done, sleep(30_000)]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, 30_000)))]);
+      clearTimeout(timer);
       const totalMs = performance.now() - t0;
       assert.equal(handled, total, `all ${total} handled (got ${handled})`);
       await waitFor(async () => (await q.counts()).active === 0, 'last acks');
@@ -427,7 +456,7 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
 
     test('survives a restart of the backing server while messages wait', async (t) => {
       if (!backing.restart) {
-        t.skip('only the Redis suite restarts its server');
+        t.skip('needs a server this suite may restart (only the private redis-server)');
         return;
       }
       const q = queue();
@@ -466,6 +495,13 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
 
 // --- Targets --------------------------------------------------------------------------------------
 
+/** Background errors (a renewal that fails after a stolen lease, a restart's dropped connections). */
+const backgroundErrors: unknown[] = [];
+const quiet = (err: unknown) => {
+  if (process.env.EASEL_TEST_VERBOSE) console.warn('queue background error:', err);
+  backgroundErrors.push(err);
+};
+
 async function embeddedBacking(url: string, cleanup: () => Promise<void>): Promise<Backing> {
   const main = openDatabase(url);
   await migrate(main);
@@ -473,13 +509,27 @@ async function embeddedBacking(url: string, cleanup: () => Promise<void>): Promi
   return {
     async scope() {
       await main.db.deleteFrom('queue_messages').execute();
-      return (opts = {}) => {
-        let db = main;
-        if (opts.separateConnection) {
-          db = openDatabase(url);
-          extra.push(db);
-        }
-        return new EmbeddedQueue({ db, visibilityTimeoutMs: opts.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS, pollIntervalMs: 50 });
+      return {
+        queue(opts = {}) {
+          let db = main;
+          if (opts.separateConnection) {
+            db = openDatabase(url);
+            extra.push(db);
+          }
+          return new EmbeddedQueue({
+            db,
+            visibilityTimeoutMs: opts.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS,
+            pollIntervalMs: 50,
+            onError: quiet,
+          });
+        },
+        async stealLease(jobId) {
+          await main.db
+            .updateTable('queue_messages')
+            .set({ lease_owner: 'thief', lease_until: Date.now() + 60_000 })
+            .where('job_id', '=', jobId)
+            .execute();
+        },
       };
     },
     async close() {
@@ -507,22 +557,65 @@ if (postgres) {
 const redis = await startRedis();
 if (redis) {
   let n = 0;
-  jobQueueSuite('BullmqQueue on Redis', async () => ({
-    async scope() {
-      const queueName = `test-${++n}-${randomBytes(3).toString('hex')}`;
-      return (opts = {}) =>
-        new BullmqQueue({
-          url: redis.url,
-          prefix: 'easel-test',
-          queueName,
-          visibilityTimeoutMs: opts.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS,
-        });
-    },
-    restart: () => redis.restart(),
-    close: () => redis.stop(),
-  }));
+  const prefix = 'easel-test';
+  jobQueueSuite('BullmqQueue on Redis', async () => {
+    const admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+    return {
+      async scope() {
+        const queueName = `test-${++n}-${randomBytes(3).toString('hex')}`;
+        return {
+          queue: (opts = {}) =>
+            new BullmqQueue({
+              url: redis.url,
+              prefix,
+              queueName,
+              visibilityTimeoutMs: opts.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS,
+              onError: quiet,
+            }),
+          async stealLease(jobId) {
+            // Without its lock key the worker's next renewal fails.
+            assert.equal(await admin.del(`${prefix}:${queueName}:${jobId}:lock`), 1);
+          },
+        };
+      },
+      // A shared server from EASEL_TEST_REDIS_URL is not ours to restart.
+      restart: process.env.EASEL_TEST_REDIS_URL ? undefined : () => redis.restart(),
+      async close() {
+        admin.disconnect();
+        await redis.stop();
+      },
+    };
+  });
 } else {
   describe('BullmqQueue on Redis', { skip: 'redis-server not found on PATH; set CI to make this an error' }, () => {
     test('skipped', () => {});
   });
 }
+
+describe('ping() when the backing store is unreachable', () => {
+  test('EmbeddedQueue: the database is closed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'easel-queue-'));
+    const mdb = openDatabase(`sqlite://${join(dir, 'easel.db')}`);
+    await migrate(mdb);
+    const q = new EmbeddedQueue({ db: mdb, onError: quiet });
+    await q.ping();
+    await mdb.close();
+    await assert.rejects(q.ping());
+    await q.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('BullmqQueue: nothing listens on the port', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as AddressInfo;
+        srv.close(() => resolve(port));
+      });
+    });
+    const q = new BullmqQueue({ url: `redis://127.0.0.1:${port}`, onError: quiet });
+    const t0 = Date.now();
+    await assert.rejects(q.ping());
+    assert.ok(Date.now() - t0 < 5_000, 'fails fast');
+    await q.close();
+  });
+});

@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -122,7 +122,15 @@ export async function startRedis(): Promise<RedisServer | undefined> {
   const dir = mkdtempSync(join(tmpdir(), 'easel-redis-'));
   let port = 0;
   let child: ChildProcess | undefined;
-  let stderr = '';
+
+  const logFile = join(dir, 'redis.log');
+  const log = () => {
+    try {
+      return readFileSync(logFile, 'utf8').trim().split('\n').slice(-20).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
 
   const launch = async (): Promise<void> => {
     const args = [
@@ -134,23 +142,17 @@ export async function startRedis(): Promise<RedisServer | undefined> {
       '--save', '',
       '--daemonize', 'no',
       '--protected-mode', 'yes',
-      '--loglevel', 'warning',
-      '--logfile', '',
+      '--loglevel', 'notice',
+      '--logfile', logFile,
     ];
-    stderr = '';
-    // The log goes to stdout; keep its start for error messages.
-    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const stream of [proc.stdout, proc.stderr]) {
-      stream?.setEncoding('utf8');
-      stream?.on('data', (d: string) => {
-        if (stderr.length < 8_000) stderr += d;
-      });
-    }
+    const proc = spawn(bin, args, { stdio: 'ignore' });
+    // A server a test forgot to stop must not keep the test process alive (the exit hook kills it).
+    proc.unref();
     child = proc;
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null) {
-        throw new Error(`redis-server exited at start (code ${proc.exitCode}): ${stderr.trim()}`);
+        throw new Error(`redis-server exited at start (code ${proc.exitCode}):\n${log()}`);
       }
       try {
         // Loading the AOF answers -LOADING; only +PONG means ready.
@@ -160,7 +162,7 @@ export async function startRedis(): Promise<RedisServer | undefined> {
       }
       if (Date.now() > deadline) {
         proc.kill('SIGKILL');
-        throw new Error(`redis-server did not answer PING on port ${port}: ${stderr.trim()}`);
+        throw new Error(`redis-server did not answer PING on port ${port}:\n${log()}`);
       }
       await new Promise((r) => setTimeout(r, 25));
     }

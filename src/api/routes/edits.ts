@@ -23,6 +23,10 @@ import type { ApiDeps } from '../server.ts';
 import { checkUploads, multipartOptions, readUploadForm } from '../upload-validation.ts';
 import type { UploadLimits } from '../upload-validation.ts';
 import { prefersAsync, submitJob } from './images.ts';
+import { fingerprint } from '../idempotency.ts';
+import { createHash } from 'node:crypto';
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 type Deps = ApiDeps & { views: JobViews };
 
@@ -161,6 +165,7 @@ async function handle(kind: Extract<JobKind, 'edit' | 'variation'>, deps: Deps, 
       ...parsed,
       inputs: { images: form.images.length, mask: form.mask !== undefined },
       prepare,
+      uploadDigest: fingerprint({ images: form.images.map((f) => sha256(f.data)), mask: form.mask ? sha256(form.mask.data) : null }),
     });
   } catch (err) {
     // Uploads stored for a job that never came to exist would be orphans: remove them.

@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../../core/errors.ts';
 import { newJobId } from '../../core/ids.ts';
+import { isTerminal } from '../../core/job.ts';
 import type { Job, JobKind } from '../../core/job.ts';
 import type { ImageRequest } from '../../core/image-request.ts';
 import type { Priority } from '../../core/job.ts';
@@ -10,6 +11,8 @@ import { waitForTerminal } from '../job-waiter.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import type { ResolvedModel } from '../../backends/registry.ts';
+import { fingerprint, idempotencyKeyOf, idempotencyMismatch } from '../idempotency.ts';
+import { isUniqueViolation } from '../../store/sql-job-store.ts';
 
 export function prefersAsync(req: FastifyRequest): boolean {
   const prefer = req.headers.prefer;
@@ -42,6 +45,8 @@ export interface Submission {
    * under the job's id here, so any worker can read them. Returns request fields to add (their keys).
    */
   prepare?: (jobId: string) => Promise<Partial<ImageRequest>>;
+  /** Digest of uploaded files, so an idempotent retry with other files is told apart. */
+  uploadDigest?: string;
 }
 
 /** Refuses (400 naming the model) a job its model's backend does not declare it can run. */
@@ -69,20 +74,51 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
     throw new ApiError(404, `The model '${sub.model}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
   }
   checkCapability(route, sub.kind, sub.inputs);
+
+  // A retried submission returns the job the first one created.
+  const idemKey = idempotencyKeyOf(req);
+  const idemPrint = idemKey
+    ? fingerprint({ kind: sub.kind, model: route.name, request: sub.request, priority: sub.priority, webhook: sub.webhookUrl, metadata: sub.metadata, uploads: sub.uploadDigest })
+    : null;
+  const replay = async (existing: Job) => {
+    if (existing.idempotencyFingerprint !== idemPrint) throw idempotencyMismatch(idemKey!, existing.id);
+    reply.header('idempotent-replayed', 'true');
+    return answer(deps, reply, existing, sub.async);
+  };
+  if (idemKey) {
+    const existing = await deps.store.findByIdempotencyKey(req.apiKey.id, idemKey);
+    if (existing) return replay(existing);
+  }
+
+  if (deps.moderator) {
+    await deps.moderator.assertAllowed(sub.request.prompt, 'prompt');
+    if (sub.request.negativePrompt) await deps.moderator.assertAllowed(sub.request.negativePrompt, 'negative_prompt');
+  }
   if (sub.webhookUrl && deps.checkWebhookUrl) await deps.checkWebhookUrl(sub.webhookUrl);
   const id = newJobId();
   const request = sub.prepare ? { ...sub.request, ...(await sub.prepare(id)) } : sub.request;
-  const job = await deps.store.createJob({
-    id,
-    keyId: req.apiKey.id,
-    kind: sub.kind,
-    priority: sub.priority,
-    model: route.name,
-    request,
-    metadata: sub.metadata,
-    webhookUrl: sub.webhookUrl,
-    idempotencyKey: null,
-  });
+  let job: Job;
+  try {
+    job = await deps.store.createJob({
+      id,
+      keyId: req.apiKey.id,
+      kind: sub.kind,
+      priority: sub.priority,
+      model: route.name,
+      request,
+      metadata: sub.metadata,
+      webhookUrl: sub.webhookUrl,
+      idempotencyKey: idemKey ?? null,
+      idempotencyFingerprint: idemPrint,
+    });
+  } catch (err) {
+    // Two submissions with one key raced: the other one won; answer with its job.
+    if (idemKey && isUniqueViolation(err)) {
+      const existing = await deps.store.findByIdempotencyKey(req.apiKey.id, idemKey);
+      if (existing) return replay(existing);
+    }
+    throw err;
+  }
   try {
     await deps.queue.enqueue({ jobId: job.id, priority: job.priority });
   } catch (err) {
@@ -93,13 +129,17 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   }
   req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, async: sub.async }, 'job accepted');
 
+  return answer(deps, reply, job, sub.async);
+}
+
+/** Async: 202 with the job. Sync: wait for it (up to the limit), then the images or its error. */
+async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, async: boolean) {
   const location = `${deps.publicUrl()}/v1/images/jobs/${job.id}`;
-  if (sub.async) {
+  if (async) {
     return reply.status(202).header('location', location).send(await deps.views.job(job));
   }
-
   const timeoutMs = deps.config.server.syncTimeoutSeconds * 1000;
-  const done = await waitForTerminal(deps.store, deps.events, job.id, timeoutMs);
+  const done = isTerminal(job.status) ? job : await waitForTerminal(deps.store, deps.events, job.id, timeoutMs);
   if (!done) {
     throw new ApiError(
       504,
