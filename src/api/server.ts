@@ -21,6 +21,8 @@ import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { fileRoutes } from './routes/files.ts';
 import { healthRoutes } from './routes/health.ts';
+import { docsRoutes } from './routes/docs.ts';
+import { registerCors } from './cors.ts';
 import type { Readiness } from './routes/health.ts';
 import { ulid } from '../core/ids.ts';
 import type { PromptModerator } from '../moderation/prompt-moderator.ts';
@@ -98,7 +100,9 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     reply.status(404).send(new ApiError(404, `Unknown route: ${req.method} ${req.url.split('?')[0]}`, { code: 'unknown_route' }).toBody());
   });
 
+  registerCors(app, deps.config.cors.origins);
   app.register(healthRoutes, { readiness: deps.readiness });
+  app.register(docsRoutes, deps);
   app.register(fileRoutes, deps);
   app.register(async (v1) => {
     v1.addHook('onRequest', async (req) => {

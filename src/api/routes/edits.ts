@@ -16,7 +16,9 @@ import multipart from '@fastify/multipart';
 import { ApiError, invalidParam } from '../../core/errors.ts';
 import type { ImageRequest } from '../../core/image-request.ts';
 import type { JobKind } from '../../core/job.ts';
-import { parseGeneration } from '../generation-request.ts';
+import { z } from 'zod';
+import { generationBodySchema, parseGeneration } from '../generation-request.ts';
+import type { MultipartOperation } from '../openapi.ts';
 import type { ParsedGeneration } from '../generation-request.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
@@ -187,4 +189,28 @@ export async function editRoutes(app: FastifyInstance, deps: Deps) {
 
   app.post('/images/edits', (req, reply) => handle('edit', deps, limits, req, reply));
   app.post('/images/variations', (req, reply) => handle('variation', deps, limits, req, reply));
+}
+
+/** The multipart operations for the OpenAPI document, from the same field lists and schema. */
+export function editOperations(limits: ApiDeps['config']['limits']): MultipartOperation[] {
+  const base = generationBodySchema(limits);
+  const pick = (names: ReadonlySet<string>) => base.pick(Object.fromEntries([...names].filter((n) => n in base.shape).map((n) => [n, true])) as any);
+  return [
+    {
+      path: '/v1/images/edits',
+      summary: 'Edit images with a prompt, optionally inside a mask (OpenAI-compatible, multipart)',
+      schema: pick(FIELDS.edit).extend({ input_fidelity: z.enum(['high', 'low']).optional() }),
+      fileFields: [
+        { name: 'image', required: false, description: 'One PNG, JPEG or WebP image' },
+        { name: 'image[]', required: false, multiple: true, description: 'Several images (what the openai SDK sends for an array)' },
+        { name: 'mask', required: false, description: 'PNG with alpha; transparent pixels mark where to edit; same size as the first image' },
+      ],
+    },
+    {
+      path: '/v1/images/variations',
+      summary: 'Variations of one image (OpenAI-compatible, multipart)',
+      schema: pick(FIELDS.variation),
+      fileFields: [{ name: 'image', required: true, description: 'One PNG, JPEG or WebP image' }],
+    },
+  ];
 }
