@@ -65,12 +65,26 @@ export interface BackendResult {
   providerMetadata?: Record<string, unknown>;
 }
 
+export interface BackendPartialImage {
+  /** Which image of this call (0-based) it is a partial of. */
+  index: number;
+  /** The backend's count of partials for that image (0-based). */
+  partialIndex: number;
+  data: Uint8Array;
+  mediaType: string;
+}
+
 export interface BackendCallContext {
   jobId: string;
   /** Aborted on cancel, on shutdown past the deadline, or when the worker lost its lease. */
   signal: AbortSignal;
   /** 0..1; callers throttle, so backends may call it as often as they like. */
   reportProgress(progress: number): void;
+  /**
+   * A partial (in-progress) image, for backends that stream them (OpenAI's `partial_images`); shown on
+   * the job's event stream. Optional: callers outside the worker may leave it out.
+   */
+  reportPartialImage?(image: BackendPartialImage): void;
   /** The durable handle saved by an earlier attempt of this job, if any. */
   savedState: unknown;
   /** Persists a durable handle before waiting on it, so a restarted worker resumes instead of resubmitting. */
@@ -80,6 +94,13 @@ export interface BackendCallContext {
 export interface BackendHealth {
   ok: boolean;
   message?: string;
+  /**
+   * Alive but with more work waiting than it should take on (a GPU pool past its queue-depth limit):
+   * `/ready` answers 503 so an outside load balancer sheds traffic.
+   */
+  overloaded?: boolean;
+  /** Backend-specific state for status pages (hosts, loaded checkpoints, queue depth). */
+  details?: Record<string, unknown>;
 }
 
 export interface ImageBackend {

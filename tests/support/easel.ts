@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Runtime } from '../../src/app.ts';
-import type { Roles } from '../../src/app.ts';
+import type { Roles, RuntimeOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { startOpenAIStandin, DEFAULT_STANDIN_KEY } from './openai-standin.ts';
 import type { OpenAIStandin, OpenAIStandinOptions } from './openai-standin.ts';
@@ -35,7 +35,15 @@ export function standinBackendConfig(standin: OpenAIStandin) {
 }
 
 export async function startEasel(
-  opts: { overrides?: Record<string, any>; roles?: Roles; standin?: OpenAIStandinOptions; existingStandin?: OpenAIStandin; dataDir?: string } = {},
+  opts: {
+    overrides?: Record<string, any>;
+    roles?: Roles;
+    standin?: OpenAIStandinOptions;
+    existingStandin?: OpenAIStandin;
+    dataDir?: string;
+    /** Passed to the Runtime (e.g. `backendFactories` for a test backend). */
+    runtime?: Omit<RuntimeOptions, 'log'>;
+  } = {},
 ): Promise<TestEasel> {
   const standin = opts.existingStandin ?? (await startOpenAIStandin({ strict: false, ...opts.standin }));
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'easel-test-'));
@@ -53,6 +61,7 @@ export async function startEasel(
   });
   const runtime = new Runtime(config, opts.roles ?? { api: true, worker: true }, {
     log: pino({ level: config.logging.level }),
+    ...opts.runtime,
   });
   await runtime.start();
   const url = runtime.url ?? '';
