@@ -121,8 +121,18 @@ export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart
       get: {
         summary: "Server-Sent Events of the job's status and progress until it ends (`Last-Event-ID` resumes)",
         operationId: 'jobEvents',
-        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }, { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } }],
-        responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors },
+        description:
+          'Events: `status` (data: the job object), `progress` ({progress}), `partial_image` ({index, partial_image_index, b64_json, media_type}) and a final `done`; ids are numbers that only grow, so a reconnect resumes after the last one seen.',
+        parameters: [
+          { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
+          { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } },
+          { name: 'last_event_id', in: 'query', required: false, schema: { type: 'string' }, description: 'The same as the header, for clients that cannot set it' },
+        ],
+        responses: {
+          '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          '204': { description: 'The client already saw the terminal event: nothing more will come' },
+          ...errors,
+        },
       },
     },
     '/v1/models': {
