@@ -24,6 +24,8 @@ import { BackendError } from '../image-backend.ts';
 import { MEDIA_TYPES } from '../../core/image-request.ts';
 import { openaiBackendConfigSchema } from './options.ts';
 import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
+import { applyOpenAIModelRules, rulesApply } from './model-rules.ts';
+import type { BackendConfig } from '../../config/schema.ts';
 
 type FetchLike = typeof globalThis.fetch;
 
@@ -81,7 +83,8 @@ export class OpenAIBackend implements ImageBackend {
   private healthCache: { at: number; value: BackendHealth } | undefined;
   private healthInFlight: Promise<BackendHealth> | undefined;
 
-  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig, deps: OpenAIBackendDeps = {}) {
+  /** Takes any backend config entry (the registry hands it the union); the schema refuses non-openai ones. */
+  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | BackendConfig, deps: OpenAIBackendDeps = {}) {
     this.config = openaiBackendConfigSchema.parse(config);
     this.name = this.config.name;
     this.fetchImpl = deps.fetch ?? globalThis.fetch;
@@ -122,7 +125,35 @@ export class OpenAIBackend implements ImageBackend {
     };
   }
 
+  /**
+   * With model rules on, the request is checked and adapted to the model first, and an `n` larger
+   * than the model takes per call (dall-e-3: 1) is split into parallel calls.
+   */
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    if (!rulesApply(this.config.modelRules, this.config.baseUrl)) return this.generateOnce(request, ctx);
+    const ruled = applyOpenAIModelRules(request, this.name);
+    if (ruled.calls.length === 1) {
+      const result = await this.generateOnce(ruled.request, ctx);
+      return { ...result, warnings: [...ruled.warnings, ...result.warnings] };
+    }
+    let finished = 0;
+    let before = 0;
+    const parts = await Promise.all(
+      ruled.calls.map((n) => {
+        const seed = ruled.request.seed === undefined ? undefined : ruled.request.seed + before;
+        before += n;
+        const part = { ...ruled.request, n, ...(seed === undefined ? {} : { seed }) };
+        return this.generateOnce(part, { ...ctx, reportProgress: () => ctx.reportProgress(++finished / ruled.calls.length) });
+      }),
+    );
+    return {
+      images: parts.flatMap((p) => p.images),
+      warnings: [...new Set([...ruled.warnings, ...parts.flatMap((p) => p.warnings)])],
+      providerMetadata: { calls: parts.map((p) => p.providerMetadata ?? {}) },
+    };
+  }
+
+  private async generateOnce(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     this.checkSupported(request);
     const { body, warnings } = this.buildBody(request);
     const options = { signal: ctx.signal };

@@ -27,6 +27,11 @@ export const openaiBackendConfigSchema = z
      * unknown fields, so this is off by default; LocalAI and another easel accept them.
      */
     extraBodyFields: z.boolean().default(false),
+    /**
+     * OpenAI's per-model rules (n limits, sizes, qualities, styles, prompt lengths, edit and variation
+     * support), applied before a call: `auto` applies them when baseUrl is api.openai.com.
+     */
+    modelRules: z.enum(['auto', 'on', 'off']).default('auto'),
     capabilities: z
       .object({
         edit: z.boolean().optional(),

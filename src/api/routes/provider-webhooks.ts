@@ -1,0 +1,35 @@
+/**
+ * POST /hooks/providers/:backend — where hosted providers (Replicate, fal) report that a job of
+ * theirs finished. Outside the bearer-key scope: the provider cannot hold an easel key; instead the
+ * backend verifies the provider's signature over the raw body bytes (re-serialised JSON would break
+ * it) and, when it verifies, wakes the generate() call waiting on that provider job. Polling stays
+ * the fallback, so a lost or refused webhook only costs latency.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { BackendRegistry } from '../../backends/registry.ts';
+import { isWebhookReceiver } from '../../backends/http/webhooks.ts';
+
+const MAX_WEBHOOK_BYTES = 5 * 1024 * 1024;
+
+export async function providerWebhookRoutes(app: FastifyInstance, deps: { backends: BackendRegistry; log: Logger }) {
+  // This plugin's scope only: every body arrives as the raw bytes the provider signed.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_WEBHOOK_BYTES }, (_req, body, done) => done(null, body));
+
+  app.post<{ Params: { backend: string } }>('/hooks/providers/:backend', async (req, reply) => {
+    const name = req.params.backend;
+    const backend = deps.backends.listBackends().find((b) => b.name === name);
+    if (!backend || !isWebhookReceiver(backend)) {
+      return reply.status(404).send({ error: { message: `no backend "${name}" takes provider webhooks`, type: 'not_found_error', param: null, code: 'unknown_backend' } });
+    }
+    const rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const outcome = await backend.handleWebhook({ headers: req.headers, rawBody });
+    if (outcome.status >= 400) {
+      deps.log.warn({ backend: name, status: outcome.status, reason: outcome.message }, 'provider webhook refused');
+      return reply.status(outcome.status).send({ error: { message: outcome.message, type: 'invalid_request_error', param: null, code: 'webhook_refused' } });
+    }
+    deps.log.debug({ backend: name, providerId: outcome.providerId }, 'provider webhook accepted');
+    return reply.status(200).send({ ok: true });
+  });
+}

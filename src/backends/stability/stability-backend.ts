@@ -1,0 +1,195 @@
+/**
+ * The `stability` backend: Stability AI's v2beta stable-image generate endpoints (ultra, core, sd3),
+ * synchronous, one image per request (a job's `n` fans out, a few at a time).
+ *
+ * The body is always multipart/form-data, text-only requests included. With `Accept: image/*` the
+ * answer is the image bytes with `finish-reason` and `seed` in response headers; with
+ * `application/json` it is `{image, finish_reason, seed}`. A 200 can still be `CONTENT_FILTERED` (a
+ * blurred image), and input moderation is a 403 `content_moderation`: both become content-policy
+ * violations naming Stability.
+ */
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import { BackendError } from '../image-backend.ts';
+import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import type { HostedBackendDeps } from '../http/hosted-backend.ts';
+import { mapLimit } from '../http/concurrency.ts';
+import { moderationError } from '../http/errors.ts';
+import { nearestAspectRatio, sniffMediaType } from '../http/media.ts';
+import type { HttpAnswer } from '../http/client.ts';
+import { stabilityBackendConfigSchema } from './options.ts';
+import type { StabilityBackendConfig, StabilityBackendConfigInput } from './options.ts';
+
+const KEY_ENVS = ['STABILITY_API_KEY'];
+const ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
+const STYLE_PRESETS = new Set([
+  'enhance', 'anime', 'photographic', 'digital-art', 'comic-book', 'fantasy-art', 'line-art', 'analog-film', 'neon-punk',
+  'isometric', 'low-poly', 'origami', 'modeling-compound', 'cinematic', '3d-model', 'pixel-art', 'tile-texture',
+]);
+const MAX_SEED = 4_294_967_294;
+
+export interface StabilityEndpoint {
+  path: 'ultra' | 'core' | 'sd3';
+  /** The `model` field for sd3. */
+  model?: string;
+  negativePrompt: boolean;
+  edit: boolean;
+  webp: boolean;
+  cfgScale: boolean;
+}
+
+export function endpointFor(model: string): StabilityEndpoint | undefined {
+  const m = model.toLowerCase();
+  if (m === 'ultra' || m === 'stable-image-ultra') return { path: 'ultra', negativePrompt: true, edit: true, webp: true, cfgScale: false };
+  if (m === 'core' || m === 'stable-image-core') return { path: 'core', negativePrompt: true, edit: false, webp: true, cfgScale: false };
+  if (m.startsWith('sd3')) return { path: 'sd3', model: m, negativePrompt: !m.includes('turbo'), edit: true, webp: false, cfgScale: true };
+  return undefined;
+}
+
+export class StabilityBackend extends HostedBackend {
+  readonly type = 'stability';
+  readonly config: StabilityBackendConfig;
+  private readonly baseUrl: string;
+
+  constructor(config: StabilityBackendConfigInput | StabilityBackendConfig, deps: HostedBackendDeps = {}) {
+    const cfg = stabilityBackendConfigSchema.parse(config);
+    super({
+      name: cfg.name,
+      provider: 'Stability AI',
+      capabilities: { generate: true, edit: true, mask: false, variation: false, maxInputImages: 1, maxImagesPerCall: cfg.maxImagesPerCall },
+      timeoutMs: cfg.timeoutSeconds * 1000,
+      maxRetries: cfg.maxRetries,
+      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, KEY_ENVS, deps.env ?? process.env),
+      keyHint: keyHint('apiKey', cfg.apiKeyEnv, KEY_ENVS),
+      deps,
+    });
+    this.config = cfg;
+    this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
+  }
+
+  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    try {
+      return await this.run(request, ctx);
+    } catch (err) {
+      throw this.asBackendError(err, ctx.signal);
+    }
+  }
+
+  /** The multipart fields (as strings) and files for one image. */
+  buildForm(request: BackendRequest, endpoint: StabilityEndpoint, seed: number | undefined): { form: FormData; fields: Record<string, string>; warnings: string[] } {
+    const warnings: string[] = [];
+    const fields: Record<string, string> = {};
+    const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${this.name}"; ignored`);
+    for (const [k, v] of Object.entries(this.config.extraFields ?? {})) fields[k] = String(v);
+    fields.prompt = request.prompt;
+    const editing = request.inputImages.length > 0;
+    if (editing && !endpoint.edit) throw new BackendError(`${request.model} on backend "${this.name}" takes no input image`, { code: 'invalid_request' });
+    if (request.mask) throw new BackendError(`masks are not supported by ${request.model} on backend "${this.name}"`, { code: 'invalid_request' });
+    if (endpoint.model) fields.model = endpoint.model;
+    if (endpoint.path === 'sd3') fields.mode = editing ? 'image-to-image' : 'text-to-image';
+    if (request.size) {
+      if (editing) {
+        warnings.push(`size is taken from the input image for edits on backend "${this.name}"; ignored`);
+      } else {
+        const { ratio, exact } = nearestAspectRatio(request.size, ASPECT_RATIOS);
+        fields.aspect_ratio = ratio;
+        if (!exact) warnings.push(`size ${request.size.width}x${request.size.height} sent as the nearest aspect ratio ${ratio} for ${request.model}`);
+      }
+    }
+    if (request.negativePrompt !== undefined) (endpoint.negativePrompt ? (fields.negative_prompt = request.negativePrompt) : unsupported('negative_prompt'));
+    if (seed !== undefined) fields.seed = String(seed % (MAX_SEED + 1));
+    if (request.style) (STYLE_PRESETS.has(request.style) ? (fields.style_preset = request.style) : unsupported(`style "${request.style}"`));
+    fields.output_format = request.outputFormat === 'webp' && !endpoint.webp ? 'png' : request.outputFormat;
+    if (request.guidanceScale !== undefined) (endpoint.cfgScale ? (fields.cfg_scale = String(request.guidanceScale)) : unsupported('guidance_scale'));
+    if (request.steps !== undefined) unsupported('steps');
+    if (request.quality) unsupported('quality');
+    if (editing && fields.strength === undefined) fields.strength = '0.7';
+    for (const [key, value] of Object.entries(request.providerOptions)) {
+      if (key === 'prompt' || key === 'image') {
+        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
+        continue;
+      }
+      if (value !== undefined && value !== null) fields[key] = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+    }
+    const form = new FormData();
+    for (const [k, v] of Object.entries(fields)) form.append(k, v);
+    if (editing) {
+      const img = request.inputImages[0]!;
+      const ext = img.mediaType.split('/')[1] ?? 'png';
+      form.append('image', new Blob([img.data as Uint8Array<ArrayBuffer>], { type: img.mediaType }), `image.${ext}`);
+      if (request.inputImages.length > 1) warnings.push(`only the first input image is sent to ${request.model}`);
+    }
+    return { form, fields, warnings };
+  }
+
+  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    if (request.kind === 'variation') throw new BackendError(`Backend "${this.name}" (Stability AI) does not do variations`, { code: 'invalid_request' });
+    this.requireKey();
+    const endpoint = endpointFor(request.model);
+    if (!endpoint) {
+      throw new BackendError(`Stability AI has no endpoint for model "${request.model}" (use ultra, core or an sd3 model)`, { code: 'model_not_found' });
+    }
+    const warnings = new Set<string>();
+    // Build every form first: a request the model cannot take fails before anything is paid for.
+    const forms = Array.from({ length: request.n }, (_, i) => {
+      const built = this.buildForm(request, endpoint, request.seed === undefined ? undefined : request.seed + i);
+      for (const w of built.warnings) warnings.add(w);
+      return built.form;
+    });
+    let done = 0;
+    const images = await mapLimit(forms, this.config.concurrency, async (form) => {
+      const image = await this.one(endpoint, form, ctx.signal);
+      ctx.reportProgress(++done / request.n);
+      return image;
+    });
+    return { images, warnings: [...warnings], providerMetadata: { endpoint: endpoint.path, seeds: images.map((i) => i.seed ?? null) } };
+  }
+
+  private async one(endpoint: StabilityEndpoint, form: FormData, signal: AbortSignal): Promise<BackendImage> {
+    const json = this.config.accept === 'json';
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.apiKey}`,
+      accept: json ? 'application/json' : 'image/*',
+      ...(this.config.clientId ? { 'stability-client-id': this.config.clientId } : {}),
+    };
+    // The body is multipart even when it carries only text fields: Stability refuses anything else.
+    const res = await this.callOk(`${this.baseUrl}/v2beta/stable-image/generate/${endpoint.path}`, {
+      method: 'POST',
+      headers,
+      body: form,
+      signal,
+      // 429/5xx are retried; a timed-out generation is not sent again (it may have been made, and billed).
+      idempotent: false,
+    }, { isModeration: isModeration });
+    let data: Buffer;
+    let finish: string | undefined;
+    let seed: number | undefined;
+    const type = res.headers.get('content-type') ?? '';
+    if (type.startsWith('application/json')) {
+      const body = res.json() as { image?: unknown; finish_reason?: unknown; seed?: unknown } | undefined;
+      if (typeof body?.image !== 'string') throw new BackendError(`Stability AI (backend "${this.name}") answered JSON without an image`, { code: 'backend_error' });
+      data = Buffer.from(body.image, 'base64');
+      finish = typeof body.finish_reason === 'string' ? body.finish_reason : undefined;
+      seed = typeof body.seed === 'number' ? body.seed : undefined;
+    } else {
+      data = res.body;
+      finish = res.headers.get('finish-reason') ?? undefined;
+      const s = res.headers.get('seed');
+      seed = s !== null && /^\d+$/.test(s) ? Number(s) : undefined;
+    }
+    if (finish === 'CONTENT_FILTERED') {
+      throw moderationError('Stability AI', this.name, 'the generated image was filtered (finish-reason CONTENT_FILTERED)', res.status);
+    }
+    if (finish && finish !== 'SUCCESS') {
+      throw new BackendError(`Stability AI (backend "${this.name}") finished with ${finish}`, { code: 'backend_error' });
+    }
+    if (data.length === 0) throw new BackendError(`Stability AI (backend "${this.name}") answered an empty image`, { code: 'backend_error', retryable: true });
+    const mediaType = sniffMediaType(data) ?? (type.startsWith('image/') ? type.split(';')[0]! : 'image/png');
+    return { data, mediaType, ...(seed !== undefined ? { seed } : {}) };
+  }
+}
+
+function isModeration(res: HttpAnswer): boolean {
+  if (res.status !== 403 && res.status !== 400) return false;
+  const body = res.json() as { name?: unknown } | undefined;
+  return body?.name === 'content_moderation';
+}
