@@ -41,8 +41,15 @@ export async function createApiKey(
  */
 export async function ensureAdminKey(keys: KeyStore, configured?: string): Promise<string | undefined> {
   if ((await keys.countKeys()) > 0) return undefined;
-  const { secret } = await createApiKey(keys, { name: 'admin', admin: true, secret: configured });
-  return secret;
+  try {
+    const { secret } = await createApiKey(keys, { name: 'admin', admin: true, secret: configured });
+    return secret;
+  } catch (err) {
+    // Several API instances starting at once on a fresh shared database all see no keys; with a
+    // configured admin key all but the first then hit the unique hash. Someone made it: carry on.
+    if ((await keys.countKeys()) > 0) return undefined;
+    throw err;
+  }
 }
 
 /**

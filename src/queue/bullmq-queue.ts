@@ -46,6 +46,12 @@ interface MessageData {
 /** Practically unbounded retries: easel, not BullMQ, decides when a job has been tried enough. */
 const UNBOUNDED_ATTEMPTS = 2 ** 31 - 1;
 const PING_TIMEOUT_MS = 2_000;
+/**
+ * How long stop/abandon wait for BullMQ's Worker.close() after the grace period. It waits on Redis
+ * (QUIT, hand-backs, the blocking connection's end) and never returns while Redis is unreachable; past
+ * this bound easel moves on and the messages still held come back when their locks expire.
+ */
+const CLOSE_TIMEOUT_MS = 5_000;
 
 const RANK_TO_PRIORITY = new Map<number, Priority>(PRIORITIES.map((p) => [PRIORITY_RANK[p], p]));
 
@@ -297,7 +303,7 @@ class BullmqConsumer implements QueueConsumer {
         entry.release('abandon');
       }
       try {
-        await this.worker.close(true);
+        await withTimeout(this.worker.close(true), CLOSE_TIMEOUT_MS, 'closing the BullMQ worker (is Redis reachable?)');
       } catch (err) {
         this.cfg.reportError(err);
       }
@@ -321,7 +327,7 @@ class BullmqConsumer implements QueueConsumer {
         entry.controller.abort(leaseLost('consumer stopped: the message was handed back to the queue'));
         entry.release('hand-back');
       }
-      await closed;
+      await withTimeout(closed, CLOSE_TIMEOUT_MS, 'closing the BullMQ worker (is Redis reachable?)').catch((err) => this.cfg.reportError(err));
     }
     clearInterval(this.watchdog);
     this.cfg.onDone(this);
