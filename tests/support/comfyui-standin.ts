@@ -189,6 +189,20 @@ const NODE_INPUTS: Record<string, string[]> = {
 };
 const OUTPUT_NODES = new Set(['SaveImage', 'PreviewImage']);
 
+/** ComfyUI's origin check (without --enable-cors-header): loopback host, Origin of another hostname → 403. */
+function crossOrigin(req: IncomingMessage): boolean {
+  const host = req.headers.host;
+  const origin = req.headers.origin;
+  if (!host || !origin) return false;
+  const hostName = host.replace(/:\d+$/, '');
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(hostName)) return false;
+  try {
+    return new URL(origin).hostname !== hostName;
+  } catch {
+    return true;
+  }
+}
+
 class Interrupted extends Error {}
 class ExecutionFailure extends Error {
   readonly node: string;
@@ -251,7 +265,7 @@ export class ComfyUIStandin {
     });
     server.on('upgrade', (req, socket, head) => {
       const u = new URL(req.url ?? '/', 'http://x');
-      if (!['/ws', '/api/ws'].includes(u.pathname) || Date.now() < this.refuseUntil) {
+      if (!['/ws', '/api/ws'].includes(u.pathname) || Date.now() < this.refuseUntil || crossOrigin(req)) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\n\r\n');
         return;
       }
@@ -411,6 +425,7 @@ export class ComfyUIStandin {
       res.writeHead(status);
       res.end();
     };
+    if (crossOrigin(req)) return empty(403);
     const failure = this.failures.find((f) => f.remaining > 0 && path.startsWith(f.path));
     if (failure) {
       failure.remaining--;

@@ -1,0 +1,305 @@
+/**
+ * The `a1111` backend: AUTOMATIC1111 stable-diffusion-webui / Forge hosts (`--api`) behind a
+ * {@link HostPool} (placement, batching, model affinity, health, retry on another host).
+ *
+ * One host call is one blocking `POST /sdapi/v1/txt2img` or `/img2img` (with `mask` for
+ * inpainting); the checkpoint goes in `override_settings.sd_model_checkpoint` and stays loaded
+ * (`override_settings_restore_afterwards: false`). While it runs, `/sdapi/v1/progress` is polled
+ * on a separate connection. Cancel is `POST /sdapi/v1/interrupt`, after which the blocked call
+ * returns 200 with whatever was made (which is dropped). `info` in the answer is a JSON string;
+ * `images` are plain base64, one per image (seeds `seed`, `seed+1`, … in `info.all_seeds`).
+ */
+import sharp from 'sharp';
+import type {
+  BackendCallContext,
+  BackendCapabilities,
+  BackendHealth,
+  BackendImage,
+  BackendImageInput,
+  BackendRequest,
+  BackendResult,
+  ImageBackend,
+} from '../image-backend.ts';
+import { BackendError } from '../image-backend.ts';
+import { HostPool, generationBatchKey, hostEventLogger } from '../pool/host-pool.ts';
+import type { BatchOutput, PoolBatch, PoolHost, PoolLog, ProbeResult, RunIO } from '../pool/host-pool.ts';
+import { normalizeHosts } from '../pool/options.ts';
+import { hostRequest, readJson, sleep, sniffImageType } from '../pool/http.ts';
+import type { HostHttp } from '../pool/http.ts';
+import { a1111BackendConfigSchema } from './options.ts';
+import type { A1111BackendConfig, A1111BackendConfigInput } from './options.ts';
+
+/** Body keys easel sets itself; provider options may not override them. */
+const RESERVED = new Set([
+  'prompt', 'negative_prompt', 'seed', 'batch_size', 'n_iter', 'steps', 'cfg_scale', 'width', 'height', 'init_images', 'mask',
+  'override_settings', 'override_settings_restore_afterwards', 'send_images', 'save_images', 'force_task_id',
+]);
+const MODEL_REFRESH_MS = 60_000;
+const CANCEL_SETTLE_MS = 5_000;
+
+/** The affinity key of a checkpoint however it is named: `sub/name.safetensors [hash]` → `name`. */
+export function checkpointKey(name: string): string {
+  const noHash = name.replace(/\s*\[[0-9a-fA-F]{6,}\]\s*$/, '');
+  const base = noHash.split(/[\\/]/).pop() ?? noHash;
+  return base.replace(/\.(safetensors|ckpt|pt|bin|gguf)$/i, '');
+}
+
+interface SdModel {
+  title?: string;
+  model_name?: string;
+  filename?: string;
+}
+
+export class A1111Backend implements ImageBackend {
+  readonly type = 'a1111';
+  readonly name: string;
+  readonly capabilities: BackendCapabilities;
+  readonly config: A1111BackendConfig;
+  readonly pool: HostPool;
+  private readonly http: HostHttp;
+  private readonly modelsAt = new Map<string, number>();
+
+  constructor(config: A1111BackendConfigInput | A1111BackendConfig, deps: { log?: PoolLog } = {}) {
+    this.config = a1111BackendConfigSchema.parse(config);
+    const c = this.config;
+    this.name = c.name;
+    this.capabilities = { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1, maxImagesPerCall: c.maxBatchSize };
+    this.http = { backendName: c.name, timeoutMs: c.requestTimeoutSeconds * 1000, basicAuth: c.basicAuth };
+    this.pool = new HostPool(
+      {
+        backendName: c.name,
+        hosts: normalizeHosts(c.hosts, 1),
+        maxConcurrentPerHost: 1,
+        maxBatchSize: c.maxBatchSize,
+        affinity: c.affinity,
+        affinityMaxWaitSeconds: c.affinityMaxWaitSeconds,
+        maxQueueDepth: c.maxQueueDepth,
+        maxHostRetries: c.maxHostRetries,
+        healthIntervalSeconds: c.healthIntervalSeconds,
+        unhealthyAfterFailures: c.unhealthyAfterFailures,
+        probeTimeoutMs: Math.min(c.requestTimeoutSeconds * 1000, 10_000),
+        onHostEvent: hostEventLogger(deps.log, c.name),
+      },
+      { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
+    );
+  }
+
+  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    const refuse = (message: string) => new BackendError(message, { code: 'invalid_request' });
+    if (request.n > this.config.maxBatchSize) throw refuse(`Backend "${this.name}" makes at most ${this.config.maxBatchSize} images per call`);
+    if (request.kind !== 'generation' && request.inputImages.length === 0) throw refuse(`An ${request.kind} needs an input image`);
+    if (request.inputImages.length > 1) throw refuse(`Backend "${this.name}" takes one input image`);
+    if (request.mask && request.inputImages.length === 0) throw refuse('A mask needs an input image');
+    const key = checkpointKey(request.model);
+    if (this.pool.lacks(key)) {
+      // The lists may be stale (a checkpoint added since): look again before refusing.
+      this.modelsAt.clear();
+      await this.pool.probeAll();
+    }
+    if (this.pool.lacks(key)) throw new BackendError(`Backend "${this.name}": no host has checkpoint "${request.model}"`, { code: 'model_not_found' });
+    return this.pool.submit(request, ctx, { checkpoint: key, batchKey: generationBatchKey(request, key) });
+  }
+
+  health(): Promise<BackendHealth> {
+    return this.pool.health();
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  private async runBatch(host: PoolHost, batch: PoolBatch, io: RunIO): Promise<BatchOutput> {
+    const req = batch.request;
+    const { body, warnings } = await this.buildBody(batch);
+    const route = req.kind === 'generation' ? '/sdapi/v1/txt2img' : '/sdapi/v1/img2img';
+    io.saveState((m) => ({ backend: 'a1111', host: host.name, seed: batch.seed + m.offset, batchIndex: m.offset, batchSize: batch.total }));
+
+    // The blocking call is not tied to the abort signal: dropping the connection does not stop
+    // the webui. A cancel interrupts it, and the call then returns on its own.
+    const call = new AbortController();
+    const posting = hostRequest(this.http, host, route, { json: body, signal: call.signal, timeoutMs: null });
+    const polling = new AbortController();
+    const poller = this.pollProgress(host, io, polling.signal);
+    const onAbort = () => {
+      void hostRequest(this.http, host, '/sdapi/v1/interrupt', { method: 'POST', timeoutMs: 5000 })
+        .then((r) => r.body?.cancel())
+        .catch(() => {});
+      setTimeout(() => call.abort(), CANCEL_SETTLE_MS).unref();
+    };
+    io.signal.addEventListener('abort', onAbort, { once: true });
+    let res: Response;
+    try {
+      res = await posting;
+    } finally {
+      polling.abort();
+      io.signal.removeEventListener('abort', onAbort);
+    }
+    io.release();
+    await poller;
+    if (io.signal.aborted) {
+      await res.body?.cancel().catch(() => {});
+      throw new BackendError(`Call to backend "${this.name}" was aborted`, { code: 'aborted', cause: io.signal.reason });
+    }
+    const answer = (await readJson(res)) as { images?: unknown; info?: unknown; detail?: unknown; error?: unknown; errors?: unknown } | undefined;
+    if (!res.ok) throw requestError(this.name, host, res.status, answer);
+    const images = Array.isArray(answer?.images) ? answer.images.filter((x): x is string => typeof x === 'string') : [];
+    let info: { all_seeds?: unknown; index_of_first_image?: unknown } = {};
+    if (typeof answer?.info === 'string') {
+      try {
+        info = JSON.parse(answer.info);
+      } catch {
+        warnings.push(`host ${host.name} sent an unreadable info string`);
+      }
+    }
+    const first = typeof info.index_of_first_image === 'number' ? info.index_of_first_image : 0;
+    const seeds = Array.isArray(info.all_seeds) ? info.all_seeds : [];
+    const out: BackendImage[] = images.slice(first, first + batch.total).map((b64, i) => {
+      const data = Buffer.from(b64.replace(/^data:[^,]*,/, ''), 'base64');
+      const seed = typeof seeds[i] === 'number' ? (seeds[i] as number) : batch.seed + i;
+      return { data, mediaType: sniffImageType(data) ?? 'image/png', seed };
+    });
+    if (out.length === 0) throw new BackendError(`Backend "${this.name}": host ${host.name} returned no images`, { code: 'backend_error', retryable: true });
+    return { images: out, warnings, providerMetadata: { host: host.name, seeds: out.map((i) => i.seed) } };
+  }
+
+  /** Polls progress (and live previews) on its own connection until `stop` aborts. */
+  private async pollProgress(host: PoolHost, io: RunIO, stop: AbortSignal): Promise<void> {
+    const done = () => stop.aborted;
+    let best = 0;
+    let previews = 0;
+    const query = this.config.previews ? '?skip_current_image=false' : '?skip_current_image=true';
+    let lastPreview = '';
+    while (!done()) {
+      await sleep(this.config.progressPollMs, stop);
+      if (done()) return;
+      try {
+        const res = await hostRequest(this.http, host, `/sdapi/v1/progress${query}`, { signal: stop, timeoutMs: Math.max(1000, this.config.progressPollMs * 4) });
+        const p = (await readJson(res)) as { progress?: number; state?: { job_count?: number }; current_image?: string | null } | undefined;
+        if (done() || !p) continue;
+        if ((p.state?.job_count ?? 0) > 0 && typeof p.progress === 'number' && p.progress > best) {
+          best = Math.min(1, p.progress);
+          io.progress(best);
+        }
+        if (this.config.previews && typeof p.current_image === 'string' && p.current_image && p.current_image !== lastPreview) {
+          lastPreview = p.current_image;
+          const data = Buffer.from(p.current_image.replace(/^data:[^,]*,/, ''), 'base64');
+          io.partialImage({ index: 0, partialIndex: previews++, data, mediaType: sniffImageType(data) ?? 'image/png' });
+        }
+      } catch {
+        // Progress is best effort; the generation call reports the host's failures.
+      }
+    }
+  }
+
+  private async buildBody(batch: PoolBatch): Promise<{ body: Record<string, unknown>; warnings: string[] }> {
+    const req = batch.request;
+    const warnings: string[] = [];
+    const ckpt = this.config.checkpoints[req.model] ?? this.config.checkpoints[checkpointKey(req.model)] ?? {};
+    const d = this.config.defaults;
+    for (const key of ['quality', 'style'] as const) {
+      if (req[key] !== undefined) warnings.push(`${key} is not supported by backend "${this.name}"; ignored`);
+    }
+    if (req.background && req.background !== 'auto') warnings.push(`background is not supported by backend "${this.name}"; ignored`);
+    const sampler = ckpt.sampler ?? d.sampler ?? 'Euler a';
+    const scheduler = ckpt.scheduler ?? d.scheduler;
+    const body: Record<string, unknown> = {
+      ...this.config.extraFields,
+      prompt: req.kind === 'variation' ? (req.prompt ?? '') : req.prompt,
+      negative_prompt: req.negativePrompt ?? ckpt.negativePrompt ?? d.negativePrompt ?? '',
+      seed: batch.seed,
+      batch_size: batch.total,
+      n_iter: 1,
+      steps: req.steps ?? ckpt.steps ?? d.steps ?? 20,
+      cfg_scale: req.guidanceScale ?? ckpt.cfg ?? d.cfg ?? 7,
+      sampler_name: sampler,
+      ...(scheduler ? { scheduler } : {}),
+      override_settings: { sd_model_checkpoint: req.model },
+      override_settings_restore_afterwards: false,
+      send_images: true,
+      save_images: false,
+    };
+    if (req.size || req.kind === 'generation') {
+      body.width = req.size?.width ?? ckpt.width ?? d.width ?? 512;
+      body.height = req.size?.height ?? ckpt.height ?? d.height ?? 512;
+    }
+    if (req.kind !== 'generation') {
+      const image = req.inputImages[0]!;
+      body.init_images = [Buffer.from(image.data).toString('base64')];
+      body.denoising_strength = req.kind === 'variation' ? d.variationDenoise : d.denoise;
+      body.include_init_images = false;
+      if (!req.size) {
+        const meta = await sharp(image.data).metadata().catch(() => undefined);
+        if (meta?.width && meta.height) {
+          body.width = meta.width;
+          body.height = meta.height;
+        }
+      }
+      if (req.mask) {
+        body.mask = await this.maskB64(req.mask);
+        body.inpainting_fill = 1; // start from the original pixels
+        body.inpaint_full_res = false;
+      }
+    }
+    for (const [key, value] of Object.entries(req.providerOptions)) {
+      if (value === undefined) continue;
+      if (RESERVED.has(key)) {
+        warnings.push(`provider option ${key} is set by easel on backend "${this.name}"; ignored`);
+        continue;
+      }
+      body[key] = value;
+    }
+    return { body, warnings };
+  }
+
+  /** OpenAI's masks are transparent where to repaint; A1111's are white there. */
+  private async maskB64(mask: BackendImageInput): Promise<string> {
+    try {
+      const img = sharp(mask.data);
+      const meta = await img.metadata();
+      if (!meta.hasAlpha) return Buffer.from(mask.data).toString('base64');
+      const png = await img.extractChannel('alpha').negate().png().toBuffer();
+      return png.toString('base64');
+    } catch {
+      throw new BackendError(`Backend "${this.name}": the mask is not a readable image`, { code: 'invalid_request' });
+    }
+  }
+
+  private async probe(host: PoolHost, signal: AbortSignal): Promise<ProbeResult> {
+    const res = await hostRequest(this.http, host, '/sdapi/v1/progress?skip_current_image=true', { signal });
+    if (res.status === 401) return { ok: false, message: 'the host refused the credentials (401)' };
+    if (!res.ok || !(await readJson(res))) return { ok: false, message: `/sdapi/v1/progress answered ${res.status}` };
+    const result: ProbeResult = { ok: true };
+    let options: { sd_model_checkpoint?: unknown } | undefined;
+    try {
+      options = (await readJson(await hostRequest(this.http, host, '/sdapi/v1/options', { signal }))) as typeof options;
+    } catch {
+      options = undefined;
+    }
+    if (typeof options?.sd_model_checkpoint === 'string' && options.sd_model_checkpoint) result.loaded = checkpointKey(options.sd_model_checkpoint);
+    const at = this.modelsAt.get(host.name) ?? 0;
+    if (host.status !== 'up' || Date.now() - at > MODEL_REFRESH_MS) {
+      const models = (await readJson(await hostRequest(this.http, host, '/sdapi/v1/sd-models', { signal }))) as SdModel[] | undefined;
+      if (Array.isArray(models)) {
+        const keys = new Set<string>();
+        for (const m of models) for (const n of [m.title, m.model_name, m.filename]) if (typeof n === 'string' && n) keys.add(checkpointKey(n));
+        result.checkpoints = [...keys];
+        this.modelsAt.set(host.name, Date.now());
+      }
+    }
+    return result;
+  }
+}
+
+/** A non-2xx answer to txt2img/img2img (5xx never gets here: it is the host's failure). */
+function requestError(backend: string, host: PoolHost, status: number, body: unknown): BackendError {
+  const b = (body ?? {}) as { detail?: unknown; error?: unknown; errors?: unknown };
+  let detail: string;
+  if (Array.isArray(b.detail)) {
+    // FastAPI validation: [{loc, msg, type}]
+    detail = b.detail.map((d: { loc?: unknown[]; msg?: string }) => `${(d.loc ?? []).filter((x) => x !== 'body').join('.')}: ${d.msg ?? 'invalid'}`).join('; ');
+  } else {
+    detail = [b.detail, b.errors].filter((x) => typeof x === 'string' && x).join(': ') || (typeof b.error === 'string' ? b.error : '');
+  }
+  if (status === 401 || status === 403) return new BackendError(`Backend "${backend}": host ${host.name} refused the credentials (${status})`, { code: 'backend_auth', status });
+  return new BackendError(`Backend "${backend}": host ${host.name} rejected the request (${status})${detail ? `: ${detail}` : ''}`, { code: 'invalid_request', status });
+}

@@ -1,0 +1,84 @@
+/**
+ * Config shared by the self-hosted GPU backends (`comfyui`, `a1111`): the hosts of the pool and how
+ * work is spread over them. Spread into each backend's zod object.
+ */
+import { z } from 'zod';
+
+export const poolHostSchema = z.union([
+  z.url({ protocol: /^https?$/ }),
+  z
+    .object({
+      url: z.url({ protocol: /^https?$/ }),
+      /** Shown in health messages and logs (defaults to host:port). */
+      name: z.string().min(1).optional(),
+      /** Overrides `maxConcurrentPerHost` for this host. */
+      maxConcurrent: z.number().int().min(1).max(64).optional(),
+    })
+    .strict(),
+]);
+export type PoolHostConfig = z.infer<typeof poolHostSchema>;
+
+export const poolFields = {
+  /** The name models and routes refer to this backend by. */
+  name: z.string().min(1),
+  /** GPU hosts: base URLs (`http://gpu1:8188`) or `{url, name, maxConcurrent}`. */
+  hosts: z.array(poolHostSchema).min(1),
+  /** Calls one host runs at once (most GPUs: one prompt at a time). */
+  maxConcurrentPerHost: z.number().int().min(1).max(64).default(1),
+  /**
+   * Most images one backend call makes. Compatible waiting jobs (same checkpoint, prompt, size,
+   * steps, cfg, sampler; no explicit seed) are coalesced up to this; 1 turns batching off.
+   */
+  maxBatchSize: z.number().int().min(1).max(64).default(4),
+  /** Prefer a host that already has the job's checkpoint loaded (false: strict arrival order). */
+  affinity: z.boolean().default(true),
+  /**
+   * A waiting job for a checkpoint no host has loaded is served next once it is this old, even if
+   * that costs a switch (jobs for a loaded checkpoint are served by that host in age order anyway).
+   */
+  affinityMaxWaitSeconds: z.number().positive().default(30),
+  /** Above this many jobs waiting for a host, health reports overload and `/ready` answers 503. */
+  maxQueueDepth: z.number().int().min(1).default(64),
+  /** Times a job whose host died or failed mid-run is moved to another host before it fails (retryable). */
+  maxHostRetries: z.number().int().min(0).max(10).default(2),
+  /** How often hosts are probed (down hosts too, until they return). */
+  healthIntervalSeconds: z.number().positive().default(5),
+  /** Consecutive failed probes before a host leaves the pool. */
+  unhealthyAfterFailures: z.number().int().min(1).default(2),
+  /** Limit for one control request (submit, status, upload, download); generation itself is bounded by the job timeout. */
+  requestTimeoutSeconds: z.number().positive().max(3600).default(30),
+  /** How long a host that stops answering mid-run (connection refused, no events, no history) is waited for before its jobs move on. */
+  hostLostAfterSeconds: z.number().positive().default(15),
+  /** HTTP Basic credentials (`user:pass`) for hosts started with an auth flag. */
+  basicAuth: z.string().regex(/^[^:]+:.*$/, 'user:password').optional(),
+};
+
+export interface PoolSettings {
+  maxConcurrentPerHost: number;
+  maxBatchSize: number;
+  affinity: boolean;
+  affinityMaxWaitSeconds: number;
+  maxQueueDepth: number;
+  maxHostRetries: number;
+  healthIntervalSeconds: number;
+  unhealthyAfterFailures: number;
+}
+
+export interface NormalizedHost {
+  url: string;
+  name: string;
+  maxConcurrent: number;
+}
+
+/** Hosts with names and limits filled in; a trailing slash is dropped from the URL. */
+export function normalizeHosts(hosts: PoolHostConfig[], maxConcurrentPerHost: number): NormalizedHost[] {
+  const seen = new Set<string>();
+  return hosts.map((h) => {
+    const spec = typeof h === 'string' ? { url: h } : h;
+    const url = spec.url.replace(/\/+$/, '');
+    let name = spec.name ?? new URL(url).host;
+    for (let i = 2; seen.has(name); i++) name = `${spec.name ?? new URL(url).host}#${i}`;
+    seen.add(name);
+    return { url, name, maxConcurrent: spec.maxConcurrent ?? maxConcurrentPerHost };
+  });
+}
