@@ -5,8 +5,9 @@
 #   docker run -p 8080:8080 easel              # `easel serve`: API + worker, SQLite and images in /data
 #   docker run easel api | worker | migrate    # the scale-out roles (DATABASE_URL, REDIS_URL, S3_*; see .env.example)
 #
-# easel runs its TypeScript sources directly on Node's type stripping: there is no build step, so the
-# first stage only installs production dependencies and trims what Linux never loads.
+# easel runs its TypeScript sources directly on Node's type stripping: the server needs no build. One
+# stage builds the web console with Vite; another installs production dependencies only and trims
+# what Linux never loads; the runtime takes the results of both.
 
 ARG NODE_VERSION=24
 
@@ -19,8 +20,10 @@ ENV NODE_ENV=production \
     npm_config_audit=false
 COPY package.json package-lock.json .npmrc ./
 # Prebuilt native modules only (libsql, sharp, onnxruntime-node's CPU binaries): no compiler needed.
+# `npm install` keeps the locked versions; `npm ci` would refuse a lock made on a registry mirror
+# that lacks other platforms' optional binaries.
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev
+    npm install --omit=dev --ignore-scripts
 # onnxruntime-node ships binaries for every OS and CPU; keep this platform's only (~200 MB less).
 ARG TARGETARCH
 RUN set -eu; \
@@ -31,6 +34,16 @@ RUN set -eu; \
       for d in "$ort"/linux/*; do [ "$(basename "$d")" = "$arch" ] || rm -rf "$d"; done; \
     fi; \
     find node_modules -type f \( -name '*.md' -o -name '*.map' -o -name '*.d.ts' \) -delete
+
+# ---- web console ------------------------------------------------------------------------------
+FROM node:${NODE_VERSION}-bookworm-slim AS console
+WORKDIR /app
+COPY package.json package-lock.json .npmrc ./
+RUN --mount=type=cache,target=/root/.npm \
+    npm install --ignore-scripts --no-audit --no-fund
+COPY scripts/build-console.ts ./scripts/
+COPY console ./console
+RUN node scripts/build-console.ts --force
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime
@@ -46,6 +59,7 @@ COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --chown=root:root package.json ./
 COPY --chown=root:root bin ./bin
 COPY --chown=root:root src ./src
+COPY --from=console --chown=root:root /app/console/dist ./console/dist
 # The code is root-owned and read-only to the service; only /data is writable, by the `node` user
 # (uid 1000). Then a smoke test: the CLI loads with production dependencies only, so an import of a
 # dev-only package fails the build rather than the first start.
