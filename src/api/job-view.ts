@@ -21,13 +21,33 @@ export interface ImagesResponse {
 
 const unix = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
 
+/** The request a job carries, as the job object shows it (also the gallery's image parameters). */
+export function requestView(job: Job): Record<string, unknown> {
+  return {
+    prompt: job.request.prompt,
+    n: job.request.n,
+    size: formatSize(job.request.size),
+    response_format: job.request.responseFormat,
+    output_format: job.request.outputFormat,
+    ...(job.request.negativePrompt ? { negative_prompt: job.request.negativePrompt } : {}),
+    ...(job.request.seed !== undefined ? { seed: job.request.seed } : {}),
+    ...(job.request.steps !== undefined ? { steps: job.request.steps } : {}),
+    ...(job.request.guidanceScale !== undefined ? { guidance_scale: job.request.guidanceScale } : {}),
+    ...(job.request.quality ? { quality: job.request.quality } : {}),
+    ...(job.request.style ? { style: job.request.style } : {}),
+  };
+}
+
 export class JobViews {
   private readonly storage: ImageStorage;
   private readonly urlTtlSeconds: number;
+  /** Cost control's fields on the job (cost, cache hit, routing reason, draft/refine links). */
+  private readonly extras: ((job: Job) => Promise<Record<string, unknown>>) | undefined;
 
-  constructor(storage: ImageStorage, urlTtlSeconds: number) {
+  constructor(storage: ImageStorage, urlTtlSeconds: number, extras?: (job: Job) => Promise<Record<string, unknown>>) {
     this.storage = storage;
     this.urlTtlSeconds = urlTtlSeconds;
+    this.extras = extras;
   }
 
   async imagesResponse(job: Job, images: StoredImage[]): Promise<ImagesResponse> {
@@ -69,25 +89,14 @@ export class JobViews {
       finished_at: unix(job.finishedAt),
       attempts: job.attempt,
       cancel_requested: job.cancelRequested,
-      request: {
-        prompt: job.request.prompt,
-        n: job.request.n,
-        size: formatSize(job.request.size),
-        response_format: job.request.responseFormat,
-        output_format: job.request.outputFormat,
-        ...(job.request.negativePrompt ? { negative_prompt: job.request.negativePrompt } : {}),
-        ...(job.request.seed !== undefined ? { seed: job.request.seed } : {}),
-        ...(job.request.steps !== undefined ? { steps: job.request.steps } : {}),
-        ...(job.request.guidanceScale !== undefined ? { guidance_scale: job.request.guidanceScale } : {}),
-        ...(job.request.quality ? { quality: job.request.quality } : {}),
-        ...(job.request.style ? { style: job.request.style } : {}),
-      },
+      request: requestView(job),
       metadata: job.metadata,
       webhook_url: job.webhookUrl,
       cost_usd: job.costUsd,
       result: job.status === 'succeeded' && images ? await this.imagesResponse(job, images) : null,
       warnings: job.result?.warnings ?? [],
       error: job.error,
+      ...(this.extras ? await this.extras(job) : {}),
     };
   }
 }

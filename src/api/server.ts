@@ -20,12 +20,26 @@ import { eventRoutes } from './routes/events.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { modelRoutes } from './routes/models.ts';
 import { fileRoutes } from './routes/files.ts';
+import { providerWebhookRoutes } from './routes/provider-webhooks.ts';
 import { healthRoutes } from './routes/health.ts';
 import { docsRoutes } from './routes/docs.ts';
+import { consoleRoutes } from './routes/console.ts';
+import { imageListRoutes } from './routes/images-list.ts';
+import { keyRoutes } from './routes/keys.ts';
+import { systemRoutes } from './routes/system.ts';
+import { retryRoutes } from './routes/retry.ts';
 import { registerCors } from './cors.ts';
 import type { Readiness } from './routes/health.ts';
 import { ulid } from '../core/ids.ts';
 import type { PromptModerator } from '../moderation/prompt-moderator.ts';
+import type { CostControl } from '../cost/service.ts';
+import type { BatchStore } from '../batches/batch-store.ts';
+import type { MetadataDb } from '../store/database.ts';
+import { registerRateLimits } from '../cost/rate-limits.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { usageRoutes } from './routes/usage.ts';
+import { batchRoutes } from './routes/batches.ts';
+import { refineRoutes } from './routes/refine.ts';
 
 export interface ApiDeps {
   config: EaselConfig;
@@ -48,6 +62,11 @@ export interface ApiDeps {
   webhookInfo?: (jobId: string) => Promise<unknown>;
   /** Verifies a signed local file URL (absent for S3, whose URLs point at the store). */
   verifyFileSignature?: (key: string, expires: string, signature: string) => boolean;
+  /** Cost control (src/cost): routing, budgets, cache, usage, metrics. Absent: every request runs as asked. */
+  cost?: CostControl;
+  /** Batches (src/batches) and the database usage reports read. */
+  batches?: BatchStore;
+  mdb?: MetadataDb;
 }
 
 declare module 'fastify' {
@@ -66,7 +85,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && req.headers['x-request-id'].length <= 128 ? req.headers['x-request-id'] : `req_${ulid()}`),
     routerOptions: { ignoreTrailingSlash: true },
   });
-  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds);
+  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, deps.cost ? (job) => deps.cost!.jobExtras(job) : undefined);
 
   app.decorateRequest('apiKey', null as unknown as ApiKey);
   // JSON only (multipart joins for uploads); anything else is a clear 415.
@@ -104,6 +123,9 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   app.register(healthRoutes, { readiness: deps.readiness });
   app.register(docsRoutes, deps);
   app.register(fileRoutes, deps);
+  if (deps.cost && deps.config.metrics.enabled) app.register(metricsRoutes, { metrics: deps.cost.metrics, bearerToken: deps.config.metrics.bearerToken });
+  // Provider webhooks (Replicate, fal) carry the provider's signature, not an easel key.
+  app.register(providerWebhookRoutes, { backends: deps.backends, log: deps.log });
   app.register(async (v1) => {
     v1.addHook('onRequest', async (req) => {
       const header = req.headers.authorization;
@@ -115,12 +137,25 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
       if (!key) throw new ApiError(401, 'Incorrect API key provided, or the key was revoked.', { code: 'invalid_api_key' });
       req.apiKey = key;
     });
+    // Per key and per address, per endpoint; after auth (the key is known), before the body is read.
+    await registerRateLimits(v1, { config: deps.config.rateLimits, redisUrl: deps.config.redis.url, redisPrefix: deps.config.redis.prefix, metrics: deps.cost?.metrics, log: deps.log });
     v1.register(modelRoutes, deps);
     v1.register(imageRoutes, { ...deps, views });
     v1.register(editRoutes, { ...deps, views });
     v1.register(eventRoutes, deps);
     v1.register(jobRoutes, { ...deps, views });
+    // Cost control: usage reports, batches, draft → refine.
+    if (deps.mdb) v1.register(usageRoutes, { ...deps, mdb: deps.mdb });
+    if (deps.batches) v1.register(batchRoutes, { ...deps, views, batches: deps.batches });
+    v1.register(refineRoutes, { ...deps, views });
+    // The web console's needs, public API like the rest: image listing, retry, keys, system status.
+    v1.register(imageListRoutes, deps);
+    v1.register(retryRoutes, { ...deps, views });
+    v1.register(keyRoutes, deps);
+    v1.register(systemRoutes, deps);
   }, { prefix: '/v1' });
+  // The web console at / (static files and page fallback; it calls /v1 with the user's key).
+  app.register(consoleRoutes);
 
   return app;
 }

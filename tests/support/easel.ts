@@ -55,6 +55,8 @@ export async function startEasel(
       server: { host: '127.0.0.1', port: 0, ...(opts.overrides?.server ?? {}) },
       auth: { adminKey },
       logging: { level: process.env.EASEL_TEST_LOG ?? 'silent' },
+      // Tests submit many requests quickly with one key: rate limits are off unless a test turns them on.
+      rateLimits: { enabled: false },
       ...standinBackendConfig(standin),
       ...Object.fromEntries(Object.entries(opts.overrides ?? {}).filter(([k]) => k !== 'server')),
     },

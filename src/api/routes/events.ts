@@ -219,7 +219,8 @@ class JobEventStream {
 }
 
 export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
-  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds);
+  // The same job object GET answers, cost control's fields included.
+  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, deps.cost ? (job) => deps.cost!.jobExtras(job) : undefined);
   const render: Render = async (job) => {
     const view = await views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
     if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;

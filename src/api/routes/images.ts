@@ -13,6 +13,7 @@ import type { ApiDeps } from '../server.ts';
 import type { ResolvedModel } from '../../backends/registry.ts';
 import { fingerprint, idempotencyKeyOf, idempotencyMismatch } from '../idempotency.ts';
 import { isUniqueViolation } from '../../store/sql-job-store.ts';
+import { parseCachePolicy } from '../../cost/service.ts';
 
 export function prefersAsync(req: FastifyRequest): boolean {
   const prefer = req.headers.prefer;
@@ -47,6 +48,9 @@ export interface Submission {
   prepare?: (jobId: string) => Promise<Partial<ImageRequest>>;
   /** Digest of uploaded files, so an idempotent retry with other files is told apart. */
   uploadDigest?: string;
+  /** Refinements (src/api/routes/refine.ts): rather an img2img-capable model, and the draft it refines. */
+  preferEdit?: boolean;
+  parent?: { jobId: string; index: number };
 }
 
 /** Refuses (400 naming the model) a job its model's backend does not declare it can run. */
@@ -66,7 +70,10 @@ export function checkCapability(route: ResolvedModel, kind: JobKind, inputs?: { 
 
 /** Shared by generations, edits and variations: admit, enqueue, then answer sync or async. */
 export async function submitJob(deps: ApiDeps & { views: JobViews }, req: FastifyRequest, reply: FastifyReply, sub: Submission) {
-  const route = deps.backends.resolve(sub.model);
+  // Cost control routes aliases (tiers, use cases) and fallbacks to the cheapest healthy capable model.
+  const cachePolicy = deps.cost ? parseCachePolicy(req.headers['easel-cache']) : 'auto';
+  const decision = deps.cost ? await deps.cost.route({ model: sub.model, kind: sub.kind, request: sub.request, inputs: sub.inputs, preferEdit: sub.preferEdit }) : undefined;
+  const route = decision?.route ?? deps.backends.resolve(sub.model);
   if (!route) {
     if (sub.model === undefined || deps.backends.listModels().length === 0) {
       throw new ApiError(503, 'No image model is configured on this server. Add a backend and a model to the config (see the README).', { code: 'no_backend' });
@@ -75,10 +82,11 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   }
   checkCapability(route, sub.kind, sub.inputs);
 
-  // A retried submission returns the job the first one created.
+  // A retried submission returns the job the first one created (an alias is fingerprinted as asked: its pick may change).
   const idemKey = idempotencyKeyOf(req);
+  const askedModel = decision ? (decision.record.alias ?? sub.model ?? deps.backends.defaultModel) : route.name;
   const idemPrint = idemKey
-    ? fingerprint({ kind: sub.kind, model: route.name, request: sub.request, priority: sub.priority, webhook: sub.webhookUrl, metadata: sub.metadata, uploads: sub.uploadDigest })
+    ? fingerprint({ kind: sub.kind, model: askedModel, request: sub.request, priority: sub.priority, webhook: sub.webhookUrl, metadata: sub.metadata, uploads: sub.uploadDigest })
     : null;
   const replay = async (existing: Job) => {
     if (existing.idempotencyFingerprint !== idemPrint) throw idempotencyMismatch(idemKey!, existing.id);
@@ -96,9 +104,14 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   }
   if (sub.webhookUrl && deps.checkWebhookUrl) await deps.checkWebhookUrl(sub.webhookUrl);
   const id = newJobId();
-  const request = sub.prepare ? { ...sub.request, ...(await sub.prepare(id)) } : sub.request;
+  // Cache lookup, then budget reservation (429 insufficient_quota when a budget would be exceeded).
+  const routed = decision?.request ?? sub.request;
+  const admission = deps.cost
+    ? await deps.cost.admit({ jobId: id, key: req.apiKey, kind: sub.kind, decision, route, request: routed, cachePolicy, parent: sub.parent })
+    : undefined;
   let job: Job;
   try {
+    const request = sub.prepare ? { ...routed, ...(await sub.prepare(id)) } : routed;
     job = await deps.store.createJob({
       id,
       keyId: req.apiKey.id,
@@ -112,6 +125,7 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
       idempotencyFingerprint: idemPrint,
     });
   } catch (err) {
+    await deps.cost?.abandon(admission);
     // Two submissions with one key raced: the other one won; answer with its job.
     if (idemKey && isUniqueViolation(err)) {
       const existing = await deps.store.findByIdempotencyKey(req.apiKey.id, idemKey);
@@ -119,11 +133,20 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
     }
     throw err;
   }
+  if (deps.cost && admission) {
+    await deps.cost.recordAdmission(job, admission).catch((err) => req.log.warn({ err, jobId: job.id }, 'could not record the job\'s routing and cost'));
+    // A cache hit completes the job here; it never reaches the queue.
+    if (admission.hit && (await deps.cost.fulfil(job, admission))) {
+      req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, cache: admission.hit.kind, source: admission.hit.sourceJobId }, 'job answered from the cache');
+      return answer(deps, reply, (await deps.store.getJob(job.id)) ?? job, sub.async);
+    }
+  }
   try {
     await deps.queue.enqueue({ jobId: job.id, priority: job.priority });
   } catch (err) {
     // Not accepted after all: say so rather than leave a job nobody will run.
     await deps.store.failJob(job.id, null, { code: 'queue_unavailable', message: 'the job queue was unreachable when the job was submitted' }).catch(() => {});
+    await deps.cost?.abandon(admission);
     req.log.error({ err, jobId: job.id }, 'enqueue failed');
     throw new ApiError(503, 'The job queue is unreachable; nothing was queued. Retry shortly.', { code: 'queue_unavailable' });
   }

@@ -1,0 +1,246 @@
+/**
+ * Batches: many generation requests in one call.
+ *
+ *   POST /v1/images/batches                 JSON `{"requests": [...], "hourly_spend_cap_usd", "priority", "metadata", "model", "cache"}`,
+ *                                           a JSON array of requests, or a JSONL upload (`Content-Type: application/jsonl`,
+ *                                           options in the query string). Each request is a generations body plus
+ *                                           `custom_id` and `cache`; OpenAI Batch lines (`{"custom_id","url","body"}`) work too.
+ *   GET  /v1/images/batches                 the key's batches, newest first
+ *   GET  /v1/images/batches/{id}            counts by status, progress, cost so far
+ *   GET  /v1/images/batches/{id}/results    per request: status, job, images or error (paginated by index)
+ *   POST /v1/images/batches/{id}/cancel     waiting requests are dropped, queued jobs canceled, running ones asked to stop
+ *
+ * Every request is validated up front (a 400 names `requests[i].field`); nothing runs here: the
+ * workers' batch pump admits the requests (src/batches/pump.ts).
+ */
+import type { FastifyInstance } from 'fastify';
+import { ApiError, invalidParam } from '../../core/errors.ts';
+import { PRIORITIES } from '../../core/job.ts';
+import type { Priority } from '../../core/job.ts';
+import { parseGeneration } from '../generation-request.ts';
+import type { JobViews } from '../job-view.ts';
+import type { ApiDeps } from '../server.ts';
+import { idempotencyKeyOf } from '../idempotency.ts';
+import type { Batch, BatchStore, ItemBody } from '../../batches/batch-store.ts';
+import { CACHE_POLICIES } from '../../cost/cache.ts';
+import type { CachePolicy } from '../../cost/cache.ts';
+
+type Deps = ApiDeps & { views: JobViews; batches: BatchStore };
+
+const JSONL_TYPES = ['application/jsonl', 'application/x-ndjson', 'application/x-jsonlines', 'application/jsonlines', 'text/jsonl'];
+
+interface BatchOptions {
+  hourlyCapUsd: number | null;
+  priority: Priority;
+  metadata: Record<string, string> | null;
+  model?: string;
+  cache: CachePolicy;
+}
+
+function parseOptions(src: Record<string, unknown>, defaults: { priority: Priority }): BatchOptions {
+  const cap = src.hourly_spend_cap_usd;
+  let hourlyCapUsd: number | null = null;
+  if (cap !== undefined && cap !== null && cap !== '') {
+    const n = typeof cap === 'string' ? Number(cap) : cap;
+    if (typeof n !== 'number' || !Number.isFinite(n) || n <= 0) throw invalidParam('hourly_spend_cap_usd', "Invalid value for 'hourly_spend_cap_usd': expected a positive number of USD.");
+    hourlyCapUsd = n;
+  }
+  const priority = (src.priority ?? defaults.priority) as Priority;
+  if (!PRIORITIES.includes(priority)) throw invalidParam('priority', `Invalid value for 'priority': expected one of ${PRIORITIES.join(', ')}.`);
+  let metadata: Record<string, string> | null = null;
+  if (src.metadata !== undefined && src.metadata !== null) {
+    const m = typeof src.metadata === 'string' ? safeJson(src.metadata) : src.metadata;
+    if (!m || typeof m !== 'object' || Array.isArray(m) || Object.values(m).some((v) => typeof v !== 'string') || Object.keys(m).length > 16) {
+      throw invalidParam('metadata', "Invalid value for 'metadata': expected an object of at most 16 string values.");
+    }
+    metadata = m as Record<string, string>;
+  }
+  if (src.model !== undefined && (typeof src.model !== 'string' || !src.model)) throw invalidParam('model', "Invalid value for 'model': expected a model name.");
+  const cache = (src.cache ?? 'auto') as CachePolicy;
+  if (!CACHE_POLICIES.includes(cache)) throw invalidParam('cache', `Invalid value for 'cache': expected one of ${CACHE_POLICIES.join(', ')}.`);
+  return { hourlyCapUsd, priority, metadata, model: src.model as string | undefined, cache };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Validates one request of the batch; errors name `requests[i].field`. */
+function parseItem(raw: unknown, i: number, deps: Deps, opts: BatchOptions, label: string): { customId: string | null; body: ItemBody } {
+  const where = (p: string | null) => `requests[${i}]${p ? `.${p}` : ''}`;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalidParam(where(null), `${label}: expected a JSON object.`);
+  let obj = { ...(raw as Record<string, unknown>) };
+  const customId = obj.custom_id;
+  delete obj.custom_id;
+  // An OpenAI Batch API line: {custom_id, method, url, body}.
+  if (typeof obj.body === 'object' && obj.body !== null && ('url' in obj || 'method' in obj)) obj = { ...(obj.body as Record<string, unknown>) };
+  if (customId !== undefined && (typeof customId !== 'string' || customId.length > 128)) throw invalidParam(where('custom_id'), `${label}: 'custom_id' must be a string of at most 128 characters.`);
+  const cache = (obj.cache ?? opts.cache) as CachePolicy;
+  delete obj.cache;
+  if (!CACHE_POLICIES.includes(cache)) throw invalidParam(where('cache'), `${label}: 'cache' must be one of ${CACHE_POLICIES.join(', ')}.`);
+  delete obj.async;
+  if (opts.model && obj.model === undefined) obj.model = opts.model;
+  try {
+    const parsed = parseGeneration(obj, deps.config.limits, true);
+    return {
+      customId: (customId as string | undefined) ?? null,
+      body: { model: parsed.model, request: parsed.request, cache, webhookUrl: parsed.webhookUrl, metadata: parsed.metadata ?? opts.metadata },
+    };
+  } catch (err) {
+    if (err instanceof ApiError) throw new ApiError(400, `${label}: ${err.message}`, { param: where(err.param), code: err.code });
+    throw err;
+  }
+}
+
+export async function batchRoutes(app: FastifyInstance, deps: Deps) {
+  const { batches } = deps;
+  // JSONL uploads are read as text here only.
+  app.addContentTypeParser(JSONL_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+  const view = async (b: Batch) => {
+    const c = await batches.counts(b.id);
+    const done = c.succeeded + c.failed + c.canceled;
+    return {
+      id: b.id,
+      object: 'image.batch',
+      status: b.status,
+      priority: b.priority,
+      total: b.total,
+      counts: { pending: c.pending, queued: c.queued, running: c.running, succeeded: c.succeeded, failed: c.failed, canceled: c.canceled },
+      progress: b.total ? Math.round((done / b.total) * 1e4) / 1e4 : 1,
+      cost_usd: c.costUsd,
+      hourly_spend_cap_usd: b.hourlyCapUsd,
+      metadata: b.metadata,
+      created_at: Math.floor(b.createdAt.getTime() / 1000),
+      completed_at: b.completedAt ? Math.floor(b.completedAt.getTime() / 1000) : null,
+      canceled_at: b.canceledAt ? Math.floor(b.canceledAt.getTime() / 1000) : null,
+      results_url: `${deps.publicUrl()}/v1/images/batches/${b.id}/results`,
+    };
+  };
+
+  const own = async (id: string, keyId: string): Promise<Batch> => {
+    const b = await batches.get(id);
+    if (!b || b.keyId !== keyId) throw new ApiError(404, `No batch with id '${id}'.`, { param: 'id', code: 'batch_not_found' });
+    return b;
+  };
+
+  app.post<{ Querystring: Record<string, string | undefined> }>('/images/batches', async (req, reply) => {
+    const idem = idempotencyKeyOf(req);
+    if (idem) {
+      const existing = await batches.findByIdempotencyKey(req.apiKey.id, idem);
+      if (existing) return reply.status(200).header('idempotent-replayed', 'true').send(await view(existing));
+    }
+    const defaults = { priority: deps.config.batches.defaultPriority };
+    let rawItems: unknown[];
+    let opts: BatchOptions;
+    let labelOf: (i: number) => string;
+    const body = req.body;
+    if (typeof body === 'string') {
+      opts = parseOptions(req.query, defaults);
+      rawItems = [];
+      const lines: number[] = [];
+      body.split(/\r?\n/).forEach((line, n) => {
+        if (!line.trim()) return;
+        const parsed = safeJson(line);
+        if (parsed === undefined) throw invalidParam(`requests[${rawItems.length}]`, `Line ${n + 1} is not valid JSON.`, 'invalid_json');
+        rawItems.push(parsed);
+        lines.push(n + 1);
+      });
+      labelOf = (i) => `Request ${i} (line ${lines[i]})`;
+    } else if (Array.isArray(body)) {
+      opts = parseOptions(req.query, defaults);
+      rawItems = body;
+      labelOf = (i) => `Request ${i}`;
+    } else if (body && typeof body === 'object') {
+      const b = body as Record<string, unknown>;
+      const unknown = Object.keys(b).filter((k) => !['requests', 'hourly_spend_cap_usd', 'priority', 'metadata', 'model', 'cache'].includes(k));
+      if (unknown.length) throw invalidParam(unknown[0]!, `Unrecognized request argument supplied: ${unknown[0]}`, 'unknown_parameter');
+      if (!Array.isArray(b.requests)) throw invalidParam('requests', "Missing required parameter: 'requests' (an array of generation requests).", 'missing_required_parameter');
+      opts = parseOptions({ ...req.query, ...b }, defaults);
+      rawItems = b.requests;
+      labelOf = (i) => `Request ${i}`;
+    } else {
+      throw new ApiError(400, 'Send a JSON object with "requests", a JSON array, or JSONL (Content-Type: application/jsonl).', { code: 'invalid_request' });
+    }
+    if (rawItems.length === 0) throw invalidParam('requests', 'A batch needs at least one request.');
+    const max = deps.config.batches.maxRequests;
+    if (rawItems.length > max) throw invalidParam('requests', `A batch may carry at most ${max} requests; this one has ${rawItems.length}. Split it.`, 'batch_too_large');
+    const items = rawItems.map((raw, i) => parseItem(raw, i, deps, opts, labelOf(i)));
+    const customIds = new Set<string>();
+    items.forEach((it, i) => {
+      if (it.customId === null) return;
+      if (customIds.has(it.customId)) throw invalidParam(`requests[${i}].custom_id`, `${labelOf(i)}: custom_id '${it.customId}' is used twice.`, 'duplicate_custom_id');
+      customIds.add(it.customId);
+    });
+    if (deps.checkWebhookUrl) {
+      for (const url of new Set(items.map((i) => i.body.webhookUrl).filter((u): u is string => !!u))) await deps.checkWebhookUrl(url);
+    }
+    // Models are checked now so a typo fails the submission, not every request later.
+    for (const [i, it] of items.entries()) {
+      const name = it.body.model;
+      if (name !== undefined && !deps.backends.hasModel(name) && !deps.cost?.router.isAlias(name)) {
+        throw new ApiError(404, `${labelOf(i)}: the model '${name}' does not exist or you do not have access to it.`, { param: `requests[${i}].model`, code: 'model_not_found' });
+      }
+    }
+    let batch: Batch;
+    try {
+      batch = await batches.create({ keyId: req.apiKey.id, priority: opts.priority, hourlyCapUsd: opts.hourlyCapUsd, metadata: opts.metadata, idempotencyKey: idem ?? null, items });
+    } catch (err) {
+      const existing = idem ? await batches.findByIdempotencyKey(req.apiKey.id, idem) : undefined;
+      if (existing) return reply.status(200).header('idempotent-replayed', 'true').send(await view(existing));
+      throw err;
+    }
+    req.log.info({ batchId: batch.id, requests: items.length, keyId: req.apiKey.id, cap: opts.hourlyCapUsd }, 'batch accepted');
+    return reply.status(201).header('location', `${deps.publicUrl()}/v1/images/batches/${batch.id}`).send(await view(batch));
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/images/batches', async (req) => {
+    const limit = req.query.limit === undefined ? 20 : Number(req.query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 100.");
+    const page = await batches.list(req.apiKey.id, limit, req.query.after);
+    return { object: 'list', data: await Promise.all(page.batches.map(view)), has_more: page.hasMore, last_id: page.batches.at(-1)?.id ?? null };
+  });
+
+  app.get<{ Params: { id: string } }>('/images/batches/:id', async (req) => view(await own(req.params.id, req.apiKey.id)));
+
+  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/images/batches/:id/results', async (req) => {
+    const b = await own(req.params.id, req.apiKey.id);
+    const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 500.");
+    const after = req.query.after === undefined ? -1 : Number(req.query.after);
+    if (!Number.isInteger(after) || after < -1) throw invalidParam('after', "Invalid value for 'after': expected the index of the last result of the previous page.");
+    const page = await batches.results(b.id, after, limit);
+    const data = await Promise.all(
+      page.items.map(async (it) => {
+        let images = null;
+        if (it.status === 'succeeded' && it.jobId) {
+          const job = await deps.store.getJob(it.jobId);
+          if (job) images = (await deps.views.imagesResponse(job, await deps.store.listImagesForJob(job.id))).data;
+        }
+        return { index: it.index, custom_id: it.customId, status: it.status, job_id: it.jobId, cost_usd: it.costUsd, data: images, error: it.error };
+      }),
+    );
+    return { object: 'list', data, has_more: page.hasMore, last_index: page.items.at(-1)?.index ?? null };
+  });
+
+  app.post<{ Params: { id: string } }>('/images/batches/:id/cancel', async (req) => {
+    const b = await own(req.params.id, req.apiKey.id);
+    if (b.status === 'completed') throw new ApiError(409, `Batch ${b.id} already completed.`, { code: 'batch_already_finished' });
+    const active = await batches.cancel(b.id);
+    for (const jobId of active) {
+      const out = await deps.store.cancelJob(jobId);
+      if (out.outcome === 'canceled') {
+        await deps.queue.remove(jobId).catch(() => false);
+        deps.events.publish({ type: 'status', jobId, status: 'canceled', at: Date.now() });
+      } else if (out.outcome === 'cancel_requested') {
+        deps.events.publish({ type: 'cancel_requested', jobId, at: Date.now() });
+      }
+    }
+    req.log.info({ batchId: b.id, jobs: active.length }, 'batch canceled');
+    return view((await batches.get(b.id))!);
+  });
+}

@@ -1,0 +1,85 @@
+/**
+ * Draft → refine.
+ *
+ *   POST /v1/images/drafts   a generations body; `n` defaults to 4 and `model` to the `preview` tier:
+ *                            several cheap drafts in one job.
+ *   POST /v1/images/refine   `{"job_id", "index", "model", "prompt", "strength", …}`: refines draft
+ *                            `index` of job `job_id` with a premium model (default the `premium` tier).
+ *
+ * Where the refining model can take an input image (img2img: an edit-capable backend), the draft is
+ * its starting point, so the composition survives (`strength`, for backends that take one, is passed
+ * as a provider option); otherwise the prompt carries over. Either way the refinement records the
+ * draft it came from (`refined_from` on the job) and the draft lists its `refinements`.
+ */
+import type { FastifyInstance } from 'fastify';
+import { ApiError, invalidParam } from '../../core/errors.ts';
+import type { ImageRequest } from '../../core/image-request.ts';
+import { parseGeneration } from '../generation-request.ts';
+import type { JobViews } from '../job-view.ts';
+import type { ApiDeps } from '../server.ts';
+import { prefersAsync, submitJob } from './images.ts';
+import { inputKey } from './edits.ts';
+
+type Deps = ApiDeps & { views: JobViews };
+
+function objectBody(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'The request body must be a JSON object.', { code: 'invalid_request' });
+  return { ...(body as Record<string, unknown>) };
+}
+
+export async function refineRoutes(app: FastifyInstance, deps: Deps) {
+  app.post('/images/drafts', async (req, reply) => {
+    const b = objectBody(req.body);
+    const parsed = parseGeneration({ ...b, n: b.n ?? 4, model: b.model ?? 'preview' }, deps.config.limits, prefersAsync(req));
+    return submitJob(deps, req, reply, { kind: 'generation', ...parsed });
+  });
+
+  app.post('/images/refine', async (req, reply) => {
+    const b = objectBody(req.body);
+    const draftId = b.job_id;
+    const index = b.index ?? 0;
+    const strength = b.strength;
+    delete b.job_id;
+    delete b.index;
+    delete b.strength;
+    if (typeof draftId !== 'string' || !draftId) throw invalidParam('job_id', "Missing required parameter: 'job_id' (the draft job).", 'missing_required_parameter');
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0) throw invalidParam('index', "Invalid value for 'index': expected the 0-based index of the draft image.");
+    if (strength !== undefined && (typeof strength !== 'number' || !(strength > 0 && strength <= 1))) throw invalidParam('strength', "Invalid value for 'strength': expected a number in (0, 1].");
+    if (b.n !== undefined && b.n !== 1) throw invalidParam('n', "Invalid value for 'n': a refinement makes one image.");
+
+    const draft = await deps.store.getJob(draftId);
+    if (!draft || draft.keyId !== req.apiKey.id) throw new ApiError(404, `No job with id '${draftId}'.`, { param: 'job_id', code: 'job_not_found' });
+    if (draft.status !== 'succeeded') throw new ApiError(409, `Job ${draftId} has not succeeded (it is ${draft.status}); only finished drafts can be refined.`, { param: 'job_id', code: 'draft_not_ready' });
+    const images = await deps.store.listImagesForJob(draft.id);
+    const image = images.find((i) => i.index === index);
+    if (!image) throw invalidParam('index', `Job ${draftId} has ${images.length} image(s); there is no index ${index}.`);
+
+    const parsed = parseGeneration({ ...b, prompt: b.prompt ?? draft.request.prompt, model: b.model ?? 'premium', n: 1 }, deps.config.limits, prefersAsync(req));
+    if (strength !== undefined) parsed.request.providerOptions = { ...parsed.request.providerOptions, strength };
+    if (parsed.request.negativePrompt === undefined && draft.request.negativePrompt) parsed.request.negativePrompt = draft.request.negativePrompt;
+
+    // img2img when the refining model can take the draft as its input image.
+    const inputs = { images: 1, mask: false };
+    const asEdit = deps.cost
+      ? await deps.cost.route({ model: parsed.model, kind: 'edit', request: parsed.request, inputs, preferEdit: true })
+      : (() => {
+          const r = deps.backends.resolve(parsed.model);
+          return r ? { route: r } : undefined;
+        })();
+    const caps = asEdit?.route.backend.capabilities;
+    const img2img = !!asEdit && (deps.cost ? deps.cost.router.canEdit(asEdit.route) : !!caps && caps.edit && caps.maxInputImages >= 1);
+    const prepare = async (jobId: string): Promise<Partial<ImageRequest>> => {
+      const obj = await deps.storage.get(image.storageKey);
+      if (!obj) throw new ApiError(410, `The image of draft ${draftId} (index ${index}) is no longer stored.`, { param: 'job_id', code: 'draft_image_gone' });
+      const key = inputKey(jobId, `0.${image.storageKey.split('.').pop() ?? 'png'}`);
+      await deps.storage.put(key, obj.data, obj.contentType);
+      return { inputImages: [key] };
+    };
+    return submitJob(deps, req, reply, {
+      kind: img2img ? 'edit' : 'generation',
+      ...parsed,
+      ...(img2img ? { inputs, prepare, preferEdit: true } : {}),
+      parent: { jobId: draft.id, index },
+    });
+  });
+}

@@ -1,0 +1,61 @@
+/**
+ * GET /v1/usage — spend of the calling key by day, model and backend; images; cache hits and the
+ * money they saved; and its budgets now (limit, spent, reserved by running jobs, remaining).
+ * `from` / `to` are dates (`YYYY-MM-DD`, UTC; `to` inclusive) or unix seconds; the default is the
+ * last 30 days. An admin key may ask for another key (`key_id=key_…` or its name) or `key_id=all`.
+ */
+import type { FastifyInstance } from 'fastify';
+import { ApiError, invalidParam } from '../../core/errors.ts';
+import type { ApiDeps } from '../server.ts';
+import { usage } from '../../cost/usage.ts';
+import { fromMicros } from '../../cost/budgets.ts';
+import type { MetadataDb } from '../../store/database.ts';
+
+const DAY = 86_400_000;
+
+function parseWhen(name: string, v: string | undefined, endOfDay: boolean): Date | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (/^\d{4}-\d{2}-\d{2}$/.test(v)) {
+    const t = Date.parse(`${v}T00:00:00Z`);
+    if (Number.isNaN(t)) throw invalidParam(name, `Invalid value for '${name}': not a date.`);
+    return new Date(endOfDay ? t + DAY : t);
+  }
+  if (/^\d{1,12}$/.test(v)) return new Date(Number(v) * 1000);
+  throw invalidParam(name, `Invalid value for '${name}': expected YYYY-MM-DD or unix seconds.`);
+}
+
+export async function usageRoutes(app: FastifyInstance, deps: ApiDeps & { mdb: MetadataDb }) {
+  app.get<{ Querystring: Record<string, string | undefined> }>('/usage', async (req) => {
+    const q = req.query;
+    const to = parseWhen('to', q.to, true) ?? new Date();
+    const from = parseWhen('from', q.from, false) ?? new Date(to.getTime() - 30 * DAY);
+    if (from >= to) throw invalidParam('from', "'from' must be before 'to'.");
+    let key = req.apiKey;
+    let all = false;
+    if (q.key_id !== undefined && q.key_id !== key.id) {
+      if (!key.admin) throw new ApiError(403, 'Only an admin key may read the usage of other keys.', { param: 'key_id', code: 'permission_denied' });
+      if (q.key_id === 'all') all = true;
+      else {
+        const found = (await deps.keys.listKeys()).find((k) => k.id === q.key_id || k.name === q.key_id);
+        if (!found) throw new ApiError(404, `No key '${q.key_id}'.`, { param: 'key_id', code: 'key_not_found' });
+        key = found;
+      }
+    }
+    const report = await usage(deps.mdb, { keyId: all ? undefined : key.id, from, to });
+    let budgets: unknown[] = [];
+    if (!all && deps.cost) {
+      const rows = await deps.cost.ledger.state(deps.cost.budgetRows(key));
+      budgets = rows.map((r) => ({
+        budget: r.label,
+        scope: r.scope,
+        period: r.period,
+        limit_usd: fromMicros(r.limitMicros),
+        spent_usd: fromMicros(r.spentMicros),
+        reserved_usd: fromMicros(r.reservedMicros),
+        remaining_usd: fromMicros(Math.max(0, r.limitMicros - r.spentMicros - r.reservedMicros)),
+        resets_at: r.resetsAt.toISOString(),
+      }));
+    }
+    return { ...report, key_name: all ? null : key.name, budgets };
+  });
+}

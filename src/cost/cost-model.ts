@@ -1,0 +1,120 @@
+/**
+ * What a job costs, before (admission estimates) and after (settlement):
+ *
+ * - Hosted backends: the price table (`PriceTable.priceFor`, defaults + `pricing.overrides`); a cost
+ *   the provider reports wins at settlement. A model the table does not know is estimated at
+ *   `budgets.unpricedImageUsd` per image.
+ * - Self-hosted backends (types in `costModel.selfHostedTypes`, or named in `costModel.backends`):
+ *   $ per GPU-hour (per backend, or per host of a GPU pool) × measured GPU-seconds. Admission
+ *   estimates use the 90th percentile of recently measured images of that backend and model (per
+ *   megapixel) times `costModel.estimateMargin`, or `estimateGpuSecondsPerImage` before any was measured.
+ */
+import type { Kysely } from 'kysely';
+import type { ImageSize } from '../core/image-request.ts';
+import type { ImageBackend } from '../backends/image-backend.ts';
+import type { PriceTable } from '../pricing/price-table.ts';
+import type { MetadataDb } from '../store/database.ts';
+import type { CostModelConfig } from './config.ts';
+
+const MP = 1024 * 1024;
+/** Megapixels of an image for GPU-time scaling; small images are not proportionally cheaper (fixed overheads). */
+const megapixels = (size: ImageSize | undefined): number => (size ? Math.max(0.25, (size.width * size.height) / MP) : 1);
+
+export interface Estimate {
+  usd: number;
+  /** How it was worked out: `price table`, `GPU time`, `unpriced`. */
+  basis: 'price_table' | 'gpu_time' | 'unpriced';
+  selfHosted: boolean;
+}
+
+interface Observed {
+  /** Recent GPU-seconds per megapixel-image, newest last. */
+  samples: number[];
+  loadedAt: number;
+}
+
+export class CostModel {
+  private readonly config: CostModelConfig;
+  private readonly prices: Pick<PriceTable, 'priceFor'>;
+  private readonly unpricedImageUsd: number;
+  private readonly db: Kysely<any> | undefined;
+  private readonly observed = new Map<string, Observed>();
+
+  constructor(opts: { config: CostModelConfig; prices: Pick<PriceTable, 'priceFor'>; unpricedImageUsd: number; mdb?: MetadataDb }) {
+    this.config = opts.config;
+    this.prices = opts.prices;
+    this.unpricedImageUsd = opts.unpricedImageUsd;
+    this.db = opts.mdb?.db;
+  }
+
+  isSelfHosted(backend: Pick<ImageBackend, 'name' | 'type'>): boolean {
+    return backend.name in this.config.backends || this.config.selfHostedTypes.includes(backend.type);
+  }
+
+  /** $ per GPU-hour of a self-hosted backend (of one of its hosts when named). */
+  ratePerGpuHour(backendName: string, host?: string): number {
+    const b = this.config.backends[backendName];
+    if (host && b?.hosts[host] !== undefined) return b.hosts[host]!;
+    return b?.usdPerGpuHour ?? this.config.defaultUsdPerGpuHour;
+  }
+
+  /** USD of `gpuSeconds` on a self-hosted backend (host: the pool host that ran it). */
+  gpuCost(backendName: string, gpuSeconds: number, host?: string): number {
+    return Math.round(((gpuSeconds * this.ratePerGpuHour(backendName, host)) / 3600) * 1e6) / 1e6;
+  }
+
+  /** What `n` images are expected to cost on this backend and model. */
+  async estimate(backend: Pick<ImageBackend, 'name' | 'type'>, backendModel: string, size: ImageSize | undefined, quality: string | undefined, n: number): Promise<Estimate> {
+    if (this.isSelfHosted(backend)) {
+      const perMp = await this.secondsPerMegapixel(backend.name, backendModel);
+      const seconds = perMp * megapixels(size) * n;
+      return { usd: this.gpuCost(backend.name, seconds), basis: 'gpu_time', selfHosted: true };
+    }
+    const price = this.prices.priceFor({ type: backend.type, name: backend.name }, backendModel, size, quality, n);
+    if (price !== undefined) return { usd: price, basis: 'price_table', selfHosted: false };
+    return { usd: Math.round(this.unpricedImageUsd * n * 1e6) / 1e6, basis: 'unpriced', selfHosted: false };
+  }
+
+  /** Records a measured job so later estimates follow reality. */
+  observe(backendName: string, backendModel: string, gpuSeconds: number, images: number, size: ImageSize | undefined): void {
+    if (!(gpuSeconds > 0) || images <= 0) return;
+    const key = `${backendName}\u0000${backendModel}`;
+    const o = this.observed.get(key) ?? { samples: [], loadedAt: Date.now() };
+    o.samples.push(gpuSeconds / images / megapixels(size));
+    if (o.samples.length > 50) o.samples.splice(0, o.samples.length - 50);
+    this.observed.set(key, o);
+  }
+
+  /** GPU-seconds per 1024² image used for estimates: the 90th percentile of recent ones × margin, or the configured guess. */
+  async secondsPerMegapixel(backendName: string, backendModel: string): Promise<number> {
+    const key = `${backendName}\u0000${backendModel}`;
+    let o = this.observed.get(key);
+    // Another process (a worker) measures jobs: re-read recent measurements now and then.
+    if (this.db && (!o || Date.now() - o.loadedAt > 60_000)) {
+      const samples = await this.loadSamples(backendName, backendModel).catch(() => undefined);
+      o = { samples: samples && samples.length ? samples : (o?.samples ?? []), loadedAt: Date.now() };
+      this.observed.set(key, o);
+    }
+    const fallback = this.config.backends[backendName]?.estimateGpuSecondsPerImage ?? this.config.estimateGpuSecondsPerImage;
+    if (!o || o.samples.length === 0) return fallback;
+    // The 90th percentile of recent images, with a margin: budgets reserve enough, routing stays realistic.
+    const sorted = [...o.samples].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))]! * this.config.estimateMargin;
+  }
+
+  private async loadSamples(backendName: string, backendModel: string): Promise<number[]> {
+    const rows = (await this.db!
+      .selectFrom('job_costs')
+      .select(['gpu_seconds', 'images', 'megapixels'])
+      .where('backend', '=', backendName)
+      .where('backend_model', '=', backendModel)
+      .where('gpu_seconds', 'is not', null)
+      .orderBy('created_at', 'desc')
+      .limit(50)
+      .execute()) as { gpu_seconds: number | string; images: number | string | null; megapixels: number | string | null }[];
+    return rows
+      .map((r) => Number(r.gpu_seconds) / Math.max(1, Number(r.images ?? 1)) / (Number(r.megapixels ?? 1) || 1))
+      .filter((x) => Number.isFinite(x) && x > 0)
+      .reverse();
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Rate limits per API key and per client address, per endpoint group (`generations`, `batches`,
+ * `reads`), counted by @fastify/rate-limit in memory, or in Redis (shared by every API instance)
+ * when `redis.url` is set. Runs after authentication, so the key is known.
+ *
+ * Every limited answer carries the IETF `RateLimit-Policy` (each policy: quota and window) and
+ * `RateLimit` (the policy closest to its limit: remaining and seconds to reset) headers, plus
+ * OpenAI's `x-ratelimit-*-requests` headers. A request over a limit is refused with 429
+ * `rate_limit_exceeded` and `Retry-After`.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import rateLimit, { normalizeIP } from '@fastify/rate-limit';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { ApiError } from '../core/errors.ts';
+import type { RateLimitEndpoint, RateLimitsConfig } from './config.ts';
+import type { CostMetrics } from './metrics.ts';
+
+const GENERATION_ROUTES = new Set(['/v1/images/generations', '/v1/images/edits', '/v1/images/variations', '/v1/images/drafts', '/v1/images/refine']);
+
+export function endpointOf(req: FastifyRequest): RateLimitEndpoint {
+  const url = req.routeOptions?.url ?? req.url.split('?')[0]!;
+  if (req.method === 'POST' && GENERATION_ROUTES.has(url)) return 'generations';
+  if (req.method === 'POST' && url === '/v1/images/batches') return 'batches';
+  return 'reads';
+}
+
+interface Outcome {
+  name: 'per-key' | 'per-address';
+  max: number;
+  windowSeconds: number;
+  remaining: number;
+  ttlSeconds: number;
+  exceeded: boolean;
+}
+
+type Limiter = (req: FastifyRequest) => Promise<{ isAllowed: boolean; max?: number; remaining?: number; ttlInSeconds?: number; isExceeded?: boolean }>;
+
+/**
+ * Registers the limits inside the /v1 scope (after its auth hook). Returns nothing to close: the
+ * Redis connection (when used) closes with the server.
+ */
+export async function registerRateLimits(
+  v1: FastifyInstance,
+  opts: { config: RateLimitsConfig; redisUrl?: string; redisPrefix: string; metrics?: CostMetrics; log: Logger },
+): Promise<void> {
+  const cfg = opts.config;
+  if (!cfg.enabled) return;
+  let redis: Redis | undefined;
+  if (opts.redisUrl) {
+    // Fail fast: a Redis outage lets requests through (skipOnError) rather than stalling the API.
+    redis = new Redis(opts.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableAutoPipelining: true });
+    redis.on('error', (err) => opts.log.warn({ err: err.message }, 'rate-limit Redis error; requests are not limited meanwhile'));
+    v1.addHook('onClose', async () => {
+      await redis!.quit().catch(() => redis!.disconnect());
+    });
+  }
+  await v1.register(rateLimit, {
+    global: false,
+    skipOnError: true,
+    ...(redis ? { redis, nameSpace: `${opts.redisPrefix}:ratelimit:` } : {}),
+  });
+  const create = (v1 as unknown as { createRateLimit(o: object): Limiter }).createRateLimit.bind(v1);
+
+  const keyOverride = (req: FastifyRequest, endpoint: RateLimitEndpoint): number | undefined =>
+    (cfg.keys[req.apiKey.id] ?? cfg.keys[req.apiKey.name])?.[endpoint];
+
+  const limiters = {} as Record<RateLimitEndpoint, { key: Limiter; address: Limiter }>;
+  for (const endpoint of ['generations', 'batches', 'reads'] as const) {
+    const lim = cfg[endpoint];
+    const timeWindow = lim.windowSeconds * 1000;
+    limiters[endpoint] = {
+      key: create({ timeWindow, max: (req: FastifyRequest) => keyOverride(req, endpoint) ?? lim.perKey, keyGenerator: (req: FastifyRequest) => `${endpoint}:key:${req.apiKey.id}` }),
+      address: create({ timeWindow, max: lim.perAddress, keyGenerator: (req: FastifyRequest) => `${endpoint}:addr:${normalizeIP(req.ip)}` }),
+    };
+  }
+
+  v1.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!req.apiKey || (cfg.exemptAdmin && req.apiKey.admin)) return;
+    const endpoint = endpointOf(req);
+    const lim = cfg[endpoint];
+    const perKey = keyOverride(req, endpoint) ?? lim.perKey;
+    const outcomes: Outcome[] = [];
+    const check = async (name: Outcome['name'], limiter: Limiter, max: number) => {
+      if (max <= 0) return; // 0 = no limit of this kind
+      const r = await limiter(req);
+      if (r.isAllowed || r.max === undefined) return;
+      outcomes.push({ name, max, windowSeconds: lim.windowSeconds, remaining: r.remaining ?? 0, ttlSeconds: r.ttlInSeconds ?? lim.windowSeconds, exceeded: !!r.isExceeded });
+    };
+    await check('per-key', limiters[endpoint].key, perKey);
+    await check('per-address', limiters[endpoint].address, lim.perAddress);
+    if (outcomes.length === 0) return;
+
+    reply.header('ratelimit-policy', outcomes.map((o) => `"${o.name}";q=${o.max};w=${o.windowSeconds}`).join(', '));
+    const exceeded = outcomes.filter((o) => o.exceeded).sort((a, b) => b.ttlSeconds - a.ttlSeconds);
+    const tightest = exceeded[0] ?? [...outcomes].sort((a, b) => a.remaining - b.remaining || b.ttlSeconds - a.ttlSeconds)[0]!;
+    reply.header('ratelimit', `"${tightest.name}";r=${exceeded.length ? 0 : tightest.remaining};t=${tightest.ttlSeconds}`);
+    reply.header('x-ratelimit-limit-requests', String(tightest.max));
+    reply.header('x-ratelimit-remaining-requests', String(exceeded.length ? 0 : tightest.remaining));
+    reply.header('x-ratelimit-reset-requests', `${tightest.ttlSeconds}s`);
+    if (exceeded.length) {
+      opts.metrics?.rateLimited.inc({ endpoint, scope: tightest.name });
+      const who = tightest.name === 'per-key' ? 'this API key' : 'your address';
+      throw new ApiError(429, `Rate limit reached for ${endpoint}: ${tightest.max} requests per ${tightest.windowSeconds}s for ${who}. Retry in ${tightest.ttlSeconds}s.`, {
+        code: 'rate_limit_exceeded',
+        headers: { 'retry-after': String(Math.max(1, tightest.ttlSeconds)) },
+      });
+    }
+  });
+}
