@@ -22,6 +22,7 @@ import { LocalStorage, verifyFileSignature } from './storage/local-storage.ts';
 import { S3Storage } from './storage/s3-storage.ts';
 import type { ImageStorage } from './storage/image-storage.ts';
 import { BackendRegistry } from './backends/registry.ts';
+import { withEmbeddedDefault } from './backends/onnx/embedded-default.ts';
 import type { BackendFactory } from './backends/registry.ts';
 import { LocalEventBus, RecordingEventBus, RedisEventBus } from './events/job-events.ts';
 import { SqlJobEventLog } from './events/job-event-log.ts';
@@ -32,6 +33,13 @@ import { buildServer } from './api/server.ts';
 import { PromptModerator } from './moderation/prompt-moderator.ts';
 import { WebhookService } from './webhooks/service.ts';
 import type { Readiness } from './api/routes/health.ts';
+import { RetentionScheduler } from './retention/scheduler.ts';
+import { PriceTable } from './pricing/price-table.ts';
+import { priceRules } from './pricing/schema.ts';
+import { CostControl } from './cost/service.ts';
+import { BatchStore } from './batches/batch-store.ts';
+import { BatchPump } from './batches/pump.ts';
+import { startMetricsServer } from './cost/metrics-server.ts';
 
 export interface Roles {
   api: boolean;
@@ -68,11 +76,23 @@ export class Runtime {
   readonly queue: JobQueue;
   readonly storage: ImageStorage;
   readonly backends: BackendRegistry;
+  /** The price table (defaults + `pricing.overrides`) jobs are costed with. */
+  readonly prices: PriceTable;
   readonly events: JobEventBus;
   readonly auth: KeyAuthenticator;
   readonly worker: Worker | undefined;
   readonly server: FastifyInstance | undefined;
   readonly webhooks: WebhookService;
+  /** Worker role: deletes expired jobs on the `retention` schedule, one worker at a time. */
+  readonly retention: RetentionScheduler | undefined;
+  /** Set when nothing can generate: the one line saying which command fetches a model. */
+  readonly setupHint: string | undefined;
+  /** Cost control: routing, budgets, cache, cost model, metrics (src/cost). */
+  readonly cost: CostControl;
+  readonly batches: BatchStore;
+  /** Worker role: moves batch requests onto the queue under their caps. */
+  readonly batchPump: BatchPump | undefined;
+  private metricsServer: { close(): Promise<void> } | undefined;
   /** The admin key created on this start (first start of an empty database), to print once. */
   createdAdminKey: string | undefined;
   private listeningUrl: string | undefined;
@@ -112,11 +132,23 @@ export class Runtime {
       verify = (key, expires, signature) => verifyFileSignature(secret, key, expires, signature);
     }
 
-    this.backends = BackendRegistry.fromConfig(config.backends, config.models, opts.backendFactories);
+    // No backend configured: models pulled into <dataDir>/models run on the built-in engine.
+    const embedded = withEmbeddedDefault(config.backends, config.models, dataDir);
+    this.setupHint = embedded.hint;
+    this.backends = BackendRegistry.fromConfig(embedded.backends, embedded.models, opts.backendFactories, {
+      log: this.log.child({ component: 'backend' }),
+      publicUrl: config.server.publicUrl,
+    });
+    this.prices = new PriceTable(priceRules(config.pricing));
+    this.cost = new CostControl({
+      config, mdb: this.mdb, store: this.store, storage: this.storage, backends: this.backends, queue: this.queue, events: this.events, prices: this.prices,
+      log: this.log.child({ component: 'cost' }), models: embedded.models,
+    });
+    this.batches = new BatchStore(this.mdb);
 
     this.worker = roles.worker
       ? new Worker(
-          { store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, events: this.events, log: this.log },
+          { store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, events: this.events, log: this.log, prices: this.prices, costHooks: this.cost },
           { concurrency: config.worker.concurrency, jobTimeoutMs: config.worker.jobTimeoutSeconds * 1000, maxAttempts: config.queue.maxAttempts },
         )
       : undefined;
@@ -124,6 +156,17 @@ export class Runtime {
     this.webhooks = new WebhookService({
       config, mdb: this.mdb, store: this.store, storage: this.storage, events: this.events, log: this.log, dataDir, deliver: roles.worker,
     });
+
+    this.batchPump = roles.worker
+      ? new BatchPump({
+          batches: this.batches, store: this.store, keys: this.keys, queue: this.queue, backends: this.backends, cost: this.cost,
+          moderator: new PromptModerator(config.moderation), config: config.batches, log: this.log.child({ component: 'batches' }),
+        })
+      : undefined;
+
+    this.retention = roles.worker
+      ? new RetentionScheduler({ mdb: this.mdb, storage: this.storage, config: config.retention, log: this.log.child({ component: 'retention' }) })
+      : undefined;
 
     this.server = roles.api
       ? buildServer({
@@ -142,6 +185,9 @@ export class Runtime {
           moderator: new PromptModerator(config.moderation),
           checkWebhookUrl: (url) => this.webhooks.checkWebhookUrl(url),
           webhookInfo: (jobId) => this.webhooks.webhookInfo(jobId),
+          cost: this.cost,
+          batches: this.batches,
+          mdb: this.mdb,
         })
       : undefined;
   }
@@ -171,6 +217,7 @@ export class Runtime {
       probe('database', () => pingDatabase(this.mdb)),
       probe('queue', () => this.queue.ping()),
       probe('storage', () => this.storage.ping()),
+      probe('disk', () => this.checkFreeDisk()),
     ]);
     const health = await this.backends.health();
     const names = Object.keys(health);
@@ -178,7 +225,23 @@ export class Runtime {
     checks.backends = healthy.length
       ? { ok: true, message: `${healthy.length}/${names.length} healthy` }
       : { ok: false, message: names.length ? `no healthy backend (${names.map((n) => `${n}: ${health[n]!.message ?? 'down'}`).join('; ')})` : 'no backend configured' };
+    // Alive but past its queue-depth limit (a GPU pool): not ready, so a load balancer sheds load.
+    const overloaded = names.filter((n) => health[n]!.overloaded);
+    if (overloaded.length) {
+      checks.capacity = { ok: false, message: overloaded.map((n) => `backend ${n} is overloaded: ${health[n]!.message ?? 'queue full'}`).join('; ') };
+    }
     return { ready: Object.values(checks).every((c) => c.ok), checks };
+  }
+
+  /** Local storage: fails while the images' disk has less free space than `storage.minFreeBytes`. */
+  private async checkFreeDisk(): Promise<void> {
+    const min = this.config.storage.minFreeBytes;
+    if (!(this.storage instanceof LocalStorage) || min <= 0) return;
+    const free = await this.storage.freeDiskBytes();
+    if (free < min) {
+      const mib = (n: number) => `${Math.floor(n / 1024 / 1024)} MiB`;
+      throw new Error(`low disk: ${mib(free)} free under ${this.storage.dir}, below storage.minFreeBytes (${mib(min)})`);
+    }
   }
 
   async start(): Promise<void> {
@@ -190,6 +253,13 @@ export class Runtime {
     if (this.worker) {
       await this.requeueUnfinished();
       this.worker.start();
+      this.retention?.start();
+      this.cost.start();
+      this.batchPump?.start();
+      // A worker-only process has no API to serve /metrics on: it gets its own port when configured.
+      if (!this.server && this.config.metrics.enabled && this.config.metrics.workerPort) {
+        this.metricsServer = await startMetricsServer(this.cost.metrics, { host: this.config.server.host, port: this.config.metrics.workerPort, bearerToken: this.config.metrics.bearerToken });
+      }
     }
     if (this.server) {
       const address = await this.server.listen({ host: this.config.server.host, port: this.config.server.port });
@@ -221,8 +291,12 @@ export class Runtime {
     if (this.stopping) return;
     this.stopping = true;
     if (this.server) await this.server.close().catch(() => {});
+    await this.retention?.stop().catch(() => {});
+    await this.batchPump?.stop().catch(() => {});
+    await this.metricsServer?.close().catch(() => {});
     if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
     await this.webhooks.stop(graceMs).catch((err) => this.log.error({ err }, 'webhook stop failed'));
+    await this.cost.stop().catch(() => {});
     await this.queue.close().catch(() => {});
     await this.events.close().catch(() => {});
     await this.backends.close().catch(() => {});

@@ -5,11 +5,33 @@
 import type { BackendConfig, ModelConfig } from '../config/schema.ts';
 import type { BackendHealth, ImageBackend } from './image-backend.ts';
 import { OpenAIBackend } from './openai/openai-backend.ts';
+import { ReplicateBackend } from './replicate/replicate-backend.ts';
+import { FalBackend } from './fal/fal-backend.ts';
+import { BflBackend } from './bfl/bfl-backend.ts';
+import { StabilityBackend } from './stability/stability-backend.ts';
+import { ImagenBackend } from './imagen/imagen-backend.ts';
+import { AiSdkBackend } from './ai-sdk/ai-sdk-backend.ts';
+import { OnnxBackend } from './onnx/onnx-backend.ts';
+import { ComfyUIBackend } from './comfyui/comfyui-backend.ts';
+import { A1111Backend } from './a1111/a1111-backend.ts';
+import type { HostedBackendDeps } from './http/hosted-backend.ts';
 
-export type BackendFactory = (config: BackendConfig) => ImageBackend;
+/** What the runtime hands every factory besides the backend's own config (logger, public URL for provider webhooks). */
+export type BackendFactoryDeps = Pick<HostedBackendDeps, 'log' | 'publicUrl'>;
+
+export type BackendFactory = (config: BackendConfig, deps: BackendFactoryDeps) => ImageBackend;
 
 const factories: Record<string, BackendFactory> = {
   openai: (config) => new OpenAIBackend(config),
+  replicate: (config, deps) => new ReplicateBackend(config as ConstructorParameters<typeof ReplicateBackend>[0], deps),
+  fal: (config, deps) => new FalBackend(config as ConstructorParameters<typeof FalBackend>[0], deps),
+  bfl: (config, deps) => new BflBackend(config as ConstructorParameters<typeof BflBackend>[0], deps),
+  stability: (config, deps) => new StabilityBackend(config as ConstructorParameters<typeof StabilityBackend>[0], deps),
+  imagen: (config, deps) => new ImagenBackend(config as ConstructorParameters<typeof ImagenBackend>[0], deps),
+  'ai-sdk': (config, deps) => new AiSdkBackend(config as ConstructorParameters<typeof AiSdkBackend>[0], deps),
+  onnx: (config, deps) => new OnnxBackend(config as ConstructorParameters<typeof OnnxBackend>[0], { log: deps.log }),
+  comfyui: (config, deps) => new ComfyUIBackend(config as ConstructorParameters<typeof ComfyUIBackend>[0], { log: deps.log }),
+  a1111: (config, deps) => new A1111Backend(config as ConstructorParameters<typeof A1111Backend>[0], { log: deps.log }),
 };
 
 export interface ResolvedModel {
@@ -40,12 +62,17 @@ export class BackendRegistry {
     this.defaultName = models.find((m) => m.default)?.name ?? models[0]?.name;
   }
 
-  static fromConfig(backends: BackendConfig[], models: ModelConfig[], extra: Record<string, BackendFactory> = {}): BackendRegistry {
+  static fromConfig(
+    backends: BackendConfig[],
+    models: ModelConfig[],
+    extra: Record<string, BackendFactory> = {},
+    deps: BackendFactoryDeps = {},
+  ): BackendRegistry {
     const all = { ...factories, ...extra };
     const built = backends.map((cfg) => {
       const factory = all[cfg.type];
       if (!factory) throw new Error(`backend "${cfg.name}": unknown type "${cfg.type}"`);
-      return factory(cfg);
+      return factory(cfg, deps);
     });
     return new BackendRegistry(built, models);
   }

@@ -6,6 +6,9 @@ import { serveCommand } from './serve.ts';
 import { keysCommands } from './keys.ts';
 import { generateCommand } from './generate.ts';
 import { migrateCommand } from './migrate.ts';
+import { modelsCommands } from './models.ts';
+import { costsCommands } from './costs.ts';
+import { batchCommand } from './batch.ts';
 
 export interface GlobalOpts {
   config?: string;
@@ -33,6 +36,9 @@ serveCommand(program, 'worker', 'Run a worker only (run as many as you like)', {
 migrateCommand(program);
 keysCommands(program);
 generateCommand(program);
+modelsCommands(program);
+costsCommands(program);
+batchCommand(program);
 
 const config = program.command('config').description('Inspect the configuration');
 config

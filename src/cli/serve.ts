@@ -31,7 +31,8 @@ export function serveCommand(program: Command, name: string, description: string
       process.stdout.write(`\nAdmin API key (shown once; store it now):\n  ${runtime.createdAdminKey}\n\n`);
     }
     if (roles.api && runtime.backends.listModels().length === 0) {
-      process.stdout.write('No image backend is configured yet: add one under `backends:` and `models:` in a config file (see README).\n');
+      const hint = runtime.setupHint ?? 'No image backend is configured yet: add one under `backends:` and `models:` in a config file (see README).';
+      process.stdout.write(`${hint}\n`);
     }
   });
 }

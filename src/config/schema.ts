@@ -4,10 +4,34 @@
  */
 import { z } from 'zod';
 import { openaiBackendConfigSchema } from '../backends/openai/options.ts';
+import { replicateBackendConfigSchema } from '../backends/replicate/options.ts';
+import { falBackendConfigSchema } from '../backends/fal/options.ts';
+import { bflBackendConfigSchema } from '../backends/bfl/options.ts';
+import { stabilityBackendConfigSchema } from '../backends/stability/options.ts';
+import { imagenBackendConfigSchema } from '../backends/imagen/options.ts';
+import { aiSdkBackendConfigSchema } from '../backends/ai-sdk/options.ts';
+import { onnxBackendConfigSchema } from '../backends/onnx/options.ts';
+import { comfyuiBackendConfigSchema } from '../backends/comfyui/options.ts';
+import { a1111BackendConfigSchema } from '../backends/a1111/options.ts';
+import { pricingConfigSchema } from '../pricing/schema.ts';
+import {
+  batchesConfigSchema, budgetsConfigSchema, cacheConfigSchema, checkCostConfig, costModelConfigSchema, metricsConfigSchema, modelRoutingFields, rateLimitsConfigSchema, routingConfigSchema,
+} from '../cost/config.ts';
 
 const seconds = (def: number) => z.number().positive().default(def);
 
-export const backendConfigSchema = z.discriminatedUnion('type', [openaiBackendConfigSchema]);
+export const backendConfigSchema = z.discriminatedUnion('type', [
+  openaiBackendConfigSchema,
+  replicateBackendConfigSchema,
+  falBackendConfigSchema,
+  bflBackendConfigSchema,
+  stabilityBackendConfigSchema,
+  imagenBackendConfigSchema,
+  aiSdkBackendConfigSchema,
+  onnxBackendConfigSchema,
+  comfyuiBackendConfigSchema,
+  a1111BackendConfigSchema,
+]);
 export type BackendConfig = z.infer<typeof backendConfigSchema>;
 
 export const modelConfigSchema = z
@@ -21,6 +45,8 @@ export const modelConfigSchema = z
     /** Used when a request names no model. */
     default: z.boolean().default(false),
     description: z.string().optional(),
+    // Cost control (src/cost): tier, offered sizes, text rendering, fallback chain.
+    ...modelRoutingFields,
   })
   .strict();
 export type ModelConfig = z.infer<typeof modelConfigSchema>;
@@ -78,11 +104,15 @@ export const configSchema = z
         urlTtlSeconds: z.number().int().positive().default(3600),
         /** `max-age` for served images; their bytes never change. */
         cacheMaxAgeSeconds: z.number().int().positive().default(31_536_000),
+        /** Local storage: `/ready` fails while the disk holding the images has less free space than this (0 = never). */
+        minFreeBytes: z.number().int().min(0).default(512 * 1024 * 1024),
         s3: z
           .object({
             bucket: z.string().min(1),
             region: z.string().default('us-east-1'),
             endpoint: z.string().url().optional(),
+            /** Endpoint put in presigned URLs when clients reach the store under another address (compose: through nginx). */
+            publicEndpoint: z.string().url().optional(),
             accessKeyId: z.string().optional(),
             secretAccessKey: z.string().optional(),
             forcePathStyle: z.boolean().default(false),
@@ -174,12 +204,35 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    retention: z
+      .object({
+        /** Days after a job ends before its images and metadata are deleted; unset keeps them forever. */
+        days: z.number().positive().optional(),
+        /** Per API key, by key name or id: days, or null to keep that key's jobs forever. Wins over `days`. */
+        keys: z.record(z.string().min(1), z.number().positive().nullable()).default({}),
+        /** How often the retention sweep runs (one worker at a time, whichever takes the lease). */
+        intervalSeconds: seconds(3600),
+        /** Jobs deleted per database round trip. */
+        batchSize: z.number().int().min(1).max(10_000).default(500),
+      })
+      .strict()
+      .prefault({}),
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .strict()
       .prefault({}),
+    /** Price table overrides (defaults are the providers' list prices); see src/pricing. */
+    pricing: pricingConfigSchema.prefault({}),
+    // Cost control (src/cost, src/batches): see the README's Configuration table.
+    budgets: budgetsConfigSchema.prefault({}),
+    routing: routingConfigSchema.prefault({}),
+    cache: cacheConfigSchema.prefault({}),
+    rateLimits: rateLimitsConfigSchema.prefault({}),
+    batches: batchesConfigSchema.prefault({}),
+    costModel: costModelConfigSchema.prefault({}),
+    metrics: metricsConfigSchema.prefault({}),
     backends: z.array(backendConfigSchema).default([]),
     models: z.array(modelConfigSchema).default([]),
   })
@@ -197,6 +250,7 @@ export const configSchema = z
       models.add(m.name);
     });
     if (cfg.models.filter((m) => m.default).length > 1) ctx.addIssue({ code: 'custom', path: ['models'], message: 'more than one model is marked default' });
+    checkCostConfig(cfg, ctx);
     if (cfg.storage.type === 's3' && !cfg.storage.s3) ctx.addIssue({ code: 'custom', path: ['storage', 's3'], message: 'storage.type is s3 but storage.s3 is missing' });
   });
 
