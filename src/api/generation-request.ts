@@ -73,11 +73,24 @@ export function zodToApiError(error: z.ZodError): ApiError {
   return invalidParam(param, `Invalid value for '${param}': ${issue.message}.`);
 }
 
+// Building a zod schema costs far more than using it (zod 4 compiles a fast path on first use), so
+// each distinct set of limits gets one, built on first use: the config never changes at runtime.
+const schemas = new Map<string, ReturnType<typeof generationBodySchema>>();
+function schemaFor(limits: RequestLimits): ReturnType<typeof generationBodySchema> {
+  const key = `${limits.maxImagesPerRequest}/${limits.maxPromptChars}/${limits.maxPixels}`;
+  let schema = schemas.get(key);
+  if (!schema) {
+    schema = generationBodySchema(limits);
+    schemas.set(key, schema);
+  }
+  return schema;
+}
+
 export function parseGeneration(body: unknown, limits: RequestLimits, preferAsync: boolean): ParsedGeneration {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new ApiError(400, 'The request body must be a JSON object.', { code: 'invalid_request' });
   }
-  const parsed = generationBodySchema(limits).safeParse(body);
+  const parsed = schemaFor(limits).safeParse(body);
   if (!parsed.success) throw zodToApiError(parsed.error);
   const b = parsed.data;
 

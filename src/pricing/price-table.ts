@@ -123,10 +123,17 @@ function normalModel(model: string): string {
   return model.replace(/:[0-9a-f]{64}$/i, '').replace(/^deployments\//, '').toLowerCase();
 }
 
+// Every job is priced against every rule: compile each glob once, not once per rule per job.
+const globs = new Map<string, RegExp>();
+
 function globScore(pattern: string, model: string): number | undefined {
   const p = pattern.toLowerCase();
   if (!p.includes('*')) return p === model ? 5_000 : undefined;
-  const re = new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  let re = globs.get(p);
+  if (!re) {
+    re = new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    globs.set(p, re);
+  }
   return re.test(model) ? p.replace(/\*/g, '').length * 10 : undefined;
 }
 

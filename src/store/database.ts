@@ -54,7 +54,11 @@ function withStatementCache(sqlite: InstanceType<typeof Database>): any {
     prepare(text: string) {
       let stmt = cache.get(text);
       if (!stmt) {
-        stmt = sqlite.prepare(text);
+        const prepared = sqlite.prepare(text);
+        // Kysely asks `reader` before every execution; libsql answers it with a native call each
+        // time. Whether a statement returns rows never changes, so ask once.
+        Object.defineProperty(prepared, 'reader', { value: prepared.reader });
+        stmt = prepared;
         if (cache.size > 500) cache.clear();
         cache.set(text, stmt);
       }

@@ -14,6 +14,26 @@ export interface ListJobsQuery {
   after?: string;
 }
 
+export interface ListImagesQuery {
+  keyId: string;
+  /** Page size, 1..100. */
+  limit: number;
+  /** Return images after this image id in the listing's order (newest job first, then index). */
+  after?: string;
+  /** Public model name of the job that made the image. */
+  model?: string;
+  /** Case-insensitive substring of the job's prompt. */
+  prompt?: string;
+  /** Epoch milliseconds: created at or after / before. */
+  createdFrom?: number;
+  createdTo?: number;
+}
+
+export interface ImagePage {
+  items: { image: StoredImage; job: Job }[];
+  hasMore: boolean;
+}
+
 export interface JobPage {
   jobs: Job[];
   hasMore: boolean;
@@ -55,7 +75,11 @@ export interface JobStore {
   finishCanceled(id: string, attempt: number): Promise<boolean>;
   getImage(id: string): Promise<StoredImage | undefined>;
   listImagesForJob(jobId: string): Promise<StoredImage[]>;
+  /** A key's images with their jobs, newest job first (then by index), filtered and cursor-paginated. */
+  listImages(query: ListImagesQuery): Promise<ImagePage>;
   countByStatus(): Promise<Record<JobStatus, number>>;
+  /** Queued and running jobs counted per public model (all keys): queue depth per backend for status pages. */
+  countActiveByModel(): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]>;
   /** Queued and running jobs, oldest first (for re-enqueueing after a queue lost messages). */
   listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]>;
 }

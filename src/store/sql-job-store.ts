@@ -10,7 +10,7 @@ import { JOB_STATUSES } from '../core/job.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
 import type { MetadataDb } from './database.ts';
-import type { CancelOutcome, CompleteJob, JobPage, JobStore, ListJobsQuery } from './job-store.ts';
+import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
 
 /** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */
 interface JobRow {
@@ -51,6 +51,7 @@ interface ImageRow {
   bytes: number | string;
   sha256: string;
   revised_prompt: string | null;
+  thumb_key?: string | null;
   created_at: number | string;
 }
 
@@ -102,6 +103,7 @@ export function rowToImage(r: ImageRow): StoredImage {
     bytes: Number(r.bytes),
     sha256: r.sha256,
     revisedPrompt: r.revised_prompt,
+    ...(r.thumb_key ? { thumbKey: r.thumb_key } : {}),
     createdAt: toDate(r.created_at)!,
   };
 }
@@ -119,6 +121,7 @@ function imageToRow(i: StoredImage): ImageRow {
     bytes: i.bytes,
     sha256: i.sha256,
     revised_prompt: i.revisedPrompt ?? null,
+    thumb_key: i.thumbKey ?? null,
     created_at: i.createdAt.getTime(),
   };
 }
@@ -138,9 +141,11 @@ export function isUniqueViolation(err: unknown): boolean {
 
 export class SqlJobStore implements JobStore {
   private readonly db: Kysely<any>;
+  private readonly dialect: MetadataDb['dialect'];
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
+    this.dialect = mdb.dialect;
   }
 
   async createJob(job: NewJob): Promise<Job> {
@@ -360,6 +365,38 @@ export class SqlJobStore implements JobStore {
     return (rows as ImageRow[]).map(rowToImage);
   }
 
+  async listImages(query: ListImagesQuery): Promise<ImagePage> {
+    const limit = Math.max(1, Math.min(100, Math.floor(query.limit)));
+    let q = this.db
+      .selectFrom('images as i')
+      .innerJoin('jobs as j', 'j.id', 'i.job_id')
+      .selectAll('i')
+      .where('i.key_id', '=', query.keyId);
+    if (query.after) {
+      const cursor = await this.db.selectFrom('images').select(['job_id', 'idx']).where('id', '=', query.after).where('key_id', '=', query.keyId).executeTakeFirst();
+      if (!cursor) return { items: [], hasMore: false };
+      q = q.where((eb) => eb.or([eb('i.job_id', '<', cursor.job_id), eb.and([eb('i.job_id', '=', cursor.job_id), eb('i.idx', '>', cursor.idx)])]));
+    }
+    if (query.model) q = q.where('j.model', '=', query.model);
+    if (query.createdFrom !== undefined) q = q.where('i.created_at', '>=', query.createdFrom);
+    if (query.createdTo !== undefined) q = q.where('i.created_at', '<', query.createdTo);
+    if (query.prompt) {
+      // A substring of the prompt only (not of the rest of the stored request), case-insensitive, with
+      // LIKE's wildcards in the search text taken literally.
+      const pattern = `%${query.prompt.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      q = this.dialect === 'postgres'
+        ? q.where(sql<boolean>`(j.request::json ->> 'prompt') ilike ${pattern} escape '\\'`)
+        : q.where(sql<boolean>`lower(json_extract(j.request, '$.prompt')) like lower(${pattern}) escape '\\'`);
+    }
+    const rows = (await q.orderBy('i.job_id', 'desc').orderBy('i.idx', 'asc').limit(limit + 1).execute()) as ImageRow[];
+    const hasMore = rows.length > limit;
+    const images = (hasMore ? rows.slice(0, limit) : rows).map(rowToImage);
+    const jobIds = [...new Set(images.map((i) => i.jobId))];
+    const jobs = jobIds.length ? ((await this.db.selectFrom('jobs').selectAll().where('id', 'in', jobIds).execute()) as JobRow[]).map(rowToJob) : [];
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    return { items: images.flatMap((image) => (byId.has(image.jobId) ? [{ image, job: byId.get(image.jobId)! }] : [])), hasMore };
+  }
+
   async countByStatus(): Promise<Record<JobStatus, number>> {
     const rows = await this.db
       .selectFrom('jobs')
@@ -371,6 +408,16 @@ export class SqlJobStore implements JobStore {
       if (r.status in counts) counts[r.status as JobStatus] = Number(r.n);
     }
     return counts;
+  }
+
+  async countActiveByModel(): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['model', 'status', (eb) => eb.fn.countAll().as('n')])
+      .where('status', 'in', ACTIVE)
+      .groupBy(['model', 'status'])
+      .execute();
+    return (rows as { model: string; status: 'queued' | 'running'; n: number | string | bigint }[]).map((r) => ({ model: r.model, status: r.status, count: Number(r.n) }));
   }
 
   async listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]> {

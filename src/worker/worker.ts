@@ -17,7 +17,12 @@ import type { Delivery, JobQueue, QueueConsumer } from '../queue/job-queue.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 import type { JobStore } from '../store/job-store.ts';
 import { normalizeImage } from '../images/encode.ts';
+import { THUMB_MAX_SIDE, makeThumbnail, thumbKey } from '../images/thumbnail.ts';
 import { createHash } from 'node:crypto';
+import type { PriceTable } from '../pricing/price-table.ts';
+import type { AttemptRoute, WorkerCostHooks } from '../cost/worker-hooks.ts';
+import { measuredGpuMs } from '../cost/worker-hooks.ts';
+import type { ResolvedModel } from '../backends/registry.ts';
 
 export interface WorkerOptions {
   concurrency: number;
@@ -34,6 +39,10 @@ export interface WorkerDeps {
   backends: BackendRegistry;
   events: JobEventBus;
   log: Logger;
+  /** Prices images the backend reports no cost for (a provider-reported cost always wins). */
+  prices?: Pick<PriceTable, 'priceFor'>;
+  /** Cost control (src/cost): fallback routing, circuit breakers, GPU-time costs, budget settlement, cache fill. */
+  costHooks?: WorkerCostHooks;
 }
 
 /** Why a running job's signal was aborted; decides its final state. */
@@ -88,14 +97,22 @@ export class Worker {
     if (current.attempt >= this.opts.maxAttempts) {
       // Every earlier delivery died mid-run (or was handed back); stop the crash loop.
       const error = { code: 'worker_lost', message: `job ${jobId} was interrupted ${current.attempt} times (worker crashed or was stopped); giving up` };
-      if (await store.failJob(jobId, null, error)) this.publishStatus(jobId, 'failed');
+      if (await store.failJob(jobId, null, error)) {
+        this.publishStatus(jobId, 'failed');
+        await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
+      }
       return;
     }
 
-    const route = this.deps.backends.resolve(current.model);
+    // Cost control may send this attempt down the job's fallback chain (circuit open, backend overloaded, failed before).
+    const picked = await this.deps.costHooks?.beforeAttempt(current).catch((err) => (log.warn({ err, jobId }, 'routing hook failed'), undefined));
+    const route = picked?.route ?? this.deps.backends.resolve(current.model);
     if (!route) {
       const error = { code: 'model_not_found', message: `model "${current.model}" is no longer served by this worker's configuration` };
-      if (await store.failJob(jobId, null, error)) this.publishStatus(jobId, 'failed');
+      if (await store.failJob(jobId, null, error)) {
+        this.publishStatus(jobId, 'failed');
+        await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
+      }
       return;
     }
 
@@ -112,8 +129,10 @@ export class Worker {
     const timer = setTimeout(() => controller.abort(new StopSignal('timeout')), this.opts.jobTimeoutMs);
     if (job.cancelRequested) controller.abort(new StopSignal('canceled'));
 
+    const started = performance.now();
     try {
-      const result = await this.run(job, route.backendModel, controller.signal);
+      const result = await this.run(job, route.backendModel, controller.signal, picked ?? { route });
+      this.deps.costHooks?.afterCall({ job, route, ok: true, ms: result.backendMs ?? performance.now() - started });
       this.throwIfStopped(controller.signal);
       const images = await this.storeImages(job, result);
       const won = await store.completeJob(jobId, job.attempt, {
@@ -125,12 +144,19 @@ export class Worker {
         costUsd: result.costUsd ?? null,
       });
       if (won) {
+        // Budget settled (and the cache filled) before anyone waiting is told, so they see it settled.
+        await this.deps.costHooks?.finished(job, { status: 'succeeded', costUsd: result.costUsd ?? null, route, gpuSeconds: result.gpuSeconds, host: result.host, images: images.length });
         this.publishStatus(jobId, 'succeeded');
         jlog.info({ images: images.length }, 'job succeeded');
       } else if (await store.finishCanceled(jobId, job.attempt)) {
         this.publishStatus(jobId, 'canceled');
+        await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null, route });
       }
     } catch (err) {
+      if (this.deps.costHooks && !(err instanceof StopSignal && err.reason !== 'timeout')) {
+        const timedOut = controller.signal.aborted && controller.signal.reason instanceof StopSignal && controller.signal.reason.reason === 'timeout';
+        this.deps.costHooks.afterCall({ job, route, ok: false, error: timedOut ? controller.signal.reason : err, ms: performance.now() - started });
+      }
       await this.settleFailure(job, controller.signal, err, jlog);
     } finally {
       clearTimeout(timer);
@@ -152,7 +178,10 @@ export class Worker {
       throw err;
     }
     if (reason === 'canceled') {
-      if (await store.finishCanceled(job.id, job.attempt)) this.publishStatus(job.id, 'canceled');
+      if (await store.finishCanceled(job.id, job.attempt)) {
+        this.publishStatus(job.id, 'canceled');
+        await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null });
+      }
       jlog.info('job canceled');
       return;
     }
@@ -169,14 +198,23 @@ export class Worker {
       jlog.error({ err }, 'job failed unexpectedly');
       error = { code: 'internal_error', message: `job ${job.id} failed: ${(err as Error)?.message ?? String(err)}` };
     }
-    if (await store.failJob(job.id, job.attempt, error)) this.publishStatus(job.id, 'failed');
+    // A backend in trouble with a fallback left: the next attempt runs further down the job's chain.
+    const cause = reason === 'timeout' ? new StopSignal('timeout') : err;
+    if (this.deps.costHooks && job.attempt < this.opts.maxAttempts && (await this.deps.costHooks.shouldFallBack(job, cause).catch(() => false))) {
+      jlog.warn({ code: error.code }, 'backend failure; job goes back to the queue for its fallback');
+      throw err instanceof Error ? err : cause;
+    }
+    if (await store.failJob(job.id, job.attempt, error)) {
+      this.publishStatus(job.id, 'failed');
+      await this.deps.costHooks?.finished(job, { status: 'failed', costUsd: null });
+    }
     jlog.info({ code: error.code }, 'job failed');
   }
 
-  private async run(job: Job, backendModel: string, signal: AbortSignal): Promise<BackendResult> {
-    const route = this.deps.backends.resolve(job.model)!;
+  private async run(job: Job, backendModel: string, signal: AbortSignal, picked?: AttemptRoute): Promise<BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number }> {
+    const route: ResolvedModel = picked?.route ?? this.deps.backends.resolve(job.model)!;
     const backend = route.backend;
-    const req = job.request;
+    const req = picked?.request ? { ...job.request, ...picked.request } : job.request;
     const inputImages = await Promise.all((req.inputImages ?? []).map((k) => this.loadInput(k)));
     const mask = req.mask ? await this.loadInput(req.mask) : undefined;
     const base: Omit<BackendRequest, 'n'> = {
@@ -201,8 +239,10 @@ export class Worker {
 
     // Split n across calls the backend can take; progress is the share of images done.
     const perCall = Math.max(1, backend.capabilities.maxImagesPerCall);
-    const out: BackendResult = { images: [], warnings: [] };
-    let lastWrite = 0;
+    const out: BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number } = { images: [], warnings: [] };
+    // The attempt's start counts as a write: a job that finishes within one interval writes no
+    // progress at all (completion sets it to 1), which saves a write and an event per fast job.
+    let lastWrite = Date.now();
     let done = 0;
     const report = (p: number) => {
       const overall = Math.min(0.99, (done + Math.max(0, Math.min(1, p)) * Math.min(perCall, req.n - done)) / req.n);
@@ -216,21 +256,37 @@ export class Worker {
       this.throwIfStopped(signal);
       const n = Math.min(perCall, req.n - done);
       const seed = req.seed === undefined ? undefined : req.seed + done;
+      const callStart = performance.now();
       const res = await backend.generate(
         { ...base, n, seed },
         {
           jobId: job.id,
           signal,
           reportProgress: report,
+          reportPartialImage: (img) => {
+            if (signal.aborted) return;
+            const b64Json = Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength).toString('base64');
+            this.deps.events.publish({ type: 'partial_image', jobId: job.id, attempt: job.attempt, index: done + img.index, partialIndex: img.partialIndex, b64Json, mediaType: img.mediaType, at: Date.now() });
+          },
           savedState: job.backendState,
           saveState: async (state) => {
             if (!(await this.deps.store.saveBackendState(job.id, job.attempt, state))) throw new StopSignal('lease_lost');
           },
         },
       );
+      // Measured backend time: GPU time a self-hosted backend reports (else the call's wall time) prices its images.
+      const callMs = performance.now() - callStart;
+      const gpu = measuredGpuMs(res.providerMetadata, callMs, Math.min(n, res.images.length));
+      out.backendMs = (out.backendMs ?? 0) + callMs;
+      out.gpuSeconds = (out.gpuSeconds ?? 0) + gpu.ms / 1000;
+      out.host = gpu.host ?? out.host;
       out.images.push(...res.images.slice(0, n));
       out.warnings.push(...res.warnings);
-      if (res.costUsd !== undefined) out.costUsd = (out.costUsd ?? 0) + res.costUsd;
+      const cost =
+        res.costUsd ??
+        this.deps.costHooks?.costOf(backend, gpu.ms / 1000, gpu.host) ??
+        this.deps.prices?.priceFor({ type: backend.type, name: backend.name }, backendModel, req.size, req.quality, Math.min(n, res.images.length));
+      if (cost !== undefined) out.costUsd = Math.round(((out.costUsd ?? 0) + cost) * 1e6) / 1e6;
       done += n;
       if (res.images.length === 0) throw new BackendError(`backend ${backend.name} returned no images`, { code: 'backend_error' });
     }
@@ -249,7 +305,13 @@ export class Worker {
       result.images.map(async (img, index) => {
         const norm = await normalizeImage(img.data, { format: req.outputFormat, compression: req.outputCompression });
         const storageKey = imageKey(job.id, index, norm.format);
-        await this.deps.storage.put(storageKey, norm.data, MEDIA_TYPES[norm.format]);
+        // The gallery's WebP thumbnail is stored beside it (an image already no larger than a
+        // thumbnail is its own); an image without one is still an image.
+        const small = norm.width <= THUMB_MAX_SIDE && norm.height <= THUMB_MAX_SIDE;
+        const [, thumb] = await Promise.all([
+          this.deps.storage.put(storageKey, norm.data, MEDIA_TYPES[norm.format]),
+          small ? null : this.storeThumbnail(job.id, index, norm.data),
+        ]);
         return {
           id: newImageId(),
           jobId: job.id,
@@ -262,10 +324,22 @@ export class Worker {
           bytes: norm.data.length,
           sha256: createHash('sha256').update(norm.data).digest('hex'),
           revisedPrompt: img.revisedPrompt ?? null,
+          thumbKey: thumb,
           createdAt: new Date(),
         };
       }),
     );
+  }
+
+  private async storeThumbnail(jobId: string, index: number, data: Uint8Array): Promise<string | null> {
+    try {
+      const key = thumbKey(jobId, index);
+      await this.deps.storage.put(key, await makeThumbnail(data), 'image/webp');
+      return key;
+    } catch (err) {
+      this.deps.log.warn({ err, jobId, index }, 'could not store a thumbnail');
+      return null;
+    }
   }
 
   private publishStatus(jobId: string, status: Job['status']): void {

@@ -13,7 +13,11 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     if (!job || job.keyId !== keyId) throw new ApiError(404, `No job with id '${id}'.`, { param: 'id', code: 'job_not_found' });
     return job;
   };
-  const render = async (job: Job) => deps.views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
+  const render = async (job: Job) => {
+    const view = await deps.views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
+    if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;
+    return view;
+  };
 
   app.get<{ Params: { id: string } }>('/images/jobs/:id', async (req) => render(await ownJob(req.params.id, req.apiKey.id)));
 

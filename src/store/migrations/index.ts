@@ -4,6 +4,10 @@ import * as m002 from './002-embedded-queue.ts';
 import * as m003 from './003-job-events.ts';
 import * as m004 from './004-webhooks.ts';
 import * as m005 from './005-idempotency-fingerprint.ts';
+import * as m006 from './006-retention.ts';
+import * as m007 from './007-cost-control.ts';
+import * as m008 from './008-batches.ts';
+import * as m009 from './009-thumbnails.ts';
 
 // Names sort in the order they must run.
 export const migrations: Record<string, Migration> = {
@@ -12,4 +16,8 @@ export const migrations: Record<string, Migration> = {
   '003-job-events': m003,
   '004-webhooks': m004,
   '005-idempotency-fingerprint': m005,
+  '006-retention': m006,
+  '007-cost-control': m007,
+  '008-batches': m008,
+  '009-thumbnails': m009,
 };

@@ -1,0 +1,136 @@
+/**
+ * Child processes for the benchmark (easel itself, the OpenAI stand-in) and what /proc says about
+ * them: peak and current RSS, CPU seconds used.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** Linux USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on every mainstream kernel). */
+const CLOCK_TICKS = 100;
+
+export interface ProcMemory {
+  /** Peak resident set (VmHWM), bytes. */
+  peakRssBytes: number;
+  /** Current resident set (VmRSS), bytes. */
+  rssBytes: number;
+}
+
+export function procMemory(pid: number): ProcMemory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    return m ? Number(m[1]) * 1024 : Number.NaN;
+  };
+  return { peakRssBytes: kb('VmHWM'), rssBytes: kb('VmRSS') };
+}
+
+/** User + system CPU seconds the process (all threads) has used so far. */
+export function procCpuSeconds(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU seconds of the process's main thread alone (its JavaScript event loop), without the libuv
+ * thread pool (file system, sharp), GC helpers and compiler threads.
+ */
+export function procMainThreadCpuSeconds(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // The command name (field 2) may contain spaces; fields after the closing paren are fixed.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+export interface Child {
+  proc: ChildProcess;
+  pid: number;
+  /** Everything written to stderr (kept for error messages; capped). */
+  stderr(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when it has exited. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let hooked = false;
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  // Whatever happens to the benchmark, it leaves no easel or stand-in behind.
+  process.on('exit', () => {
+    for (const p of live) p.kill('SIGKILL');
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      for (const p of live) p.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
+}
+
+/**
+ * Spawns `node <args>` and resolves once a stdout line matches `ready` (with the match), or rejects
+ * if it exits or stays silent for `timeoutMs`.
+ */
+export async function spawnNode(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; ready: RegExp; timeoutMs?: number; cwd?: string },
+): Promise<{ child: Child; match: RegExpExecArray }> {
+  hookExit();
+  const proc = spawn(process.execPath, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    // stdin stays open as a lifeline: children that watch it exit when the benchmark dies.
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  live.add(proc);
+  let err = '';
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (d: string) => {
+    if (err.length < 20_000) err += d;
+  });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => {
+    live.delete(proc);
+    resolve();
+  }));
+  const child: Child = {
+    proc,
+    pid: proc.pid!,
+    stderr: () => err,
+    async stop(graceMs = 10_000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${args.join(' ')}: not ready after ${opts.timeoutMs ?? 30_000} ms\n${out}\n${err}`));
+    }, opts.timeoutMs ?? 30_000);
+    proc.stdout!.setEncoding('utf8');
+    const onData = (d: string) => {
+      out += d;
+      const m = opts.ready.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        proc.stdout!.off('data', onData);
+        proc.stdout!.resume(); // keep draining so the child never blocks on a full pipe
+        resolve(m);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(' ')} exited (${code ?? signal}) before it was ready\n${out}\n${err}`));
+    });
+  });
+  return { child, match };
+}

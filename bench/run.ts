@@ -1,0 +1,498 @@
+/**
+ * `npm run bench`: what easel costs on top of its backend, with a zero-latency OpenAI stand-in that
+ * returns a small PNG (tests/support/openai-standin.ts, 64×64 by default).
+ *
+ *   (a) sync latency added: the same POST /v1/images/generations (b64_json, n=1) at a constant open-loop
+ *       arrival rate (default 200/s), sent straight to the stand-in and through easel in alternating
+ *       segments after a warm-up; p50/p90/p99 of each and the difference of the percentiles. Latency is
+ *       from sending to the last byte, on keep-alive connections. Should easel fall more than 5 s of
+ *       requests behind, sending stops and the run is marked SATURATED.
+ *   (b) async throughput: N submissions with `Prefer: respond-async` (64 in flight), from the first
+ *       submit until the last of them is `succeeded` (easel's own finished_at, read from its database),
+ *       on the embedded stack (SQLite, embedded queue, local disk) and on Redis + Postgres (BullMQ,
+ *       Postgres, local disk; throwaway servers from tests/support). N is sized from the warm-up to
+ *       take about 15 s, at most 5,000 (--jobs fixes it).
+ *   (c) peak RSS (VmHWM) of the easel process of every run, and CPU per request/job: easel in total,
+ *       its main (event-loop) thread alone, and the stand-in. The stand-in counts the image requests it
+ *       answers, so a run where something else (a cache) answered instead shows up.
+ *
+ * Processes: each run starts a fresh `node bin/easel.js serve --config <tmp yaml>` (LOG_LEVEL=warn);
+ * the stand-in runs in a process of its own for the whole benchmark; the load generator (node:http,
+ * keep-alive, no dependencies) runs in this one. On a small machine the three share the cores, so
+ * the figures include that contention, and other work on the machine skews them (the load average is
+ * printed). Run it more than once (--repeat) before believing a difference.
+ *
+ *   npm run bench                       # everything (~3–5 min)
+ *   npm run bench -- --quick            # smoke run (~1–2 min)
+ *   npm run bench -- --only sync-embedded,async-embedded --concurrency 32 --cpu-prof
+ *   node bench/profile-summary.ts bench/results/profiles/<file>.cpuprofile
+ *
+ * Options: --rate N, --duration S, --warmup S, --segment S, --jobs N, --job-seconds S, --inflight N,
+ * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --out FILE.
+ * Writes bench/results/latest.json (and a timestamped copy); bench/results/ is git-ignored.
+ */
+import { cpus, loadavg, totalmem } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HttpClient, closedLoop, openLoop } from './lib/http.ts';
+import type { HttpResult, OpenLoopResult } from './lib/http.ts';
+import { median, round, summarize } from './lib/stats.ts';
+import type { Summary } from './lib/stats.ts';
+import { ADMIN_KEY, MODEL, startEaselProcess } from './lib/easel-process.ts';
+import type { EaselProcess, StackOptions } from './lib/easel-process.ts';
+import { procCpuSeconds, procMemory, spawnNode } from './lib/proc.ts';
+import { startRedis } from '../tests/support/redis.ts';
+import { createTestDatabase, startPostgresServer } from '../tests/support/postgres.ts';
+
+const PHASES = ['sync-embedded', 'async-embedded', 'async-redis-pg', 'sync-redis-pg'] as const;
+type Phase = (typeof PHASES)[number];
+
+const { values: argv } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    rate: { type: 'string', default: '200' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    segment: { type: 'string', default: '5' },
+    jobs: { type: 'string' },
+    'job-seconds': { type: 'string', default: '15' },
+    inflight: { type: 'string', default: '64' },
+    concurrency: { type: 'string', default: '32' },
+    'image-size': { type: 'string', default: '64' },
+    repeat: { type: 'string', default: '1' },
+    'cpu-prof': { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+  strict: true,
+});
+
+const quick = argv.quick!;
+const opts = {
+  rate: Number(argv.rate),
+  durationS: Number(argv.duration ?? (quick ? 6 : 20)),
+  warmupS: Number(argv.warmup ?? (quick ? 2 : 5)),
+  segmentS: Number(argv.segment),
+  /** Jobs per async run: fixed with --jobs, else sized from the warm-up to take about jobSeconds (≤ jobsMax). */
+  jobs: argv.jobs === undefined ? undefined : Number(argv.jobs),
+  jobsMax: quick ? 1000 : 5000,
+  jobSeconds: Number(argv['job-seconds']),
+  inflight: Number(argv.inflight),
+  concurrency: Number(argv.concurrency),
+  imageSize: Number(argv['image-size']),
+  repeat: Math.max(1, Number(argv.repeat)),
+  cpuProf: argv['cpu-prof']!,
+};
+const phases: Phase[] = argv.only ? (argv.only.split(',').map((s) => s.trim()) as Phase[]) : [...PHASES];
+for (const p of phases) if (!PHASES.includes(p)) throw new Error(`unknown phase "${p}" (known: ${PHASES.join(', ')})`);
+
+const ROOT = resolve(import.meta.dirname, '..');
+const RESULTS = join(ROOT, 'bench', 'results');
+/** Requests sent back to back (4 in flight) before the timed warm-up of each target. */
+const WARM_BURST = 300;
+const TARGETS = { addedP50Ms: 5, addedP99Ms: 20, jobsPerSecond: 1000, rate: 200 };
+const BODY = JSON.stringify({ model: MODEL, prompt: 'a lighthouse on a cliff at dusk, oil painting', n: 1, response_format: 'b64_json' });
+
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const mb = (bytes: number) => round(bytes / 1024 / 1024, 1);
+
+/** A 200 with one base64 image, from either the stand-in or easel. */
+function isImageAnswer(res: HttpResult): boolean {
+  if (res.status !== 200) return false;
+  try {
+    const b64 = (JSON.parse(res.body.toString('utf8')) as { data?: { b64_json?: string }[] }).data?.[0]?.b64_json;
+    return typeof b64 === 'string' && b64.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+interface LatencySide {
+  summary: Summary;
+  sent: number;
+  errors: number;
+  firstError?: string;
+  achievedRate: number;
+  sendLagP99Ms: number;
+  /** The open loop stopped early because answers fell more than 5 s of requests behind. */
+  saturated: boolean;
+}
+
+interface SyncResult {
+  phase: Phase;
+  rate: number;
+  durationS: number;
+  direct: LatencySide;
+  easel: LatencySide;
+  addedMs: { p50: number; p90: number; p99: number };
+  easelPeakRssMb: number;
+  easelCpuPerRequestMs: number;
+  easelMainThreadCpuPerRequestMs: number;
+  standinCpuPerRequestMs: number;
+  /** Stand-in calls per request through easel: 1 unless something (a cache) answered instead. */
+  backendCallsPerRequest: number;
+}
+
+interface AsyncResult {
+  phase: Phase;
+  jobs: number;
+  inflight: number;
+  concurrency: number;
+  jobsPerSecond: number;
+  submitPerSecond: number;
+  submitLatencyMs: Summary;
+  elapsedMs: number;
+  succeeded: number;
+  notSucceeded: number;
+  submitErrors: number;
+  firstError?: string;
+  attemptsPerJob: number;
+  imagesPerJob: number;
+  easelPeakRssMb: number;
+  easelCpuPerJobMs: number;
+  easelMainThreadCpuPerJobMs: number;
+  standinCpuPerJobMs: number;
+  /** Stand-in calls per job: 1 unless something (a cache) answered instead. */
+  backendCallsPerJob: number;
+}
+
+function side(r: OpenLoopResult[], durationS: number): LatencySide {
+  const latencies = r.flatMap((x) => x.latencies);
+  const lag = summarize(r.flatMap((x) => x.sendLag));
+  const sent = r.reduce((a, x) => a + x.sent, 0);
+  return {
+    summary: summarize(latencies),
+    sent,
+    errors: r.reduce((a, x) => a + x.errors, 0),
+    firstError: r.find((x) => x.firstError)?.firstError,
+    achievedRate: sent / durationS,
+    sendLagP99Ms: lag.p99,
+    saturated: r.some((x) => x.saturated),
+  };
+}
+
+interface Standin {
+  url: string;
+  pid: number;
+  /** Image requests the stand-in has answered so far. */
+  count(): Promise<number>;
+}
+
+async function syncPhase(phase: Phase, stack: StackOptions, standin: Standin): Promise<SyncResult> {
+  const easel = await startEasel(phase, stack, standin.url);
+  const direct = new HttpClient(standin.url, { headers: { authorization: 'Bearer sk-standin' } });
+  const via = new HttpClient(`${easel.url}/v1`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+  const toDirect = () => direct.request('POST', '/images/generations', BODY);
+  const toEasel = () => via.request('POST', '/images/generations', BODY);
+  try {
+    log(`${phase}: warm-up: ${WARM_BURST} requests 4 at a time, then ${opts.warmupS}s at ${opts.rate}/s, each target`);
+    for (const send of [toDirect, toEasel]) {
+      // A burst first, so even a low --rate measures optimised code rather than V8's first tiers.
+      let burstErrors = 0;
+      await closedLoop(WARM_BURST, 4, async () => {
+        if (!isImageAnswer(await send())) burstErrors++;
+      });
+      const w = await openLoop({ rate: opts.rate, durationMs: opts.warmupS * 1000, send, check: isImageAnswer });
+      if (w.errors || burstErrors) throw new Error(`${phase}: warm-up failed: ${w.firstError ?? `${burstErrors} bad answers`}`);
+    }
+    const segments = Math.max(1, Math.round(opts.durationS / opts.segmentS));
+    const segMs = (opts.durationS * 1000) / segments;
+    const runs: { direct: OpenLoopResult[]; easel: OpenLoopResult[] } = { direct: [], easel: [] };
+    let easelCpu = 0;
+    let easelMainCpu = 0;
+    let backendCalls = 0;
+    let standinCpuDirect = 0;
+    log(`${phase}: measuring ${opts.durationS}s each at ${opts.rate}/s, alternating ${segments} segments of ${round(segMs / 1000, 1)}s`);
+    for (let s = 0; s < segments; s++) {
+      const c0 = procCpuSeconds(standin.pid);
+      runs.direct.push(await openLoop({ rate: opts.rate, durationMs: segMs, send: toDirect, check: isImageAnswer }));
+      standinCpuDirect += procCpuSeconds(standin.pid) - c0;
+      const e0 = easel.cpuSeconds();
+      const m0 = easel.mainThreadCpuSeconds();
+      const n0 = await standin.count();
+      runs.easel.push(await openLoop({ rate: opts.rate, durationMs: segMs, send: toEasel, check: isImageAnswer }));
+      backendCalls += (await standin.count()) - n0;
+      easelCpu += easel.cpuSeconds() - e0;
+      easelMainCpu += easel.mainThreadCpuSeconds() - m0;
+    }
+    const d = side(runs.direct, opts.durationS);
+    const e = side(runs.easel, opts.durationS);
+    const mem = easel.memory();
+    return {
+      phase,
+      rate: opts.rate,
+      durationS: opts.durationS,
+      direct: d,
+      easel: e,
+      addedMs: { p50: e.summary.p50 - d.summary.p50, p90: e.summary.p90 - d.summary.p90, p99: e.summary.p99 - d.summary.p99 },
+      easelPeakRssMb: mb(mem.peakRssBytes),
+      easelCpuPerRequestMs: (easelCpu * 1000) / Math.max(1, e.sent),
+      easelMainThreadCpuPerRequestMs: (easelMainCpu * 1000) / Math.max(1, e.sent),
+      backendCallsPerRequest: backendCalls / Math.max(1, e.sent),
+      standinCpuPerRequestMs: (standinCpuDirect * 1000) / Math.max(1, d.sent),
+    };
+  } finally {
+    direct.close();
+    via.close();
+    await easel.stop();
+  }
+}
+
+async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): Promise<AsyncResult> {
+  const easel = await startEasel(phase, stack, standin.url);
+  const client = new HttpClient(`${easel.url}/v1`, { headers: { authorization: `Bearer ${ADMIN_KEY}`, prefer: 'respond-async' } });
+  let submitErrors = 0;
+  let firstError: string | undefined;
+  const submit = async () => {
+    try {
+      const res = await client.request('POST', '/images/generations', BODY);
+      if (res.status !== 202) {
+        submitErrors++;
+        firstError ??= `HTTP ${res.status}: ${res.body.toString('utf8').slice(0, 300)}`;
+      }
+    } catch (err) {
+      submitErrors++;
+      firstError ??= (err as Error).message;
+    }
+  };
+  const waitFor = async (total: number, timeoutMs: number) => {
+    let last = -1;
+    let lastChange = Date.now();
+    for (;;) {
+      const c = await easel.db.terminalCounts();
+      if (c.total >= total) return c;
+      if (c.total !== last) {
+        last = c.total;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > timeoutMs) {
+        throw new Error(`${phase}: stuck at ${c.total}/${total} finished jobs for ${timeoutMs} ms`);
+      }
+      await sleep(100);
+    }
+  };
+  try {
+    const warm = Math.min(500, Math.ceil((opts.jobs ?? opts.jobsMax) / 5));
+    log(`${phase}: warm-up ${warm} jobs`);
+    const w0 = Date.now();
+    await closedLoop(warm, opts.inflight, submit);
+    if (submitErrors) throw new Error(`${phase}: warm-up submissions failed: ${firstError}`);
+    await waitFor(warm, 30_000);
+    const warmRate = (warm * 1000) / (Date.now() - w0);
+    await sleep(200);
+    // A slow stack gets fewer jobs so the whole benchmark stays within a few minutes.
+    const jobs = opts.jobs ?? Math.min(opts.jobsMax, Math.max(1000, Math.round((warmRate * opts.jobSeconds) / 100) * 100));
+
+    log(`${phase}: ${jobs} jobs (warm-up ran ${Math.round(warmRate)} jobs/s), ${opts.inflight} submissions in flight, worker concurrency ${opts.concurrency}`);
+    const cpu0 = easel.cpuSeconds();
+    const main0 = easel.mainThreadCpuSeconds();
+    const scpu0 = procCpuSeconds(standin.pid);
+    const calls0 = await standin.count();
+    const t0 = Date.now();
+    const submitLat = await closedLoop(jobs, opts.inflight, submit);
+    const tSubmitted = Date.now();
+    const counts = await waitFor(warm + jobs - submitErrors, 30_000);
+    const cpu = easel.cpuSeconds() - cpu0;
+    const mainCpu = easel.mainThreadCpuSeconds() - main0;
+    const scpu = procCpuSeconds(standin.pid) - scpu0;
+    const calls = (await standin.count()) - calls0;
+    const s = await easel.db.summary(t0);
+    const elapsedMs = s.maxFinishedAt - t0;
+    const mem = easel.memory();
+    return {
+      phase,
+      jobs,
+      inflight: opts.inflight,
+      concurrency: opts.concurrency,
+      jobsPerSecond: (s.succeeded * 1000) / elapsedMs,
+      submitPerSecond: (jobs * 1000) / (tSubmitted - t0),
+      submitLatencyMs: summarize(submitLat),
+      elapsedMs,
+      succeeded: s.succeeded,
+      notSucceeded: counts.failed + counts.canceled,
+      submitErrors,
+      firstError,
+      attemptsPerJob: s.attempts / Math.max(1, s.jobs),
+      imagesPerJob: s.images / Math.max(1, s.jobs),
+      easelPeakRssMb: mb(mem.peakRssBytes),
+      easelCpuPerJobMs: (cpu * 1000) / jobs,
+      easelMainThreadCpuPerJobMs: (mainCpu * 1000) / jobs,
+      standinCpuPerJobMs: (scpu * 1000) / jobs,
+      backendCallsPerJob: calls / jobs,
+    };
+  } finally {
+    client.close();
+    await easel.stop();
+  }
+}
+
+let runSeq = 0;
+async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string): Promise<EaselProcess> {
+  const n = ++runSeq;
+  const nodeFlags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles')}`, `--cpu-prof-name=${phase}-${Date.now()}-${n}.cpuprofile`] : [];
+  return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags });
+}
+
+function fmt(v: number, digits = 2): string {
+  return Number.isFinite(v) ? v.toFixed(digits) : '—';
+}
+
+function pad(cells: string[], widths: number[]): string {
+  return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => pad(r, widths)).join('\n');
+}
+
+async function main() {
+  mkdirSync(RESULTS, { recursive: true });
+  const started = Date.now();
+  const load0 = loadavg();
+  log(`node ${process.version}, ${cpus().length} CPUs, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+  const { child: standinChild, match } = await spawnNode([join(ROOT, 'bench', 'standin-process.ts')], {
+    ready: /^(\{.*\})$/m,
+    env: { ...process.env, BENCH_IMAGE_SIZE: String(opts.imageSize) },
+  });
+  const standinInfo = JSON.parse(match[1]!) as { url: string; pngBytes: number };
+  const counts: ((n: number) => void)[] = [];
+  createInterface({ input: standinChild.proc.stdout! }).on('line', (line) => {
+    const m = /^\{"count":(\d+)\}$/.exec(line.trim());
+    if (m) counts.shift()?.(Number(m[1]));
+  });
+  const standin: Standin = {
+    url: standinInfo.url,
+    pid: standinChild.pid,
+    count: () =>
+      new Promise<number>((resolve) => {
+        counts.push(resolve);
+        standinChild.proc.stdin!.write('count\n');
+      }),
+  };
+  log(`stand-in on ${standin.url} (PNG ${standinInfo.pngBytes} bytes)`);
+
+  const syncResults: SyncResult[] = [];
+  const asyncResults: AsyncResult[] = [];
+  const skipped: string[] = [];
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  let postgres: Awaited<ReturnType<typeof startPostgresServer>>;
+  try {
+    for (let rep = 0; rep < opts.repeat; rep++) for (const phase of phases) {
+      let stack: StackOptions = {};
+      if (phase.endsWith('redis-pg')) {
+        if (!redis) redis = await startRedis();
+        if (!postgres) postgres = await startPostgresServer();
+        if (!redis || !postgres) {
+          skipped.push(`${phase}: ${!redis ? 'redis-server' : 'Postgres (initdb/pg_ctl)'} not found`);
+          log(`skipping ${phase}: ${skipped.at(-1)}`);
+          continue;
+        }
+        // A fresh database per run (each easel migrates its own) on one throwaway server.
+        const dbase = await createTestDatabase(postgres.adminUrl);
+        stack = { databaseUrl: dbase.url, redisUrl: redis.url };
+      }
+      if (phase.startsWith('sync')) syncResults.push(await syncPhase(phase, stack, standin));
+      else asyncResults.push(await asyncPhase(phase, stack, standin));
+    }
+  } finally {
+    await standinChild.stop();
+    await redis?.stop().catch(() => {});
+    await postgres?.stop().catch(() => {});
+  }
+
+  const lines: string[] = [];
+  lines.push('');
+  lines.push(`easel benchmark — node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ${quick ? 'quick' : 'full'} run, ${round((Date.now() - started) / 1000, 0)} s`);
+  if (syncResults.length) {
+    lines.push('');
+    lines.push(`(a) sync latency (${opts.imageSize}×${opts.imageSize} PNG, ${standinInfo.pngBytes} bytes), open loop at ${opts.rate} req/s, ${opts.durationS} s measured per target (ms)`);
+    const rows = [['run', 'target', 'p50', 'p90', 'p99', 'max', 'errors', 'req/s']];
+    for (const r of syncResults) {
+      for (const [name, s] of [['stand-in direct', r.direct], ['through easel', r.easel]] as const) {
+        rows.push([r.phase, name, fmt(s.summary.p50), fmt(s.summary.p90), fmt(s.summary.p99), fmt(s.summary.max), String(s.errors), `${fmt(s.achievedRate, 0)}${s.saturated ? ' SATURATED' : ''}`]);
+      }
+      const ok50 = r.addedMs.p50 <= TARGETS.addedP50Ms ? 'ok' : 'MISS';
+      const ok99 = r.addedMs.p99 <= TARGETS.addedP99Ms ? 'ok' : 'MISS';
+      rows.push([r.phase, 'added by easel', `${fmt(r.addedMs.p50)} ${ok50}`, fmt(r.addedMs.p90), `${fmt(r.addedMs.p99)} ${ok99}`, '', '', '']);
+    }
+    lines.push(table(rows));
+    if (opts.repeat > 1) {
+      for (const phase of new Set(syncResults.map((r) => r.phase))) {
+        const rs = syncResults.filter((r) => r.phase === phase);
+        const range = (f: (r: SyncResult) => number) => `median ${fmt(median(rs.map(f)))} (range ${fmt(Math.min(...rs.map(f)))}–${fmt(Math.max(...rs.map(f)))})`;
+        lines.push(`${phase}, ${rs.length} runs: added p50 ${range((r) => r.addedMs.p50)}, added p99 ${range((r) => r.addedMs.p99)} ms`);
+      }
+    }
+    if (syncResults.some((r) => r.easel.saturated)) lines.push('SATURATED: easel fell more than 5 s of requests behind, so sending stopped early; its latencies are queueing delay.');
+    lines.push(`targets: added p50 ≤ ${TARGETS.addedP50Ms} ms, p99 ≤ ${TARGETS.addedP99Ms} ms at ${TARGETS.rate} req/s`);
+  }
+  if (asyncResults.length) {
+    lines.push('');
+    lines.push(`(b) async throughput (${opts.imageSize}×${opts.imageSize} PNG), ${opts.inflight} submissions in flight, worker concurrency ${opts.concurrency}`);
+    const rows = [['run', 'jobs', 'jobs/s', 'submit/s', 'submit p50', 'submit p99', 'elapsed s', 'succeeded', 'failed', 'attempts/job']];
+    for (const r of asyncResults) {
+      rows.push([
+        r.phase,
+        String(r.jobs),
+        `${fmt(r.jobsPerSecond, 0)} ${r.jobsPerSecond >= TARGETS.jobsPerSecond ? 'ok' : 'MISS'}`,
+        fmt(r.submitPerSecond, 0),
+        fmt(r.submitLatencyMs.p50),
+        fmt(r.submitLatencyMs.p99),
+        fmt(r.elapsedMs / 1000),
+        String(r.succeeded),
+        String(r.notSucceeded + r.submitErrors),
+        fmt(r.attemptsPerJob, 3),
+      ]);
+    }
+    lines.push(table(rows));
+    if (opts.repeat > 1) {
+      for (const phase of new Set(asyncResults.map((r) => r.phase))) {
+        const v = asyncResults.filter((r) => r.phase === phase).map((r) => r.jobsPerSecond);
+        lines.push(`${phase}, ${v.length} runs: median ${fmt(median(v), 0)} jobs/s (range ${fmt(Math.min(...v), 0)}–${fmt(Math.max(...v), 0)})`);
+      }
+    }
+    lines.push(`target: ≥ ${TARGETS.jobsPerSecond} jobs/s`);
+  }
+  lines.push('');
+  lines.push('(c) easel process peak RSS (VmHWM); CPU per request (sync) or per job (async); stand-in calls per request or job');
+  lines.push(
+    table([
+      ['run', 'peak RSS MB', 'easel CPU ms', 'main thread ms', 'stand-in CPU ms', 'backend calls'],
+      ...syncResults.map((r) => [r.phase, fmt(r.easelPeakRssMb, 1), fmt(r.easelCpuPerRequestMs), fmt(r.easelMainThreadCpuPerRequestMs), fmt(r.standinCpuPerRequestMs), fmt(r.backendCallsPerRequest, 3)]),
+      ...asyncResults.map((r) => [r.phase, fmt(r.easelPeakRssMb, 1), fmt(r.easelCpuPerJobMs), fmt(r.easelMainThreadCpuPerJobMs), fmt(r.standinCpuPerJobMs), fmt(r.backendCallsPerJob, 3)]),
+    ]),
+  );
+  lines.push(`load average at start ${load0.map((l) => l.toFixed(2)).join(' ')}, at end ${loadavg().map((l) => l.toFixed(2)).join(' ')} (other work on the machine skews every figure)`);
+  for (const s of skipped) lines.push(`skipped ${s}`);
+  const firstErrors = [...syncResults.flatMap((r) => [r.direct.firstError, r.easel.firstError]), ...asyncResults.map((r) => r.firstError)].filter(Boolean);
+  if (firstErrors.length) lines.push(`first errors: ${firstErrors.join(' | ')}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+
+  const result = {
+    at: new Date(started).toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    totalMemMb: mb(totalmem()),
+    loadAverageAtStart: load0,
+    loadAverageAtEnd: loadavg(),
+    quick,
+    options: opts,
+    targets: TARGETS,
+    standin: { pngBytes: standinInfo.pngBytes, separateProcess: true, benchPeakRssMb: mb(procMemory(process.pid).peakRssBytes) },
+    sync: syncResults,
+    async: asyncResults,
+    skipped,
+    durationS: (Date.now() - started) / 1000,
+  };
+  const json = JSON.stringify(result, (_k, v) => (typeof v === 'number' ? (Number.isFinite(v) ? round(v, 3) : null) : v), 2);
+  const out = argv.out ?? join(RESULTS, 'latest.json');
+  writeFileSync(out, json);
+  writeFileSync(join(RESULTS, `run-${new Date(started).toISOString().replace(/[:.]/g, '-')}.json`), json);
+  log(`wrote ${out}`);
+}
+
+await main();
