@@ -76,7 +76,7 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   const route = decision?.route ?? deps.backends.resolve(sub.model);
   if (!route) {
     if (sub.model === undefined || deps.backends.listModels().length === 0) {
-      throw new ApiError(503, 'No image model is configured on this server. Add a backend and a model to the config (see the README).', { code: 'no_backend' });
+      throw new ApiError(503, 'No image model is configured on this server. Pull one for the built-in engine (npm run easel -- models pull sd-turbo) or add a backend and a model to the config (see the README).', { code: 'no_backend' });
     }
     throw new ApiError(404, `The model '${sub.model}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
   }
