@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
+import { leaseLost, throttledWarn } from './queue-support.ts';
 import type {
   ConsumeOptions,
   Delivery,
@@ -74,27 +75,6 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
 /** Reconnect quickly after a Redis restart (BullMQ's default waits at least a second). */
 const retryStrategy = (times: number): number => Math.min(50 * 2 ** Math.min(times, 6), 2_000);
 
-function throttledWarn(): (err: unknown) => void {
-  let last = 0;
-  let suppressed = 0;
-  return (err) => {
-    const now = Date.now();
-    if (now - last < 10_000) {
-      suppressed++;
-      return;
-    }
-    const more = suppressed ? ` (${suppressed} similar errors suppressed)` : '';
-    last = now;
-    suppressed = 0;
-    console.warn(`[easel] bullmq queue: ${(err as Error)?.message ?? String(err)}${more}`);
-  };
-}
-
-function leaseLost(message: string): Error {
-  const err = new Error(message);
-  err.name = 'LeaseLostError';
-  return err;
-}
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -122,7 +102,7 @@ export class BullmqQueue implements JobQueue {
     this.queueName = opts.queueName ?? 'images';
     this.visibilityTimeoutMs = opts.visibilityTimeoutMs ?? 60_000;
     this.retryDelayMs = opts.retryDelayMs ?? 200;
-    this.reportError = opts.onError ?? throttledWarn();
+    this.reportError = opts.onError ?? throttledWarn('bullmq queue');
     if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
     this.redisOptions = { ...redisOptionsFromUrl(opts.url), retryStrategy };
     // The producer fails an enqueue after some seconds of reconnect attempts rather than hanging forever.

@@ -18,6 +18,7 @@ import type { Kysely } from 'kysely';
 import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
 import type { MetadataDb } from '../store/database.ts';
+import { leaseLost, throttledWarn } from './queue-support.ts';
 import type {
   ConsumeOptions,
   Delivery,
@@ -83,27 +84,6 @@ function busFor(db: object): EventEmitter {
   return bus;
 }
 
-function throttledWarn(): (err: unknown) => void {
-  let last = 0;
-  let suppressed = 0;
-  return (err) => {
-    const now = Date.now();
-    if (now - last < 10_000) {
-      suppressed++;
-      return;
-    }
-    const more = suppressed ? ` (${suppressed} similar errors suppressed)` : '';
-    last = now;
-    suppressed = 0;
-    console.warn(`[easel] embedded queue: ${(err as Error)?.message ?? String(err)}${more}`);
-  };
-}
-
-function leaseLost(message: string): Error {
-  const err = new Error(message);
-  err.name = 'LeaseLostError';
-  return err;
-}
 
 export class EmbeddedQueue implements JobQueue {
   readonly kind = 'embedded' as const;
@@ -127,7 +107,7 @@ export class EmbeddedQueue implements JobQueue {
     this.pollIntervalMs = opts.pollIntervalMs ?? 250;
     this.retryDelayMs = opts.retryDelayMs ?? 200;
     this.consumerId = opts.consumerId ?? randomUUID();
-    this.reportError = opts.onError ?? throttledWarn();
+    this.reportError = opts.onError ?? throttledWarn('embedded queue');
     if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
     if (!(this.pollIntervalMs > 0)) throw new Error('pollIntervalMs must be positive');
   }
