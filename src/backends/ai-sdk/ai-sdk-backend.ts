@@ -102,7 +102,7 @@ export class AiSdkBackend extends HostedBackend {
     return model;
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') throw new BackendError(`Backend "${this.name}" does not do variations`, { code: 'invalid_request' });
     if (request.kind === 'edit' && !this.capabilities.edit) throw new BackendError(`Backend "${this.name}" does not do edits`, { code: 'invalid_request' });
     const warnings: string[] = [];

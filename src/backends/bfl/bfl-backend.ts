@@ -108,14 +108,6 @@ export class BflBackend extends HostedBackend {
     }
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
-    try {
-      return await this.run(request, ctx);
-    } catch (err) {
-      throw this.asBackendError(err, ctx.signal);
-    }
-  }
-
   buildBody(request: BackendRequest, seed: number | undefined): { body: Record<string, unknown>; warnings: string[] } {
     const shape = modelShape(request.model);
     const warnings: string[] = [];
@@ -172,7 +164,7 @@ export class BflBackend extends HostedBackend {
     return { body, warnings };
   }
 
-  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') {
       throw new BackendError(`Backend "${this.name}" (Black Forest Labs) does not do variations`, { code: 'invalid_request' });
     }

@@ -114,14 +114,6 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
     return this.sameOrigin(url, [this.queueUrl]) ? this.headers() : { accept: 'application/json' };
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
-    try {
-      return await this.run(request, ctx);
-    } catch (err) {
-      throw this.asBackendError(err, ctx.signal);
-    }
-  }
-
   private buildInput(request: BackendRequest, count: number, seed: number | undefined): { input: Record<string, unknown>; warnings: string[] } {
     const warnings: string[] = [];
     const input: Record<string, unknown> = {
@@ -158,7 +150,7 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
     return { input, warnings };
   }
 
-  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') throw new BackendError(`Backend "${this.name}" (fal) does not do variations`, { code: 'invalid_request' });
     this.requireKey();
     const perRequest = this.config.numImagesField ? this.config.maxImagesPerRequest : 1;

@@ -86,7 +86,17 @@ export abstract class HostedBackend implements ImageBackend {
     });
   }
 
-  abstract generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult>;
+  /** Every provider failure leaves as a BackendError (policy, auth, retryable, aborted), whatever threw it. */
+  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+    try {
+      return await this.run(request, ctx);
+    } catch (err) {
+      throw this.asBackendError(err, ctx.signal);
+    }
+  }
+
+  /** The provider call itself. */
+  protected abstract run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult>;
 
   /**
    * Green unless credentials are missing or the provider refused them on the last call. Health

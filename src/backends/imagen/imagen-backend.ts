@@ -48,14 +48,6 @@ export class ImagenBackend extends HostedBackend {
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
-    try {
-      return await this.run(request, ctx);
-    } catch (err) {
-      throw this.asBackendError(err, ctx.signal);
-    }
-  }
-
   buildBody(request: BackendRequest, sampleCount: number): { body: Record<string, unknown>; warnings: string[] } {
     const warnings: string[] = [];
     const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${this.name}"; ignored`);
@@ -91,7 +83,7 @@ export class ImagenBackend extends HostedBackend {
     return { body: { instances: [{ prompt: request.prompt }], parameters }, warnings };
   }
 
-  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind !== 'generation') {
       throw new BackendError(`Backend "${this.name}" (Google Imagen) only generates from text`, { code: 'invalid_request' });
     }

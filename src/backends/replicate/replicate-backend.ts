@@ -118,15 +118,7 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
     return { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', accept: 'application/json' };
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
-    try {
-      return await this.run(request, ctx);
-    } catch (err) {
-      throw this.asBackendError(err, ctx.signal);
-    }
-  }
-
-  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') {
       throw new BackendError(`Backend "${this.name}" (Replicate) does not do variations`, { code: 'invalid_request' });
     }

@@ -66,14 +66,6 @@ export class StabilityBackend extends HostedBackend {
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
 
-  async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
-    try {
-      return await this.run(request, ctx);
-    } catch (err) {
-      throw this.asBackendError(err, ctx.signal);
-    }
-  }
-
   /** The multipart fields (as strings) and files for one image. */
   buildForm(request: BackendRequest, endpoint: StabilityEndpoint, seed: number | undefined): { form: FormData; fields: Record<string, string>; warnings: string[] } {
     const warnings: string[] = [];
@@ -121,7 +113,7 @@ export class StabilityBackend extends HostedBackend {
     return { form, fields, warnings };
   }
 
-  private async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
+  protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') throw new BackendError(`Backend "${this.name}" (Stability AI) does not do variations`, { code: 'invalid_request' });
     this.requireKey();
     const endpoint = endpointFor(request.model);
