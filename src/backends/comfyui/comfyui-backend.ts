@@ -31,9 +31,8 @@ import type {
   ImageBackend,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostFailure, HostPool, generationBatchKey, hostEventLogger } from '../pool/host-pool.ts';
+import { HostFailure, HostPool, checkGpuRequest, generationBatchKey, poolOptionsFrom } from '../pool/host-pool.ts';
 import type { BatchOutput, PoolBatch, PoolHost, PoolLog, ProbeResult, RunIO } from '../pool/host-pool.ts';
-import { normalizeHosts } from '../pool/options.ts';
 import { hostRequest, readBytes, readJson, sleep, sniffImageType } from '../pool/http.ts';
 import type { HostHttp } from '../pool/http.ts';
 import { comfyuiBackendConfigSchema } from './options.ts';
@@ -163,31 +162,14 @@ export class ComfyUIBackend implements ImageBackend {
     };
     this.http = { backendName: c.name, timeoutMs: c.requestTimeoutSeconds * 1000, basicAuth: c.basicAuth };
     this.pool = new HostPool(
-      {
-        backendName: c.name,
-        hosts: normalizeHosts(c.hosts, c.maxConcurrentPerHost),
-        maxConcurrentPerHost: c.maxConcurrentPerHost,
-        queueAhead: c.queueAheadPerHost,
-        maxBatchSize: c.maxBatchSize,
-        affinity: c.affinity,
-        affinityMaxWaitSeconds: c.affinityMaxWaitSeconds,
-        maxQueueDepth: c.maxQueueDepth,
-        maxHostRetries: c.maxHostRetries,
-        healthIntervalSeconds: c.healthIntervalSeconds,
-        unhealthyAfterFailures: c.unhealthyAfterFailures,
-        probeTimeoutMs: Math.min(c.requestTimeoutSeconds * 1000, 10_000),
-        onHostEvent: hostEventLogger(deps.log, c.name),
-      },
+      poolOptionsFrom(c, { maxConcurrentPerHost: c.maxConcurrentPerHost, queueAhead: c.queueAheadPerHost, log: deps.log }),
       { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
     );
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     const refuse = (message: string) => new BackendError(message, { code: 'invalid_request' });
-    if (request.n > this.config.maxBatchSize) throw refuse(`Backend "${this.name}" makes at most ${this.config.maxBatchSize} images per call`);
-    if (request.kind !== 'generation' && request.inputImages.length === 0) throw refuse(`An ${request.kind} needs an input image`);
-    if (request.inputImages.length > 1) throw refuse(`Backend "${this.name}" takes one input image`);
-    if (request.mask && request.inputImages.length === 0) throw refuse('A mask needs an input image');
+    checkGpuRequest(request, this.name, this.config.maxBatchSize);
     const wf = this.workflows.get(request.model);
     if (wf) {
       if (request.inputImages.length && !wf.inputs.image) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no input image`);

@@ -36,7 +36,8 @@ import type {
   BackendResult,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import type { NormalizedHost, PoolSettings } from './options.ts';
+import { normalizeHosts } from './options.ts';
+import type { NormalizedHost, PoolHostConfig, PoolSettings } from './options.ts';
 
 /**
  * A failure of the host rather than of the request: the call may succeed elsewhere. `hostDown`
@@ -172,6 +173,41 @@ export interface PoolOptions extends PoolSettings {
   probeTimeoutMs?: number;
   /** Called on host changes (left, rejoined); for logs. */
   onHostEvent?: (event: { host: string; event: 'down' | 'up'; message?: string }) => void;
+}
+
+/** What every GPU backend's config entry carries (`poolFields` in options.ts). */
+export interface PoolConfigFields extends Omit<PoolSettings, 'maxConcurrentPerHost'> {
+  name: string;
+  hosts: PoolHostConfig[];
+  requestTimeoutSeconds: number;
+}
+
+/** Pool options from a GPU backend's config entry. */
+export function poolOptionsFrom(c: PoolConfigFields, opts: { maxConcurrentPerHost: number; queueAhead?: number; log?: PoolLog }): PoolOptions {
+  return {
+    backendName: c.name,
+    hosts: normalizeHosts(c.hosts, opts.maxConcurrentPerHost),
+    maxConcurrentPerHost: opts.maxConcurrentPerHost,
+    ...(opts.queueAhead !== undefined ? { queueAhead: opts.queueAhead } : {}),
+    maxBatchSize: c.maxBatchSize,
+    affinity: c.affinity,
+    affinityMaxWaitSeconds: c.affinityMaxWaitSeconds,
+    maxQueueDepth: c.maxQueueDepth,
+    maxHostRetries: c.maxHostRetries,
+    healthIntervalSeconds: c.healthIntervalSeconds,
+    unhealthyAfterFailures: c.unhealthyAfterFailures,
+    probeTimeoutMs: Math.min(c.requestTimeoutSeconds * 1000, 10_000),
+    onHostEvent: hostEventLogger(opts.log, c.name),
+  };
+}
+
+/** Refuses what no GPU backend here runs: more images than one batch, or inputs that do not fit together. */
+export function checkGpuRequest(request: BackendRequest, backendName: string, maxBatchSize: number): void {
+  const refuse = (message: string) => new BackendError(message, { code: 'invalid_request' });
+  if (request.n > maxBatchSize) throw refuse(`Backend "${backendName}" makes at most ${maxBatchSize} images per call`);
+  if (request.kind !== 'generation' && request.inputImages.length === 0) throw refuse(`An ${request.kind} needs an input image`);
+  if (request.inputImages.length > 1) throw refuse(`Backend "${backendName}" takes one input image`);
+  if (request.mask && request.inputImages.length === 0) throw refuse('A mask needs an input image');
 }
 
 interface Waiting {
