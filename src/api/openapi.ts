@@ -141,6 +141,32 @@ export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart
     '/health': { get: { summary: 'Liveness', security: [], responses: { '200': { description: 'Alive' } } } },
     '/ready': { get: { summary: 'Readiness (database, queue, storage, a healthy backend)', security: [], responses: { '200': { description: 'Ready' }, '503': { description: 'Not ready; `checks` says why' } } } },
   };
+  // Operations from the other route groups. Their bodies are validated by the generations schema
+  // (drafts, each batch request), so the document points at it rather than restating it.
+  const genRef = { $ref: '#/components/schemas/GenerationRequest' };
+  const ok = (description: string) => ({ '200': { description, content: { 'application/json': { schema: { type: 'object' } } } }, ...errors });
+  const idParam = [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }];
+  const more: [string, string, Record<string, unknown>][] = [
+    ['get', '/v1/images', { summary: "The key's images, newest first (filters: model, prompt, created_from, created_to; cursor: after)", responses: ok('A page of images with URLs, thumbnails, job and cost') }],
+    ['post', '/v1/images/jobs/{id}/retry', { summary: "Submit a failed or canceled job's request again as a new job", parameters: idParam, responses: submitResponses }],
+    ['post', '/v1/images/drafts', { summary: 'Several cheap drafts in one job (`n` defaults to 4, `model` to the `preview` tier)', parameters: asyncHeaders, requestBody: { required: true, content: { 'application/json': { schema: genRef } } }, responses: submitResponses }],
+    ['post', '/v1/images/refine', { summary: 'Refine one draft with a premium model: `{job_id, index, model?, prompt?, strength?, …}` (img2img where the model can take an input image)', parameters: asyncHeaders, requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['job_id'], properties: { job_id: { type: 'string' }, index: { type: 'integer', minimum: 0 }, model: { type: 'string' }, prompt: { type: 'string' }, strength: { type: 'number' } } } } } }, responses: submitResponses }],
+    ['post', '/v1/images/batches', { summary: 'Many generation requests at once: `{requests: [...], hourly_spend_cap_usd?, priority?}`, a JSON array, or JSONL', requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', properties: { requests: { type: 'array', items: genRef }, hourly_spend_cap_usd: { type: 'number' }, priority: { type: 'string', enum: ['high', 'normal', 'low'] } } } }, 'application/jsonl': { schema: { type: 'string' } } } }, responses: ok('The batch') }],
+    ['get', '/v1/images/batches', { summary: "The key's batches, newest first", responses: ok('Batches') }],
+    ['get', '/v1/images/batches/{id}', { summary: 'A batch: counts by status, progress, cost so far', parameters: idParam, responses: ok('The batch') }],
+    ['get', '/v1/images/batches/{id}/results', { summary: 'Per request: status, job, images or error', parameters: idParam, responses: ok('Results') }],
+    ['post', '/v1/images/batches/{id}/cancel', { summary: 'Cancel what has not finished', parameters: idParam, responses: ok('The batch') }],
+    ['get', '/v1/usage', { summary: 'Spend by day, model and backend; images; cache savings (this key)', responses: ok('Usage') }],
+    ['get', '/v1/keys/current', { summary: 'The calling key (name, admin, budget left)', responses: ok('The key') }],
+    ['get', '/v1/keys', { summary: 'All keys (admin keys only)', responses: { ...ok('Keys'), '403': { description: 'Not an admin key' } } }],
+    ['post', '/v1/keys', { summary: 'Create a key; the secret is in this answer only (admin keys only)', requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' }, admin: { type: 'boolean' } } } } } }, responses: { ...ok('The new key and its secret'), '403': { description: 'Not an admin key' } } }],
+    ['post', '/v1/keys/{id}/revoke', { summary: 'Revoke a key (admin keys only)', parameters: idParam, responses: { ...ok('The revoked key'), '403': { description: 'Not an admin key' } } }],
+    ['get', '/v1/system', { summary: 'Backends and GPU hosts: health, busy time, loaded model, queue depth', responses: ok('System status') }],
+    ['get', '/metrics', { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Prometheus text format' } } }],
+    ['post', '/hooks/providers/{backend}', { summary: "A hosted provider's signed webhook (Replicate, fal); verified before it is used", security: [], parameters: [{ name: 'backend', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'Accepted' }, '401': { description: 'Signature refused' } } }],
+  ];
+  for (const [method, path, op] of more) paths[path] = { ...(paths[path] as object | undefined), [method]: op };
+
   for (const op of multipart) {
     const schema = json(op.schema) as { properties?: Record<string, unknown>; required?: string[] };
     for (const f of op.fileFields) {
@@ -168,7 +194,7 @@ export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart
     paths,
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
-      schemas: { Error: jsonOut(errorSchema), ImagesResponse: jsonOut(imagesResponseSchema), Job: jsonOut(jobSchema) },
+      schemas: { Error: jsonOut(errorSchema), ImagesResponse: jsonOut(imagesResponseSchema), Job: jsonOut(jobSchema), GenerationRequest: json(generationBodySchema(limits)) },
     },
   };
 }
