@@ -121,11 +121,12 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<v
 async function deleteJobs(deps: RetentionDeps, jobs: ExpiredJob[]): Promise<{ images: number; objects: number }> {
   const { mdb, storage } = deps;
   const ids = jobs.map((j) => j.id);
-  const images = await mdb.db.selectFrom('images').select(['storage_key']).where('job_id', 'in', ids).execute();
-  const keys = [...new Set([...images.map((r) => r.storage_key as string), ...jobs.flatMap((j) => inputKeys(j.request))])];
+  const images = await mdb.db.selectFrom('images').select(['storage_key', 'thumb_key']).where('job_id', 'in', ids).execute();
+  const imageKeys = images.flatMap((r) => [r.storage_key as string, ...(r.thumb_key ? [r.thumb_key as string] : [])]);
+  const keys = [...new Set([...imageKeys, ...jobs.flatMap((j) => inputKeys(j.request))])];
   await mapLimit(keys, DELETE_CONCURRENCY, (key) => storage.delete(key));
   if (storage instanceof LocalStorage) {
-    // Keys are `images/<job>/<i>.<ext>` and `inputs/<job>/…`: drop the per-job folders left empty.
+    // Keys are `images/<job>/<i>.<ext>`, `thumbs/<job>/<i>.webp` and `inputs/<job>/…`: drop the per-job folders left empty.
     const dirs = new Set(keys.map((k) => path.dirname(storage.pathFor(k))));
     await Promise.all([...dirs].map((d) => rmdir(d).catch(() => {})));
   }
