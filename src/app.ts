@@ -30,6 +30,7 @@ import type { JobEventBus } from './events/job-events.ts';
 import { KeyAuthenticator, ensureAdminKey } from './auth/api-keys.ts';
 import { Worker } from './worker/worker.ts';
 import { buildServer } from './api/server.ts';
+import { isWebhookReceiver } from './backends/http/webhooks.ts';
 import { PromptModerator } from './moderation/prompt-moderator.ts';
 import { WebhookService } from './webhooks/service.ts';
 import type { Readiness } from './api/routes/health.ts';
@@ -97,6 +98,7 @@ export class Runtime {
   createdAdminKey: string | undefined;
   private listeningUrl: string | undefined;
   private stopping = false;
+  private unsubscribeRelay: (() => void) | undefined;
 
   constructor(config: EaselConfig, roles: Roles, opts: RuntimeOptions = {}) {
     this.config = config;
@@ -253,6 +255,7 @@ export class Runtime {
     if (this.worker) {
       await this.requeueUnfinished();
       this.worker.start();
+      if (!this.roles.api) this.relayProviderWebhooks();
       this.retention?.start();
       this.cost.start();
       this.batchPump?.start();
@@ -267,6 +270,21 @@ export class Runtime {
     }
     // After listen: webhook payloads carry image URLs built from the public URL.
     await this.webhooks.start();
+  }
+
+  /**
+   * Provider webhooks arrive at API processes; the calls waiting on them run here. Each relayed one is
+   * verified again by this process's backend (the same secret) before it wakes anything.
+   */
+  private relayProviderWebhooks(): void {
+    this.unsubscribeRelay = this.events.subscribeAll((event) => {
+      if (event.type !== 'provider_webhook') return;
+      const backend = this.backends.listBackends().find((b) => b.name === event.backend);
+      if (!backend || !isWebhookReceiver(backend)) return;
+      backend.handleWebhook({ headers: event.headers, rawBody: Buffer.from(event.body, 'base64') }).catch((err) => {
+        this.log.warn({ err, backend: event.backend }, 'relayed provider webhook failed');
+      });
+    });
   }
 
   /**
@@ -294,6 +312,7 @@ export class Runtime {
     await this.retention?.stop().catch(() => {});
     await this.batchPump?.stop().catch(() => {});
     await this.metricsServer?.close().catch(() => {});
+    this.unsubscribeRelay?.();
     if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
     await this.webhooks.stop(graceMs).catch((err) => this.log.error({ err }, 'webhook stop failed'));
     await this.cost.stop().catch(() => {});

@@ -125,7 +125,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   app.register(fileRoutes, deps);
   if (deps.cost && deps.config.metrics.enabled) app.register(metricsRoutes, { metrics: deps.cost.metrics, bearerToken: deps.config.metrics.bearerToken });
   // Provider webhooks (Replicate, fal) carry the provider's signature, not an easel key.
-  app.register(providerWebhookRoutes, { backends: deps.backends, log: deps.log });
+  app.register(providerWebhookRoutes, { backends: deps.backends, log: deps.log, events: deps.events });
   app.register(async (v1) => {
     v1.addHook('onRequest', async (req) => {
       const header = req.headers.authorization;

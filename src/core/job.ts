@@ -99,4 +99,10 @@ export interface StoredImage {
 export type JobEvent =
   | { type: 'status'; jobId: string; status: JobStatus; at: number }
   | { type: 'progress'; jobId: string; progress: number; at: number }
-  | { type: 'cancel_requested'; jobId: string; at: number };
+  | { type: 'cancel_requested'; jobId: string; at: number }
+  /**
+   * A provider webhook an API process verified, relayed to the worker processes (whose backend
+   * instances hold the waiting calls); they verify it again before using it. `jobId` is
+   * `provider:<backend>`, so per-job listeners never see it.
+   */
+  | { type: 'provider_webhook'; jobId: string; backend: string; headers: Record<string, string>; body: string; at: number };

@@ -9,10 +9,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { BackendRegistry } from '../../backends/registry.ts';
 import { isWebhookReceiver } from '../../backends/http/webhooks.ts';
+import type { JobEventBus } from '../../events/job-events.ts';
+
+/** The headers a provider signs with (Standard Webhooks; fal's own). */
+const RELAYED_HEADERS = /^(webhook-|x-fal-|content-type$)/;
 
 const MAX_WEBHOOK_BYTES = 5 * 1024 * 1024;
 
-export async function providerWebhookRoutes(app: FastifyInstance, deps: { backends: BackendRegistry; log: Logger }) {
+export async function providerWebhookRoutes(app: FastifyInstance, deps: { backends: BackendRegistry; log: Logger; events?: JobEventBus }) {
   // This plugin's scope only: every body arrives as the raw bytes the provider signed.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_WEBHOOK_BYTES }, (_req, body, done) => done(null, body));
@@ -30,6 +34,10 @@ export async function providerWebhookRoutes(app: FastifyInstance, deps: { backen
       return reply.status(outcome.status).send({ error: { message: outcome.message, type: 'invalid_request_error', param: null, code: 'webhook_refused' } });
     }
     deps.log.debug({ backend: name, providerId: outcome.providerId }, 'provider webhook accepted');
+    // The call waiting on this provider job may be in a worker process elsewhere: relay it there.
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && RELAYED_HEADERS.test(k)) headers[k] = v;
+    deps.events?.publish({ type: 'provider_webhook', jobId: `provider:${name}`, backend: name, headers, body: rawBody.toString('base64'), at: Date.now() });
     return reply.status(200).send({ ok: true });
   });
 }
