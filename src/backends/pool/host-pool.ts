@@ -661,6 +661,8 @@ export class HostPool {
     };
 
     let output: Promise<BatchOutput>;
+    // The host's time on this batch (not the jobs' wait for a host): what self-hosted cost is made of.
+    const runStarted = Date.now();
     try {
       output = this.executor.run(host, batch, io);
     } catch (err) {
@@ -671,7 +673,7 @@ export class HostPool {
         (out) => {
           host.calls++;
           host.images += total;
-          this.deliver(d, batch, out);
+          this.deliver(d, batch, out, Date.now() - runStarted);
         },
         (err) => this.failed(d, err),
       )
@@ -681,7 +683,7 @@ export class HostPool {
       });
   }
 
-  private deliver(d: Dispatch, batch: PoolBatch, out: BatchOutput): void {
+  private deliver(d: Dispatch, batch: PoolBatch, out: BatchOutput, runMs: number): void {
     batch.members.forEach((m, k) => {
       const w = d.members[k]!;
       if (!d.live.has(w)) return;
@@ -696,6 +698,7 @@ export class HostPool {
         images,
         warnings,
         providerMetadata: {
+          gpuMs: runMs,
           ...out.providerMetadata,
           host: d.host.name,
           batch: { size: batch.total, jobs: batch.members.length, seed: batch.seed, firstIndex: m.offset },
