@@ -93,6 +93,23 @@ describe('HostPool', () => {
     await pool.close();
   });
 
+  test("reports the host's run time, not the wait for a host, as the job's GPU time", async () => {
+    const { pool, exec } = makePool({ maxBatchSize: 1 }, ['a']);
+    const first = submit(pool, request({ prompt: 'first' }));
+    const second = submit(pool, request({ prompt: 'second' }));
+    await until(() => exec.calls.length === 1);
+    await new Promise((r) => setTimeout(r, 300)); // the second job waits for the only host
+    exec.calls[0]!.finish();
+    await until(() => exec.calls.length === 2);
+    await new Promise((r) => setTimeout(r, 50));
+    exec.calls[1]!.finish();
+    const [a, b] = await Promise.all([first, second]);
+    assert.ok((a.providerMetadata!.gpuMs as number) >= 250, 'the first ran ~300 ms');
+    const gpu = b.providerMetadata!.gpuMs as number;
+    assert.ok(gpu >= 40 && gpu < 250, `the second ran ~50 ms after waiting ~300 ms (got ${gpu})`);
+    await pool.close();
+  });
+
   test('coalesces compatible calls into one batch and splits the images back in order', async () => {
     const { pool, exec } = makePool({}, ['a']);
     const blocker = submit(pool, request({ prompt: 'blocker' }));
