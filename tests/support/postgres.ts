@@ -149,7 +149,8 @@ export async function startPostgresServer(): Promise<TestPostgresServer | undefi
         '-c fsync=off',
         '-c synchronous_commit=off',
         '-c full_page_writes=off',
-        '-c max_connections=100',
+        // One server serves the whole suite (several easel processes with pools of 10 at once).
+        '-c max_connections=500',
       ].join(' ');
       try {
         await exec(pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '30', '-o', opts]);
