@@ -48,7 +48,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const last = backgroundErrors.at(-1);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last queue error: ${(last as Error)?.message ?? String(last)})` : ''}`);
+    }
     await sleep(10);
   }
 }
