@@ -11,7 +11,7 @@ import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } 
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
-import { callFingerprint, planJobs, runDurable } from '../http/durable.ts';
+import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
 import { DownloadError, downloadImage, nearestAspectRatio, snapSide } from '../http/media.ts';
 import { moderationError } from '../http/errors.ts';
 import { PollBackoff, sleep } from '../http/retry.ts';
@@ -176,11 +176,7 @@ export class BflBackend extends HostedBackend {
       for (const w of built.warnings) warnings.add(w);
       return built.body;
     });
-    const progress = new Array<number>(plan.length).fill(0);
-    const report = (i: number, p: number) => {
-      progress[i] = p;
-      ctx.reportProgress(progress.reduce((a, v) => a + v, 0) / plan.length);
-    };
+    const report = planProgress(plan, request.n, (p) => ctx.reportProgress(p));
 
     const { results, resumed } = await runDurable<BflHandle, { image: BackendImage; cost?: number; id: string }>({
       backend: this.name,

@@ -39,6 +39,18 @@ export function planJobs(n: number, perJob: number): number[] {
 }
 
 /** Why the job's signal aborted (the worker aborts with a reason carrying `reason`). */
+/**
+ * Progress across a planned split of one request into provider jobs: each job reports 0..1 for its
+ * share, and the whole moves by the images each covers.
+ */
+export function planProgress(plan: number[], n: number, report: (p: number) => void): (i: number, p: number) => void {
+  const progress = new Array<number>(plan.length).fill(0);
+  return (i, p) => {
+    progress[i] = p;
+    report(progress.reduce((a, v, j) => a + v * plan[j]!, 0) / n);
+  };
+}
+
 export function stopReason(signal: AbortSignal): string | undefined {
   const reason = signal.reason as { reason?: unknown } | undefined;
   return reason && typeof reason.reason === 'string' ? reason.reason : undefined;

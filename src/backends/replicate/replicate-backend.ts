@@ -13,7 +13,7 @@ import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } 
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, cleanupSignal, keyHint, resolveKey } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
-import { callFingerprint, planJobs, runDurable } from '../http/durable.ts';
+import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
 import { downloadImage } from '../http/media.ts';
 import { MODERATION_WORDS, moderationError } from '../http/errors.ts';
 import { PollBackoff } from '../http/retry.ts';
@@ -137,11 +137,7 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
       for (const w of built.warnings) warnings.add(w);
       return built.input;
     });
-    const progress = new Array<number>(plan.length).fill(0);
-    const report = (i: number, p: number) => {
-      progress[i] = p;
-      ctx.reportProgress(progress.reduce((a, v, j) => a + v * plan[j]!, 0) / request.n);
-    };
+    const report = planProgress(plan, request.n, (p) => ctx.reportProgress(p));
 
     const { results, resumed } = await runDurable<ReplicateHandle, WaitOutcome>({
       backend: this.name,
