@@ -50,14 +50,16 @@ export class JobViews {
     this.extras = extras;
   }
 
-  async imagesResponse(job: Job, images: StoredImage[]): Promise<ImagesResponse> {
+  /** `bytes` (by storage key) spares reading back images the caller still holds. */
+  async imagesResponse(job: Job, images: StoredImage[], bytes?: Map<string, Uint8Array>): Promise<ImagesResponse> {
     const b64 = job.request.responseFormat === 'b64_json';
     const data = await Promise.all(
       images.map(async (img): Promise<ImageData> => {
         const item: ImageData = {};
         if (b64) {
-          const obj = await this.storage.get(img.storageKey);
-          item.b64_json = obj ? obj.data.toString('base64') : '';
+          const held = bytes?.get(img.storageKey);
+          const data = held ?? (await this.storage.get(img.storageKey))?.data;
+          item.b64_json = data ? Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64') : '';
         } else {
           item.url = await this.storage.url(img.storageKey, this.urlTtlSeconds);
         }

@@ -97,7 +97,17 @@ export interface StoredImage {
 
 /** Events published while a job runs; the API's sync waiters and (later) SSE streams listen to them. */
 export type JobEvent =
-  | { type: 'status'; jobId: string; status: JobStatus; at: number }
+  | {
+      type: 'status';
+      jobId: string;
+      status: JobStatus;
+      at: number;
+      /**
+       * The finished job as its worker just wrote it, for listeners in the same process (a sync request
+       * answers from it without reading the job back). Never sent across processes.
+       */
+      local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> };
+    }
   | { type: 'progress'; jobId: string; progress: number; at: number }
   | { type: 'cancel_requested'; jobId: string; at: number }
   /**

@@ -128,7 +128,8 @@ export class RedisEventBus implements JobEventBus {
 
   publish(event: BusEvent): void {
     this.local.publish(event);
-    this.pub.publish(this.channel, JSON.stringify({ origin: this.origin, event })).catch(() => {});
+    const wire = event.type === 'status' && event.local ? { ...event, local: undefined } : event;
+    this.pub.publish(this.channel, JSON.stringify({ origin: this.origin, event: wire })).catch(() => {});
   }
 
   subscribe(jobId: string, listener: JobEventListener): () => void {

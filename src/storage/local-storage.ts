@@ -8,9 +8,13 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, statfs, unlink, access } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, statfs, unlink, access } from 'node:fs/promises';
 import path from 'node:path';
 import type { ImageStorage, StoredObject } from './image-storage.ts';
+import { FileWriter } from './file-writer.ts';
+
+/** One pool of writer threads per process, started on the first write. */
+let writer: FileWriter | undefined;
 
 export interface LocalStorageOptions {
   /** Root folder; created on first write (or ping) when missing. */
@@ -146,24 +150,11 @@ export class LocalStorage implements ImageStorage {
   async put(key: string, data: Uint8Array, _contentType: string): Promise<void> {
     const target = this.pathFor(key);
     const folder = path.dirname(target);
-    await mkdir(folder, { recursive: true });
     // Dot-prefixed so a listing never mistakes it for an image; random so concurrent puts of the
-    // same key don't share a temp file (last rename wins, each rename is atomic).
+    // same key don't share a temp file (last rename wins, each rename is atomic). The writer threads
+    // create the folder, write, fsync and rename (file-writer.ts).
     const tmp = path.join(folder, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-    let renamed = false;
-    try {
-      const fh = await open(tmp, 'wx', 0o644);
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, target);
-      renamed = true;
-    } finally {
-      if (!renamed) await unlink(tmp).catch(() => {});
-    }
+    await (writer ??= new FileWriter()).write(folder, tmp, target, data);
   }
 
   async get(key: string): Promise<StoredObject | undefined> {

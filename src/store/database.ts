@@ -4,7 +4,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { GroupCommitSqliteDialect } from './sqlite-group-commit.ts';
+import type { SqliteHandle, SqliteStatement } from './sqlite-group-commit.ts';
 import { Migrator } from 'kysely/migration';
 import type { Migration, MigrationProvider } from 'kysely/migration';
 import Database from 'libsql';
@@ -40,7 +42,7 @@ export function openDatabase(url: string): MetadataDb {
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
   sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
-  const db = new Kysely<any>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const db = new Kysely<any>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite)) });
   return { dialect: 'sqlite', db, close: () => db.destroy() };
 }
 
@@ -48,8 +50,8 @@ export function openDatabase(url: string): MetadataDb {
  * Kysely prepares every statement anew; easel runs the same few statements thousands of times a
  * second, so cache the prepared ones (SQLite is synchronous, so one statement is never used twice at once).
  */
-function withStatementCache(sqlite: InstanceType<typeof Database>): any {
-  const cache = new Map<string, unknown>();
+function withStatementCache(sqlite: InstanceType<typeof Database>): SqliteHandle {
+  const cache = new Map<string, SqliteStatement>();
   return {
     prepare(text: string) {
       let stmt = cache.get(text);
@@ -58,11 +60,17 @@ function withStatementCache(sqlite: InstanceType<typeof Database>): any {
         // Kysely asks `reader` before every execution; libsql answers it with a native call each
         // time. Whether a statement returns rows never changes, so ask once.
         Object.defineProperty(prepared, 'reader', { value: prepared.reader });
-        stmt = prepared;
+        stmt = prepared as unknown as SqliteStatement;
         if (cache.size > 500) cache.clear();
         cache.set(text, stmt);
       }
       return stmt;
+    },
+    exec(text: string) {
+      sqlite.exec(text);
+    },
+    get inTransaction() {
+      return sqlite.inTransaction;
     },
     close() {
       cache.clear();

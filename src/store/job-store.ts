@@ -43,6 +43,8 @@ export interface CompleteJob {
   result: JobResult;
   images: StoredImage[];
   costUsd: number | null;
+  /** When it finished (epoch ms); now when absent. */
+  finishedAt?: number;
 }
 
 export type CancelOutcome =
@@ -54,6 +56,12 @@ export type CancelOutcome =
 export interface JobStore {
   createJob(job: NewJob): Promise<Job>;
   getJob(id: string): Promise<Job | undefined>;
+  /**
+   * A job this store instance created and nobody has taken yet, as it was created (then forgotten):
+   * a worker in the same process starts its first attempt without reading the job back. Only what
+   * cannot change before a first attempt may be trusted from it; `startAttempt` decides the rest.
+   */
+  takeCreated?(id: string): Job | undefined;
   /** Finds a job by the API key's idempotency key. */
   findByIdempotencyKey(keyId: string, idempotencyKey: string): Promise<Job | undefined>;
   listJobs(query: ListJobsQuery): Promise<JobPage>;

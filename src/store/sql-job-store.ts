@@ -143,13 +143,23 @@ export class SqlJobStore implements JobStore {
   private readonly db: Kysely<any>;
   private readonly dialect: MetadataDb['dialect'];
 
+  /** Jobs created here and not yet taken by a worker here (see takeCreated); oldest first, bounded. */
+  private readonly created = new Map<string, Job>();
+
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
     this.dialect = mdb.dialect;
   }
 
+  takeCreated(id: string): Job | undefined {
+    const job = this.created.get(id);
+    if (job) this.created.delete(id);
+    return job;
+  }
+
   async createJob(job: NewJob): Promise<Job> {
     const now = Date.now();
+    const requestJson = JSON.stringify(job.request);
     await this.db
       .insertInto('jobs')
       .values({
@@ -160,7 +170,7 @@ export class SqlJobStore implements JobStore {
         priority: job.priority,
         model: job.model,
         backend: null,
-        request: JSON.stringify(job.request),
+        request: requestJson,
         progress: 0,
         attempt: 0,
         error: null,
@@ -180,7 +190,7 @@ export class SqlJobStore implements JobStore {
       .execute();
     // Built from what was written rather than read back: the insert either stored exactly this or threw.
     // The request goes through JSON so the caller gets the same shape getJob would return.
-    return {
+    const created: Job = {
       id: job.id,
       keyId: job.keyId,
       kind: job.kind,
@@ -188,7 +198,7 @@ export class SqlJobStore implements JobStore {
       priority: job.priority,
       model: job.model,
       backend: null,
-      request: JSON.parse(JSON.stringify(job.request)) as ImageRequest,
+      request: JSON.parse(requestJson) as ImageRequest,
       progress: 0,
       attempt: 0,
       error: null,
@@ -205,6 +215,9 @@ export class SqlJobStore implements JobStore {
       finishedAt: null,
       updatedAt: new Date(now),
     };
+    if (this.created.size >= 1000) this.created.delete(this.created.keys().next().value!);
+    this.created.set(job.id, { ...created, request: JSON.parse(requestJson) as ImageRequest, metadata: created.metadata ? { ...created.metadata } : null });
+    return created;
   }
 
   async getJob(id: string): Promise<Job | undefined> {
@@ -274,7 +287,7 @@ export class SqlJobStore implements JobStore {
   }
 
   async completeJob(id: string, attempt: number, done: CompleteJob): Promise<boolean> {
-    const now = Date.now();
+    const now = done.finishedAt ?? Date.now();
     const win = (db: Kysely<any>) =>
       db
         .updateTable('jobs')

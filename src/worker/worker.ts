@@ -91,7 +91,10 @@ export class Worker {
   private async handle(delivery: Delivery): Promise<void> {
     const { store, events, log } = this.deps;
     const jobId = delivery.message.jobId;
-    const current = await store.getJob(jobId);
+    // A first delivery of a job this process just created needs no read: nothing but a cancel can have
+    // changed it, and startAttempt below refuses a canceled job.
+    const created = store.takeCreated?.(jobId);
+    const current = created && delivery.deliveryCount === 1 ? created : await store.getJob(jobId);
     if (!current || isTerminal(current.status)) return; // duplicate delivery of a finished job
 
     if (current.attempt >= this.opts.maxAttempts) {
@@ -134,19 +137,25 @@ export class Worker {
       const result = await this.run(job, route.backendModel, controller.signal, picked ?? { route });
       this.deps.costHooks?.afterCall({ job, route, ok: true, ms: result.backendMs ?? performance.now() - started });
       this.throwIfStopped(controller.signal);
-      const images = await this.storeImages(job, result);
-      const won = await store.completeJob(jobId, job.attempt, {
+      const bytes = new Map<string, Uint8Array>();
+      const images = await this.storeImages(job, result, bytes);
+      const finishedAt = Date.now();
+      const done = {
         result: {
           images: images.map((img) => ({ imageId: img.id, revisedPrompt: img.revisedPrompt ?? undefined })),
           warnings: result.warnings.length ? result.warnings : undefined,
         },
         images,
         costUsd: result.costUsd ?? null,
-      });
+        finishedAt,
+      };
+      const won = await store.completeJob(jobId, job.attempt, done);
       if (won) {
         // Budget settled (and the cache filled) before anyone waiting is told, so they see it settled.
         await this.deps.costHooks?.finished(job, { status: 'succeeded', costUsd: result.costUsd ?? null, route, gpuSeconds: result.gpuSeconds, host: result.host, images: images.length });
-        this.publishStatus(jobId, 'succeeded');
+        const at = new Date(finishedAt);
+        const finished: Job = { ...job, status: 'succeeded', progress: 1, result: done.result, costUsd: done.costUsd, finishedAt: at, updatedAt: at };
+        this.publishStatus(jobId, 'succeeded', { job: finished, images, bytes });
         jlog.info({ images: images.length }, 'job succeeded');
       } else if (await store.finishCanceled(jobId, job.attempt)) {
         this.publishStatus(jobId, 'canceled');
@@ -299,12 +308,14 @@ export class Worker {
     return { data: obj.data, mediaType: obj.contentType };
   }
 
-  private async storeImages(job: Job, result: BackendResult): Promise<StoredImage[]> {
+  /** Stores the images; `bytes` collects what was stored, by storage key. */
+  private async storeImages(job: Job, result: BackendResult, bytes?: Map<string, Uint8Array>): Promise<StoredImage[]> {
     const req = job.request;
     return Promise.all(
       result.images.map(async (img, index) => {
         const norm = await normalizeImage(img.data, { format: req.outputFormat, compression: req.outputCompression });
         const storageKey = imageKey(job.id, index, norm.format);
+        bytes?.set(storageKey, norm.data);
         // The gallery's WebP thumbnail is stored beside it (an image already no larger than a
         // thumbnail is its own); an image without one is still an image.
         const small = norm.width <= THUMB_MAX_SIDE && norm.height <= THUMB_MAX_SIDE;
@@ -342,7 +353,7 @@ export class Worker {
     }
   }
 
-  private publishStatus(jobId: string, status: Job['status']): void {
-    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now() });
+  private publishStatus(jobId: string, status: Job['status'], local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> }): void {
+    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now(), ...(local ? { local } : {}) });
   }
 }

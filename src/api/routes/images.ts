@@ -3,11 +3,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../../core/errors.ts';
 import { newJobId } from '../../core/ids.ts';
 import { isTerminal } from '../../core/job.ts';
-import type { Job, JobKind } from '../../core/job.ts';
+import type { Job, JobKind, StoredImage } from '../../core/job.ts';
 import type { ImageRequest } from '../../core/image-request.ts';
 import type { Priority } from '../../core/job.ts';
 import { parseGeneration } from '../generation-request.ts';
-import { waitForTerminal } from '../job-waiter.ts';
+import { watchJob } from '../job-waiter.ts';
+import type { JobWatch } from '../job-waiter.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import type { ResolvedModel } from '../../backends/registry.ts';
@@ -141,9 +142,12 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
       return answer(deps, reply, (await deps.store.getJob(job.id)) ?? job, sub.async);
     }
   }
+  // A sync request watches before the job is queued, so its end cannot slip by unseen and no first read is needed.
+  const watch = sub.async ? undefined : watchJob(deps.store, deps.events, job.id, deps.config.server.syncTimeoutSeconds * 1000, { checkNow: false });
   try {
     await deps.queue.enqueue({ jobId: job.id, priority: job.priority });
   } catch (err) {
+    watch?.cancel();
     // Not accepted after all: say so rather than leave a job nobody will run.
     await deps.store.failJob(job.id, null, { code: 'queue_unavailable', message: 'the job queue was unreachable when the job was submitted' }).catch(() => {});
     await deps.cost?.abandon(admission);
@@ -152,17 +156,17 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   }
   req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, async: sub.async }, 'job accepted');
 
-  return answer(deps, reply, job, sub.async);
+  return answer(deps, reply, job, sub.async, watch);
 }
 
 /** Async: 202 with the job. Sync: wait for it (up to the limit), then the images or its error. */
-async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, async: boolean) {
+async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, async: boolean, watch?: JobWatch) {
   const location = `${deps.publicUrl()}/v1/images/jobs/${job.id}`;
   if (async) {
     return reply.status(202).header('location', location).send(await deps.views.job(job));
   }
   const timeoutMs = deps.config.server.syncTimeoutSeconds * 1000;
-  const done = isTerminal(job.status) ? job : await waitForTerminal(deps.store, deps.events, job.id, timeoutMs);
+  const done = isTerminal(job.status) ? { job } : await (watch ?? watchJob(deps.store, deps.events, job.id, timeoutMs)).done;
   if (!done) {
     throw new ApiError(
       504,
@@ -170,14 +174,14 @@ async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, 
       { type: 'timeout_error', code: 'sync_timeout', headers: { location, 'x-should-retry': 'false', 'x-easel-job-id': job.id } },
     );
   }
-  return sendFinished(deps, reply, done, location);
+  return sendFinished(deps, reply, done.job, location, done.images, done.bytes);
 }
 
-async function sendFinished(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, location: string) {
+async function sendFinished(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, location: string, known?: StoredImage[], bytes?: Map<string, Uint8Array>) {
   reply.header('x-easel-job-id', job.id).header('content-location', location);
   if (job.status === 'succeeded') {
-    const images = await deps.store.listImagesForJob(job.id);
-    return reply.send(await deps.views.imagesResponse(job, images));
+    const images = known ?? (await deps.store.listImagesForJob(job.id));
+    return reply.send(await deps.views.imagesResponse(job, images, known ? bytes : undefined));
   }
   if (job.status === 'canceled') {
     throw new ApiError(409, `Job ${job.id} was canceled.`, { code: 'job_canceled', headers: { 'x-should-retry': 'false' } });

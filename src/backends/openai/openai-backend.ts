@@ -26,8 +26,12 @@ import { openaiBackendConfigSchema } from './options.ts';
 import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
 import { applyOpenAIModelRules, rulesApply } from './model-rules.ts';
 import type { BackendConfig } from '../../config/schema.ts';
+import { createPooledFetch } from '../../net/pooled-fetch.ts';
 
 type FetchLike = typeof globalThis.fetch;
+
+/** API calls share keep-alive pools; lighter per call than the global fetch (see src/net/pooled-fetch.ts). */
+let apiFetch: FetchLike | undefined;
 
 export interface OpenAIBackendDeps {
   /** Replaces global fetch for API calls and URL downloads (tests, proxies). */
@@ -105,7 +109,7 @@ export class OpenAIBackend implements ImageBackend {
       timeout: this.config.timeoutSeconds * 1000,
       maxRetries: this.config.maxRetries,
       defaultHeaders: headers,
-      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      fetch: deps.fetch ?? (apiFetch ??= createPooledFetch()),
     });
     this.authHeaders = {
       ...this.config.headers,
