@@ -25,7 +25,7 @@
  *   npm run bench                       # everything (~3–5 min)
  *   npm run bench -- --quick            # smoke run (~1–2 min)
  *   npm run bench -- --only sync-embedded,async-embedded --concurrency 32 --cpu-prof
- *   node bench/profile-summary.ts bench/results/profiles/<file>.cpuprofile
+ *   node bench/profile-summary.ts bench/results/profiles/<run>/<file>.cpuprofile   (the event loop's is the largest)
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --jobs N, --job-seconds S, --inflight N,
  * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --out FILE.
@@ -331,7 +331,8 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
 let runSeq = 0;
 async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string): Promise<EaselProcess> {
   const n = ++runSeq;
-  const nodeFlags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles')}`, `--cpu-prof-name=${phase}-${Date.now()}-${n}.cpuprofile`] : [];
+  // One folder per run: every thread (the event loop, image writers, engine threads) writes its own profile.
+  const nodeFlags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles', `${phase}-${Date.now()}-${n}`)}`] : [];
   return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags });
 }
 

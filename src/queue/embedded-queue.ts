@@ -243,7 +243,16 @@ class EmbeddedConsumer implements QueueConsumer {
   private ackBatch: { jobId: string; resolve: () => void; reject: (err: unknown) => void }[] = [];
   private ackScheduled = false;
   private stopPromise: Promise<void> | undefined;
-  private readonly onWake = () => this.pump();
+  /**
+   * False once a claim came back short with no wake-up since: the queue holds nothing for us, so a
+   * finished handler does not claim again (an empty claim is still a write). A local enqueue, a
+   * hand-back or the poll timer (other processes, expired leases) sets it again.
+   */
+  private maybeMore = true;
+  private readonly onWake = () => {
+    this.maybeMore = true;
+    this.pump();
+  };
 
   constructor(cfg: ConsumerConfig) {
     this.cfg = cfg;
@@ -251,7 +260,7 @@ class EmbeddedConsumer implements QueueConsumer {
 
   start(): void {
     this.cfg.bus.on('wake', this.onWake);
-    this.pollTimer = setInterval(() => this.pump(), this.cfg.pollIntervalMs);
+    this.pollTimer = setInterval(this.onWake, this.cfg.pollIntervalMs);
     const beat = Math.max(50, Math.floor(this.cfg.visibilityTimeoutMs / 3));
     this.heartbeatTimer = setInterval(() => this.heartbeat(), beat);
     this.pump();
@@ -363,6 +372,7 @@ class EmbeddedConsumer implements QueueConsumer {
           }
           return;
         }
+        if (rows.length < want && !this.pumpAgain) this.maybeMore = false;
         for (const row of rows) this.dispatch(row);
         if (this.pumpAgain) this.pump();
       },
@@ -438,7 +448,7 @@ class EmbeddedConsumer implements QueueConsumer {
       .catch((err) => this.cfg.reportError(err))
       .finally(() => {
         this.running.delete(entry);
-        this.pump();
+        if (this.maybeMore) this.pump();
       });
   }
 

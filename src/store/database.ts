@@ -3,6 +3,7 @@
  * default, Postgres when the URL says so. Both go through Kysely, so the rest of easel has one code path.
  */
 import { mkdirSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { dirname, resolve } from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { GroupCommitSqliteDialect } from './sqlite-group-commit.ts';
@@ -42,8 +43,55 @@ export function openDatabase(url: string): MetadataDb {
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
   sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+  const checkpointer = file === ':memory:' ? undefined : startCheckpointer(sqlite, resolve(file));
   const db = new Kysely<any>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite)) });
-  return { dialect: 'sqlite', db, close: () => db.destroy() };
+  return {
+    dialect: 'sqlite',
+    db,
+    close: async () => {
+      await db.destroy();
+      await checkpointer?.stop();
+    },
+  };
+}
+
+/**
+ * Moves WAL checkpoints off the event loop: SQLite's automatic checkpoint runs inside whichever
+ * commit crosses 1,000 pages, stalling it for milliseconds (copying pages, fsyncing the database
+ * file). A thread with its own connection checkpoints every 250 ms instead; should it fail to start,
+ * the automatic checkpoint stays on.
+ */
+function startCheckpointer(sqlite: InstanceType<typeof Database>, file: string): { stop(): Promise<void> } | undefined {
+  let worker: Worker;
+  try {
+    worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url), { workerData: { file, intervalMs: 250 } });
+  } catch {
+    return undefined;
+  }
+  sqlite.exec('PRAGMA wal_autocheckpoint = 0');
+  worker.unref();
+  let alive = true;
+  worker.on('error', () => {
+    alive = false;
+    try {
+      sqlite.exec('PRAGMA wal_autocheckpoint = 1000');
+    } catch {
+      // closed already
+    }
+  });
+  worker.on('exit', () => (alive = false));
+  return {
+    stop: async () => {
+      if (!alive) return;
+      const stopped = new Promise<void>((res) => {
+        worker.once('message', () => res());
+        worker.once('exit', () => res());
+      });
+      worker.postMessage('stop');
+      await stopped;
+      await worker.terminate();
+    },
+  };
 }
 
 /**
