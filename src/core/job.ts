@@ -90,7 +90,7 @@ export interface StoredImage {
   bytes: number;
   sha256: string;
   revisedPrompt: string | null;
-  /** A small WebP preview stored beside the image (`thumbs/<job>/<i>.webp`); null when none was made. */
+  /** A small WebP preview stored beside the image (see src/images/keys.ts); null when none was made. */
   thumbKey?: string | null;
   createdAt: Date;
 }

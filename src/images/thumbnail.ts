@@ -10,7 +10,7 @@ import sharp from 'sharp';
  */
 export const THUMB_MAX_SIDE = 384;
 
-export const thumbKey = (jobId: string, index: number): string => `thumbs/${jobId}/${index}.webp`;
+export { thumbKey } from './keys.ts';
 
 /** A WebP no larger than THUMB_MAX_SIDE on either side (never enlarged), flattened EXIF orientation. */
 export async function makeThumbnail(image: Uint8Array): Promise<Buffer> {

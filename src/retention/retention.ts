@@ -126,7 +126,7 @@ async function deleteJobs(deps: RetentionDeps, jobs: ExpiredJob[]): Promise<{ im
   const keys = [...new Set([...imageKeys, ...jobs.flatMap((j) => inputKeys(j.request))])];
   await mapLimit(keys, DELETE_CONCURRENCY, (key) => storage.delete(key));
   if (storage instanceof LocalStorage) {
-    // Keys are `images/<job>/<i>.<ext>`, `thumbs/<job>/<i>.webp` and `inputs/<job>/…`: drop the per-job folders left empty.
+    // Images and thumbnails sit in per-minute folders (src/images/keys.ts), uploads in `inputs/<job>/`: drop the folders left empty.
     const dirs = new Set(keys.map((k) => path.dirname(storage.pathFor(k))));
     await Promise.all([...dirs].map((d) => rmdir(d).catch(() => {})));
   }

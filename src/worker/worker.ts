@@ -17,7 +17,8 @@ import type { Delivery, JobQueue, QueueConsumer } from '../queue/job-queue.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 import type { JobStore } from '../store/job-store.ts';
 import { normalizeImage } from '../images/encode.ts';
-import { THUMB_MAX_SIDE, makeThumbnail, thumbKey } from '../images/thumbnail.ts';
+import { THUMB_MAX_SIDE, makeThumbnail } from '../images/thumbnail.ts';
+import { imageKey, thumbKey } from '../images/keys.ts';
 import { createHash } from 'node:crypto';
 import type { PriceTable } from '../pricing/price-table.ts';
 import type { AttemptRoute, WorkerCostHooks } from '../cost/worker-hooks.ts';
@@ -56,7 +57,7 @@ class StopSignal extends Error {
   }
 }
 
-export const imageKey = (jobId: string, index: number, ext: string): string => `images/${jobId}/${index}.${ext}`;
+export { imageKey } from '../images/keys.ts';
 
 export class Worker {
   private readonly deps: WorkerDeps;

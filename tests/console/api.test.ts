@@ -45,7 +45,7 @@ describe('console API', () => {
     assert.equal(img.request.seed, 7);
     assert.equal(img.request.n, 2);
     assert.equal(img.width, 600);
-    assert.match(img.thumbnail_url, /\/files\/thumbs\/job_[0-9A-Z]+\/0\.webp\?/);
+    assert.match(img.thumbnail_url, /\/files\/thumbs\/\d{8}\/\d{4}\/job_[0-9A-Z]+-0\.webp\?/);
     const thumb = await fetch(img.thumbnail_url);
     assert.equal(thumb.status, 200);
     assert.equal(thumb.headers.get('content-type'), 'image/webp');

@@ -13,6 +13,7 @@ import { HashedEmbedder, OpenAIEmbedder, cosine } from '../../src/cost/embedders
 import { cacheKeys, decodeEmbedding, encodeEmbedding, normalizePrompt } from '../../src/cost/cache.ts';
 import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
+import { imageKey } from '../../src/images/keys.ts';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -110,7 +111,7 @@ describe('the cache through the API', () => {
 
   test('a source whose image is gone from storage is a miss (and leaves the cache)', async () => {
     const first = await gen({ prompt: 'a vanishing act', seed: 77 });
-    await easel.runtime.storage.delete(`images/${first.id}/0.png`);
+    await easel.runtime.storage.delete(imageKey(first.id, 0, 'png'));
     const before = calls();
     const again = await gen({ prompt: 'a vanishing act', seed: 77 });
     assert.equal(again.status, 'succeeded');

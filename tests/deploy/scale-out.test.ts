@@ -39,6 +39,7 @@ import type { Receiver } from '../webhooks/receiver.ts';
 import { createApiKey } from '../../src/auth/api-keys.ts';
 import { openDatabase } from '../../src/store/database.ts';
 import { SqlKeyStore } from '../../src/store/sql-key-store.ts';
+import { imageKey, jobIdOfKey } from '../../src/images/keys.ts';
 
 const JOBS = Number(process.env.EASEL_SCALE_JOBS ?? 2_000);
 const ADMIN_KEY = 'easel_sk_test_admin_key_0123456789abcdef';
@@ -316,7 +317,7 @@ describe('scale-out: 2 api + 3 worker processes, Redis, Postgres, S3; workers ki
       for (;;) {
         const page = await s3client.send(new ListObjectsCommand({ Bucket: s3.bucket, Prefix: 'images/', Marker: marker }));
         for (const o of page.Contents ?? []) {
-          const jobId = o.Key!.split('/')[1]!;
+          const jobId = jobIdOfKey(o.Key!)!;
           byJob.set(jobId, [...(byJob.get(jobId) ?? []), o.Key!]);
         }
         if (!page.IsTruncated || !page.Contents?.length) break;
@@ -327,7 +328,7 @@ describe('scale-out: 2 api + 3 worker processes, Redis, Postgres, S3; workers ki
     const objects = await objectsByJob();
     for (const a of accepted) {
       assert.deepEqual((rowsByJob.get(a.id) ?? []).map((r) => Number(r.idx)), [...Array(a.n).keys()], `${a.id}: images rows`);
-      assert.deepEqual((objects.get(a.id) ?? []).sort(), [...Array(a.n).keys()].map((i) => `images/${a.id}/${i}.png`), `${a.id}: objects under its prefix`);
+      assert.deepEqual((objects.get(a.id) ?? []).sort(), [...Array(a.n).keys()].map((i) => imageKey(a.id, i, 'png')), `${a.id}: objects under its prefix`);
     }
     const expectedImages = accepted.reduce((s, a) => s + a.n, 0);
     assert.equal(imageRows.length, expectedImages, 'no images row for anything else');

@@ -28,6 +28,7 @@ import type { TestS3 } from '../support/s3.ts';
 import { BullmqQueue } from '../../src/queue/bullmq-queue.ts';
 import { ProcessGroup, writeConfig } from '../support/processes.ts';
 import type { EaselProcess } from '../support/processes.ts';
+import { imageKey, jobIdOfKey } from '../../src/images/keys.ts';
 
 const ADMIN_KEY = 'easel_sk_test_admin_key_0123456789abcdef';
 const VISIBILITY_S = 3;
@@ -170,7 +171,7 @@ describe('durability of the scale-out stack', { concurrency: 2 }, () => {
       do {
         const page = await s3client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'images/', ContinuationToken: token }));
         for (const o of page.Contents ?? []) {
-          const jobId = o.Key!.split('/')[1]!;
+          const jobId = jobIdOfKey(o.Key!)!;
           byJob.set(jobId, [...(byJob.get(jobId) ?? []), o.Key!]);
         }
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -188,7 +189,7 @@ describe('durability of the scale-out stack', { concurrency: 2 }, () => {
         const n = nOf(id);
         assert.equal(job.result.data.length, n, `${id}: images in the result`);
         assert.deepEqual((rows.get(id) ?? []).map((r) => Number(r.idx)), [...Array(n).keys()], `${id}: images rows`);
-        assert.deepEqual((objects.get(id) ?? []).sort(), [...Array(n).keys()].map((i) => `images/${id}/${i}.png`), `${id}: objects in the bucket`);
+        assert.deepEqual((objects.get(id) ?? []).sort(), [...Array(n).keys()].map((i) => imageKey(id, i, 'png')), `${id}: objects in the bucket`);
       }
       return rows;
     };
@@ -246,7 +247,7 @@ describe('durability of the scale-out stack', { concurrency: 2 }, () => {
         for (const item of byUrl.data!) {
           const url = new URL(item.url!);
           assert.equal(url.origin, s3.endpoint, 'straight from the bucket, not through the API');
-          assert.ok(url.pathname.startsWith(`/${s3.bucket}/images/job_`), url.pathname);
+          assert.match(url.pathname, new RegExp(`^/${s3.bucket}/images/\\d{8}/\\d{4}/job_[0-9A-Z]+-[01]\\.png$`));
           assert.ok(url.searchParams.get('X-Amz-Signature'), 'presigned');
           const res = await fetch(url);
           assert.equal(res.status, 200);
