@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { imageKey } from '../../src/images/keys.ts';
 import { openDatabase } from '../../src/store/database.ts';
 import { startOpenAIStandin } from '../support/openai-standin.ts';
 import type { OpenAIStandin } from '../support/openai-standin.ts';
@@ -153,16 +154,18 @@ describe('crash safety of the embedded stack (api and worker processes)', () => 
     assert.ok(submissions(prompt) >= 2, `the backend saw ${submissions(prompt)} submission(s)`);
     assert.equal(done.result.data.length, n);
 
-    // Exactly one result: n image rows, n files, nothing else in the job's folder.
+    // Exactly one result: n image rows, n files, nothing else of this job's (no temp file either).
     const rows = await query((db) => db.selectFrom('images').selectAll().where('job_id', '=', id).orderBy('idx').execute());
     assert.equal(rows.length, n);
     assert.deepEqual(rows.map((r) => Number(r.idx)), [0, 1]);
-    // Storage root <dataDir>/images, keys images/<jobId>/<i>.png.
-    const storedIn = join(dataDir, 'images', 'images', id);
-    const files = readdirSync(storedIn).sort();
-    assert.deepEqual(files, ['0.png', '1.png'], `files in ${storedIn}`);
+    // Storage root <dataDir>/images, keys images/<minute>/<jobId>-<i>.png (src/images/keys.ts).
+    const storedIn = join(dataDir, 'images', dirname(imageKey(id, 0, 'png')));
+    const files = readdirSync(storedIn)
+      .filter((f) => f.includes(id))
+      .sort();
+    assert.deepEqual(files, [`${id}-0.png`, `${id}-1.png`], `files in ${storedIn}`);
     for (const r of rows) {
-      const bytes = readFileSync(join(storedIn, `${Number(r.idx)}.png`));
+      const bytes = readFileSync(join(dataDir, 'images', imageKey(id, Number(r.idx), 'png')));
       assert.equal(createHash('sha256').update(bytes).digest('hex'), r.sha256);
     }
     // The queue message is acknowledged (just after the job is completed) and gone.
