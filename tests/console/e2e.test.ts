@@ -160,7 +160,7 @@ describe('web console in Chromium', { skip }, () => {
     assert.equal(await thumbs.count(), 2);
     // The first generation's image (the oldest, last) has the WebP thumbnail the worker stored.
     const original = thumbs.last();
-    assert.match((await original.locator('img').getAttribute('src')) ?? '', /\/files\/thumbs\/job_[0-9A-Z]+\/0\.webp\?/);
+    assert.match((await original.locator('img').getAttribute('src')) ?? '', /\/files\/thumbs\/\d{8}\/\d{4}\/job_[0-9A-Z]+-0\.webp\?/);
     await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('.thumbs img')].every((i: any) => i.complete && i.naturalWidth > 0));
     await screenshot(page, 'desktop-gallery');
 
