@@ -167,6 +167,11 @@ export function batchCommand(program: Command): void {
       };
 
       for (;;) {
+        // The batch first, then its results: a batch that was finished when read has all its results
+        // terminal in the pass below, so none is left unsaved when the loop ends.
+        const b = await call('GET', `/v1/images/batches/${batch.id}`);
+        if (!b.ok) throw new Error(`cannot read batch ${batch.id}: HTTP ${b.status}`);
+        batch = (await b.json()) as BatchView;
         // Results from the first unfinished index on; finished ones are saved once.
         let after = cursor;
         let contiguous = true;
@@ -186,9 +191,6 @@ export function batchCommand(program: Command): void {
           if (!page.has_more || page.data.length === 0) break;
           after = page.data.at(-1)!.index;
         }
-        const r = await call('GET', `/v1/images/batches/${batch.id}`);
-        if (!r.ok) throw new Error(`cannot read batch ${batch.id}: HTTP ${r.status}`);
-        batch = (await r.json()) as BatchView;
         const c = batch.counts;
         const done = c.succeeded + c.failed + c.canceled;
         const rate = (done - doneAtStart) / Math.max(0.001, (Date.now() - started) / 1000);
