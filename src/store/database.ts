@@ -43,8 +43,13 @@ export function openDatabase(url: string): MetadataDb {
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
   sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
-  const checkpointer = file === ':memory:' ? undefined : startCheckpointer(sqlite, resolve(file));
-  const db = new Kysely<any>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite)) });
+  // The checkpoint thread starts once the database is busy (a short-lived CLI or a test never needs it).
+  let checkpointer: { stop(): Promise<void> } | undefined;
+  let commits = 0;
+  const onCommit = () => {
+    if (++commits === CHECKPOINTER_AFTER_COMMITS && file !== ':memory:') checkpointer = startCheckpointer(sqlite, resolve(file));
+  };
+  const db = new Kysely<any>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite, onCommit)) });
   return {
     dialect: 'sqlite',
     db,
@@ -54,6 +59,9 @@ export function openDatabase(url: string): MetadataDb {
     },
   };
 }
+
+/** Commits before the WAL checkpoints move to their own thread (SQLite's automatic checkpoint until then). */
+const CHECKPOINTER_AFTER_COMMITS = 500;
 
 /**
  * Moves WAL checkpoints off the event loop: SQLite's automatic checkpoint runs inside whichever
@@ -98,7 +106,7 @@ function startCheckpointer(sqlite: InstanceType<typeof Database>, file: string):
  * Kysely prepares every statement anew; easel runs the same few statements thousands of times a
  * second, so cache the prepared ones (SQLite is synchronous, so one statement is never used twice at once).
  */
-function withStatementCache(sqlite: InstanceType<typeof Database>): SqliteHandle {
+function withStatementCache(sqlite: InstanceType<typeof Database>, onCommit: () => void): SqliteHandle {
   const cache = new Map<string, SqliteStatement>();
   return {
     prepare(text: string) {
@@ -116,6 +124,7 @@ function withStatementCache(sqlite: InstanceType<typeof Database>): SqliteHandle
     },
     exec(text: string) {
       sqlite.exec(text);
+      if (text === 'COMMIT') onCommit();
     },
     get inTransaction() {
       return sqlite.inTransaction;
