@@ -74,7 +74,3 @@ export function watchJob(store: JobStore, events: JobEventBus, jobId: string, ti
   });
   return { done, cancel: () => finish(undefined) };
 }
-
-export async function waitForTerminal(store: JobStore, events: JobEventBus, jobId: string, timeoutMs: number, pollMs = 1000): Promise<Job | undefined> {
-  return (await watchJob(store, events, jobId, timeoutMs, { pollMs }).done)?.job;
-}

@@ -181,7 +181,7 @@ async function sendFinished(deps: ApiDeps & { views: JobViews }, reply: FastifyR
   reply.header('x-easel-job-id', job.id).header('content-location', location);
   if (job.status === 'succeeded') {
     const images = known ?? (await deps.store.listImagesForJob(job.id));
-    return reply.send(await deps.views.imagesResponse(job, images, known ? bytes : undefined));
+    return reply.send(await deps.views.imagesResponse(job, images, bytes));
   }
   if (job.status === 'canceled') {
     throw new ApiError(409, `Job ${job.id} was canceled.`, { code: 'job_canceled', headers: { 'x-should-retry': 'false' } });
