@@ -169,8 +169,12 @@ describe('web console in Chromium', { skip }, () => {
     await page.getByText('No images match these filters.').waitFor();
     await page.getByRole('button', { name: 'Clear filters' }).click();
     await thumbs.first().waitFor();
+    // The filtered list replaces the shown one once its answer arrives: wait for that answer, not for
+    // the old thumbnails (focusing one the re-render then removes would send Enter nowhere).
+    const filtered = page.waitForResponse((r) => r.url().includes('/v1/images?') && r.url().includes('model=test-model'));
     await page.getByLabel('Model').selectOption('test-model');
-    await thumbs.first().waitFor();
+    await filtered;
+    await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('.thumbs button.thumb').length === 2);
 
     // Keyboard: the thumbnail is a button; Enter opens the details.
     await thumbs.last().focus();
