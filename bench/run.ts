@@ -43,7 +43,7 @@ import { median, round, summarize } from './lib/stats.ts';
 import type { Summary } from './lib/stats.ts';
 import { ADMIN_KEY, MODEL, startEaselProcess } from './lib/easel-process.ts';
 import type { EaselProcess, StackOptions } from './lib/easel-process.ts';
-import { procCpuSeconds, procMemory, spawnNode } from './lib/proc.ts';
+import { procCpuSeconds, procMemory, procThreadCpu, spawnNode } from './lib/proc.ts';
 import { startRedis } from '../tests/support/redis.ts';
 import { createTestDatabase, startPostgresServer } from '../tests/support/postgres.ts';
 
@@ -289,6 +289,8 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const cpu0 = easel.cpuSeconds();
     const main0 = easel.mainThreadCpuSeconds();
     const scpu0 = procCpuSeconds(standin.pid);
+    const threads0 = procThreadCpu(easel.pid);
+    const self0 = process.cpuUsage();
     const calls0 = await standin.count();
     const t0 = Date.now();
     const submitLat = await closedLoop(jobs, opts.inflight, submit);
@@ -297,6 +299,8 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const cpu = easel.cpuSeconds() - cpu0;
     const mainCpu = easel.mainThreadCpuSeconds() - main0;
     const scpu = procCpuSeconds(standin.pid) - scpu0;
+    const self = process.cpuUsage(self0);
+    log(`${phase}: CPU ms per job by thread (user+sys): ${threadBreakdown(threads0, procThreadCpu(easel.pid), jobs)}; load generator ${fmt(((self.user + self.system) / 1000) / jobs)}`);
     const calls = (await standin.count()) - calls0;
     const s = await easel.db.summary(t0);
     const elapsedMs = s.maxFinishedAt - t0;
@@ -334,6 +338,20 @@ async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string)
   // One folder per run: every thread (the event loop, image writers, engine threads) writes its own profile.
   const nodeFlags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles', `${phase}-${Date.now()}-${n}`)}`] : [];
   return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags });
+}
+
+/** `name user+sys` per thread group, in ms per job, largest first. */
+function threadBreakdown(before: ReturnType<typeof procThreadCpu>, after: ReturnType<typeof procThreadCpu>, jobs: number): string {
+  const rows: [string, number, number][] = [];
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { user: 0, sys: 0 };
+    rows.push([name, ((a.user - b.user) * 1000) / jobs, ((a.sys - b.sys) * 1000) / jobs]);
+  }
+  return rows
+    .filter(([, u, s]) => u + s > 0.005)
+    .sort((x, y) => y[1] + y[2] - (x[1] + x[2]))
+    .map(([n, u, s]) => `${n} ${fmt(u)}+${fmt(s)}`)
+    .join(', ');
 }
 
 function fmt(v: number, digits = 2): string {

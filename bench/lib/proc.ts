@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 /** Linux USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on every mainstream kernel). */
 const CLOCK_TICKS = 100;
@@ -133,4 +133,30 @@ export async function spawnNode(
     });
   });
   return { child, match };
+}
+
+/** CPU seconds per thread name (`/proc/<pid>/task/<tid>/comm`), user and system apart. */
+export function procThreadCpu(pid: number): Map<string, { user: number; sys: number }> {
+  const out = new Map<string, { user: number; sys: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim().replace(/\d+$/, '#');
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const key = tid === String(pid) ? 'main' : name;
+      const e = out.get(key) ?? { user: 0, sys: 0 };
+      e.user += Number(fields[11]) / CLOCK_TICKS;
+      e.sys += Number(fields[12]) / CLOCK_TICKS;
+      out.set(key, e);
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
 }
