@@ -65,6 +65,7 @@ const { values: argv } = parseArgs({
     'image-size': { type: 'string', default: '64' },
     repeat: { type: 'string', default: '1' },
     'cpu-prof': { type: 'boolean', default: false },
+    'node-flags': { type: 'string', default: '' },
     out: { type: 'string' },
   },
   strict: true,
@@ -336,7 +337,8 @@ let runSeq = 0;
 async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string): Promise<EaselProcess> {
   const n = ++runSeq;
   // One folder per run: every thread (the event loop, image writers, engine threads) writes its own profile.
-  const nodeFlags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles', `${phase}-${Date.now()}-${n}`)}`] : [];
+  const nodeFlags = argv['node-flags']!.split(/\s+/).filter(Boolean);
+  if (opts.cpuProf) nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles', `${phase}-${Date.now()}-${n}`)}`);
   return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags });
 }
 
