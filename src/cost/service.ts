@@ -346,6 +346,30 @@ export class CostControl implements WorkerCostHooks {
     return chain.length > idx + 1;
   }
 
+  async beforeComplete(job: Job, o: JobOutcome): Promise<void> {
+    // Self-hosted jobs keep their measured GPU time (estimates, utilization, break-even); hosted ones need no row.
+    if (!o.route || o.gpuSeconds === undefined || !this.costs.isSelfHosted(o.route.backend)) return;
+    try {
+      const images = o.images ?? job.request.n;
+      const mp = job.request.size ? (job.request.size.width * job.request.size.height) / (1024 * 1024) : 1;
+      const values = {
+        backend: o.route.backend.name,
+        backend_model: o.route.backendModel,
+        images,
+        megapixels: mp,
+        gpu_seconds: o.gpuSeconds,
+        self_hosted: 1,
+      };
+      await this.db
+        .insertInto('job_costs')
+        .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...values })
+        .onConflict((oc) => oc.column('job_id').doUpdateSet(values))
+        .execute();
+    } catch (err) {
+      this.log.warn({ err, jobId: job.id }, 'recording GPU time failed');
+    }
+  }
+
   async finished(job: Job, o: JobOutcome): Promise<void> {
     try {
       const backend = o.route?.backend.name ?? job.backend ?? 'unknown';
@@ -363,24 +387,9 @@ export class CostControl implements WorkerCostHooks {
         this.metrics.images.inc(labels, images);
         if (row?.reserved && Number(row.reserved)) await this.ledger.settle(job.id, o.costUsd == null ? null : toMicros(o.costUsd));
         const selfHosted = o.route ? this.costs.isSelfHosted(o.route.backend) : false;
-        // Self-hosted jobs keep their measured GPU time (estimates, utilization, break-even); hosted ones need no row.
         if (o.route && selfHosted && o.gpuSeconds !== undefined) {
-          const mp = job.request.size ? (job.request.size.width * job.request.size.height) / (1024 * 1024) : 1;
           this.costs.observe(o.route.backend.name, o.route.backendModel, o.gpuSeconds, images, job.request.size);
           this.metrics.gpuSeconds.inc({ backend: o.route.backend.name, host: o.host ?? '' }, o.gpuSeconds);
-          const values = {
-            backend: o.route.backend.name,
-            backend_model: o.route.backendModel,
-            images,
-            megapixels: mp,
-            gpu_seconds: o.gpuSeconds,
-            self_hosted: 1,
-          };
-          await this.db
-            .insertInto('job_costs')
-            .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...values })
-            .onConflict((oc) => oc.column('job_id').doUpdateSet(values))
-            .execute();
         }
         if (!row?.cache_kind && this.cache.storable(job.kind, row?.cache_policy)) {
           await this.cache.record(job, o.costUsd, row?.embedding ?? null);

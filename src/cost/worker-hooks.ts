@@ -42,7 +42,12 @@ export interface WorkerCostHooks {
   afterCall(outcome: CallOutcome): void;
   /** A failure the job should survive by moving down its fallback chain (the worker re-queues it). */
   shouldFallBack(job: Job, error: unknown): Promise<boolean>;
-  /** The job ended in this worker: settle its budget, fill the cache, record GPU time and metrics. */
+  /**
+   * The attempt produced its images and is about to complete the job: record the GPU time it
+   * measured, so whoever sees the job succeeded sees its GPU time too. Never throws.
+   */
+  beforeComplete(job: Job, outcome: JobOutcome): Promise<void>;
+  /** The job ended in this worker: settle its budget, fill the cache, metrics. */
   finished(job: Job, outcome: JobOutcome): Promise<void>;
 }
 

@@ -1,6 +1,6 @@
 /**
- * Opens the metadata database: SQLite (through libsql's prebuilt binary) in the data folder by
- * default, Postgres when the URL says so. Both go through Kysely, so the rest of easel has one code path.
+ * Opens the metadata database: SQLite (node:sqlite on Node 24+, else libsql's prebuilt binary; see
+ * sqlite-driver.ts) in the data folder by default, Postgres when the URL says so. Both go through Kysely, so the rest of easel has one code path.
  */
 import { mkdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -8,9 +8,10 @@ import { dirname, resolve } from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { GroupCommitSqliteDialect } from './sqlite-group-commit.ts';
 import type { SqliteHandle, SqliteStatement } from './sqlite-group-commit.ts';
+import { openSqlite } from './sqlite-driver.ts';
+import type { RawSqlite, SqliteDriverName } from './sqlite-driver.ts';
 import { Migrator } from 'kysely/migration';
 import type { Migration, MigrationProvider } from 'kysely/migration';
-import Database from 'libsql';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
 
@@ -27,7 +28,7 @@ export function isPostgresUrl(url: string | undefined): boolean {
   return !!url && /^postgres(ql)?:\/\//.test(url);
 }
 
-export function openDatabase(url: string): MetadataDb {
+export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverName } = {}): MetadataDb {
   if (isPostgresUrl(url)) {
     // BIGINT and NUMERIC come back as strings by default; easel stores counts and money that fit a double.
     pg.types.setTypeParser(20, (v) => Number(v));
@@ -39,7 +40,7 @@ export function openDatabase(url: string): MetadataDb {
   }
   const file = url.replace(/^(sqlite|file):(\/\/)?/, '');
   if (file !== ':memory:') mkdirSync(dirname(resolve(file)), { recursive: true });
-  const sqlite = new Database(file);
+  const sqlite = openSqlite(file, opts.sqliteDriver);
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
   sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
@@ -69,10 +70,10 @@ const CHECKPOINTER_AFTER_COMMITS = 500;
  * file). A thread with its own connection checkpoints every 250 ms instead; should it fail to start,
  * the automatic checkpoint stays on.
  */
-function startCheckpointer(sqlite: InstanceType<typeof Database>, file: string): { stop(): Promise<void> } | undefined {
+function startCheckpointer(sqlite: RawSqlite, file: string): { stop(): Promise<void> } | undefined {
   let worker: Worker;
   try {
-    worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url), { workerData: { file, intervalMs: 250 } });
+    worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url), { workerData: { file, intervalMs: 250, driver: sqlite.driver } });
   } catch {
     return undefined;
   }
@@ -106,17 +107,13 @@ function startCheckpointer(sqlite: InstanceType<typeof Database>, file: string):
  * Kysely prepares every statement anew; easel runs the same few statements thousands of times a
  * second, so cache the prepared ones (SQLite is synchronous, so one statement is never used twice at once).
  */
-function withStatementCache(sqlite: InstanceType<typeof Database>, onCommit: () => void): SqliteHandle {
+function withStatementCache(sqlite: RawSqlite, onCommit: () => void): SqliteHandle {
   const cache = new Map<string, SqliteStatement>();
   return {
     prepare(text: string) {
       let stmt = cache.get(text);
       if (!stmt) {
-        const prepared = sqlite.prepare(text);
-        // Kysely asks `reader` before every execution; libsql answers it with a native call each
-        // time. Whether a statement returns rows never changes, so ask once.
-        Object.defineProperty(prepared, 'reader', { value: prepared.reader });
-        stmt = prepared as unknown as SqliteStatement;
+        stmt = sqlite.prepare(text);
         if (cache.size > 500) cache.clear();
         cache.set(text, stmt);
       }

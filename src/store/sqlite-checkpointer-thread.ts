@@ -3,11 +3,12 @@
  * database.ts), so the connection that writes never stops to copy pages and fsync the database file.
  * PASSIVE checkpoints never wait for or block the writer or readers.
  */
-import Database from 'libsql';
 import { parentPort, workerData } from 'node:worker_threads';
+import { openSqlite } from './sqlite-driver.ts';
+import type { SqliteDriverName } from './sqlite-driver.ts';
 
-const { file, intervalMs } = workerData as { file: string; intervalMs: number };
-const db = new Database(file);
+const { file, intervalMs, driver } = workerData as { file: string; intervalMs: number; driver: SqliteDriverName };
+const db = openSqlite(file, driver);
 db.exec('PRAGMA busy_timeout = 1000');
 
 function checkpoint(): void {

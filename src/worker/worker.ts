@@ -150,10 +150,13 @@ export class Worker {
         costUsd: result.costUsd ?? null,
         finishedAt,
       };
+      const outcome = { status: 'succeeded', costUsd: result.costUsd ?? null, route, gpuSeconds: result.gpuSeconds, host: result.host, images: images.length } as const;
+      // GPU time is on record before the job shows as succeeded to anyone reading it.
+      await this.deps.costHooks?.beforeComplete(job, outcome);
       const won = await store.completeJob(jobId, job.attempt, done);
       if (won) {
         // Budget settled (and the cache filled) before anyone waiting is told, so they see it settled.
-        await this.deps.costHooks?.finished(job, { status: 'succeeded', costUsd: result.costUsd ?? null, route, gpuSeconds: result.gpuSeconds, host: result.host, images: images.length });
+        await this.deps.costHooks?.finished(job, outcome);
         const at = new Date(finishedAt);
         const finished: Job = { ...job, status: 'succeeded', progress: 1, result: done.result, costUsd: done.costUsd, finishedAt: at, updatedAt: at };
         this.publishStatus(jobId, 'succeeded', { job: finished, images, bytes });

@@ -13,10 +13,13 @@ import { migrate, openDatabase } from '../../src/store/database.ts';
 import type { MetadataDb } from '../../src/store/database.ts';
 import { SqlJobStore, isUniqueViolation } from '../../src/store/sql-job-store.ts';
 import { SqlKeyStore } from '../../src/store/sql-key-store.ts';
+import { sqliteDrivers } from '../../src/store/sqlite-driver.ts';
+import type { SqliteDriverName } from '../../src/store/sqlite-driver.ts';
 import { startPostgres } from '../support/postgres.ts';
 
 interface Target {
   url: string;
+  sqliteDriver?: SqliteDriverName;
   cleanup(): Promise<void>;
 }
 
@@ -64,7 +67,7 @@ function defineSuite(name: string, target: () => Promise<Target>): void {
 
     before(async () => {
       t = await target();
-      mdb = openDatabase(t.url);
+      mdb = openDatabase(t.url, { sqliteDriver: t.sqliteDriver });
       const applied = await migrate(mdb);
       assert.ok(applied.includes('001-core'));
       jobs = new SqlJobStore(mdb);
@@ -445,15 +448,19 @@ function defineSuite(name: string, target: () => Promise<Target>): void {
   });
 }
 
-defineSuite('SqlJobStore on SQLite', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'easel-store-'));
-  return {
-    url: join(dir, 'easel.db'),
-    async cleanup() {
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-});
+// Both SQLite libraries easel may run on (node:sqlite on Node 24+, libsql before).
+for (const driver of sqliteDrivers()) {
+  defineSuite(`SqlJobStore on SQLite (${driver})`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'easel-store-'));
+    return {
+      url: join(dir, 'easel.db'),
+      sqliteDriver: driver,
+      async cleanup() {
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  });
+}
 
 // Started before the suites are defined so the Postgres suite can be skipped when there is none.
 const postgres = await startPostgres();

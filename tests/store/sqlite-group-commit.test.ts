@@ -12,8 +12,9 @@ import { sql } from 'kysely';
 import Database from 'libsql';
 import { openDatabase } from '../../src/store/database.ts';
 import type { MetadataDb } from '../../src/store/database.ts';
+import { sqliteDrivers } from '../../src/store/sqlite-driver.ts';
 
-describe('SQLite group commit', () => {
+for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`, () => {
   let dir: string;
   let file: string;
   let mdb: MetadataDb;
@@ -25,7 +26,7 @@ describe('SQLite group commit', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'easel-group-'));
     file = join(dir, 'db.sqlite');
-    mdb = openDatabase(file);
+    mdb = openDatabase(file, { sqliteDriver: driver });
     await sql`create table t (id integer primary key, v text not null unique)`.execute(mdb.db);
     other = new Database(file);
     other.exec('PRAGMA busy_timeout = 5000');
