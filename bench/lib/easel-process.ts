@@ -135,7 +135,7 @@ export function removeRunFolders(): void {
   for (const dir of runFolders) rmSync(dir, { recursive: true, force: true });
   runFolders.clear();
 }
-process.once('exit', removeRunFolders);
+if (!process.env.EASEL_BENCH_KEEP) process.once('exit', removeRunFolders);
 
 export async function startEaselProcess(opts: EaselOptions): Promise<EaselProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'easel-bench-'));

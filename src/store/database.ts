@@ -43,7 +43,12 @@ export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverNam
   const sqlite = openSqlite(file, opts.sqliteDriver);
   // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes
   // (only an OS crash may lose the last commits), which is the failure embedded mode guards against.
-  sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+  // Temporary storage in memory: otherwise SQLite creates and at once deletes a file in TMPDIR for a
+  // savepoint's statement journal or a `returning` clause's rows, several times a second under load.
+  // Besides the syscalls, on ext4 without a journal every such deletion makes each later file
+  // creation on the disk (images included) scan past the recently freed inode (measured: ~1 ms of
+  // kernel CPU per image file, against ~0.05 ms with this setting).
+  sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;');
   // The checkpoint thread starts once the database is busy (a short-lived CLI or a test never needs it).
   let checkpointer: { stop(): Promise<void> } | undefined;
   let commits = 0;
