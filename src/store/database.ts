@@ -48,7 +48,7 @@ export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverNam
   // Besides the syscalls, on ext4 without a journal every such deletion makes each later file
   // creation on the disk (images included) scan past the recently freed inode (measured: ~1 ms of
   // kernel CPU per image file, against ~0.05 ms with this setting).
-  sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;');
+  sqlite.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;');
   // The checkpoint thread starts once the database is busy (a short-lived CLI or a test never needs it).
   let checkpointer: { stop(): Promise<void> } | undefined;
   let commits = 0;

@@ -139,11 +139,17 @@ export function isUniqueViolation(err: unknown): boolean {
   return typeof e.message === 'string' && /UNIQUE constraint failed/.test(e.message);
 }
 
+const CREATED_KEPT = 5000;
+
 export class SqlJobStore implements JobStore {
   private readonly db: Kysely<any>;
   private readonly dialect: MetadataDb['dialect'];
 
-  /** Jobs created here and not yet taken by a worker here (see takeCreated); oldest first, bounded. */
+  /**
+   * Jobs created here and not yet taken by a worker here (see takeCreated); oldest first, bounded.
+   * Sized for a few seconds of backlog at full speed (a job is ~1 KB here), since a backlog is
+   * exactly when the reads it saves matter; a job that fell out is read from the database instead.
+   */
   private readonly created = new Map<string, Job>();
 
   constructor(mdb: MetadataDb) {
@@ -215,7 +221,7 @@ export class SqlJobStore implements JobStore {
       finishedAt: null,
       updatedAt: new Date(now),
     };
-    if (this.created.size >= 1000) this.created.delete(this.created.keys().next().value!);
+    if (this.created.size >= CREATED_KEPT) this.created.delete(this.created.keys().next().value!);
     this.created.set(job.id, { ...created, request: JSON.parse(requestJson) as ImageRequest, metadata: created.metadata ? { ...created.metadata } : null });
     return created;
   }
