@@ -50,7 +50,8 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tim
   while (!(await cond())) {
     if (Date.now() > deadline) {
       const last = backgroundErrors.at(-1);
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last queue error: ${(last as Error)?.message ?? String(last)})` : ''}`);
+      const state = (await queueState?.().catch((err) => `unreadable: ${(err as Error).message}`)) ?? '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last queue error: ${(last as Error)?.message ?? String(last)})` : ''}${state ? `; queue: ${state}` : ''}`);
     }
     await sleep(10);
   }
@@ -500,6 +501,8 @@ function jobQueueSuite(name: string, makeBacking: () => Promise<Backing>): void 
 
 /** Background errors (a renewal that fails after a stolen lease, a restart's dropped connections). */
 const backgroundErrors: unknown[] = [];
+/** What the suite running now can tell about its queue's rows when a wait times out (embedded queue). */
+let queueState: (() => Promise<string>) | undefined;
 const quiet = (err: unknown) => {
   if (process.env.EASEL_TEST_VERBOSE) console.warn('queue background error:', err);
   backgroundErrors.push(err);
@@ -512,6 +515,11 @@ async function embeddedBacking(url: string, cleanup: () => Promise<void>): Promi
   return {
     async scope() {
       await main.db.deleteFrom('queue_messages').execute();
+      queueState = async () => {
+        const now = Date.now();
+        const rows = await main.db.selectFrom('queue_messages').selectAll().limit(10).execute();
+        return JSON.stringify(rows.map((r) => ({ job: r.job_id, owner: r.lease_owner, leaseMs: r.lease_until == null ? null : Number(r.lease_until) - now, availableMs: Number(r.available_at) - now, deliveries: r.delivery_count })));
+      };
       return {
         queue(opts = {}) {
           let db = main;
@@ -565,6 +573,7 @@ if (redis) {
     const admin = new Redis(redis.url, { maxRetriesPerRequest: null });
     return {
       async scope() {
+        queueState = undefined;
         const queueName = `test-${++n}-${randomBytes(3).toString('hex')}`;
         return {
           queue: (opts = {}) =>
