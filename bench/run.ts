@@ -28,7 +28,10 @@
  *   node bench/profile-summary.ts bench/results/profiles/<run>/<file>.cpuprofile   (the event loop's is the largest)
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --jobs N, --job-seconds S, --inflight N,
- * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --out FILE.
+ * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --node-flags="…" (for the easel
+ * process), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
+ * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
+ * Run folders (in TMPDIR) are removed when the benchmark exits; EASEL_BENCH_KEEP=1 keeps them.
  * Writes bench/results/latest.json (and a timestamped copy); bench/results/ is git-ignored.
  */
 import { cpus, loadavg, totalmem } from 'node:os';
