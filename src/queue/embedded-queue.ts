@@ -386,7 +386,7 @@ class EmbeddedConsumer implements QueueConsumer {
   private async claim(n: number): Promise<Pick<QueueMessageRow, 'job_id' | 'priority' | 'seq' | 'delivery_count'>[]> {
     const { db } = this.cfg;
     const now = Date.now();
-    let next = db
+    const next = db
       .selectFrom('queue_messages')
       .select('job_id')
       .where('available_at', '<=', now)
@@ -394,19 +394,27 @@ class EmbeddedConsumer implements QueueConsumer {
       .orderBy('priority')
       .orderBy('seq')
       .limit(n);
-    // Several processes may claim at once: on Postgres, skip rows another claim has locked; SQLite runs
-    // one write statement at a time, so the single UPDATE below is atomic there.
-    if (this.cfg.dialect === 'postgres') next = next.forUpdate().skipLocked();
-    const rows = await db
-      .updateTable('queue_messages')
-      .set((eb) => ({
-        lease_owner: this.cfg.owner,
-        lease_until: now + this.cfg.visibilityTimeoutMs,
-        delivery_count: eb('delivery_count', '+', 1),
-      }))
-      .where('job_id', 'in', next)
-      .returning(['job_id', 'priority', 'seq', 'delivery_count'])
-      .execute();
+    const lease = (eb: any) => ({
+      lease_owner: this.cfg.owner,
+      lease_until: now + this.cfg.visibilityTimeoutMs,
+      delivery_count: eb('delivery_count', '+', 1),
+    });
+    const returned = ['job_id', 'priority', 'seq', 'delivery_count'] as const;
+    // Several processes may claim at once. On Postgres the candidates are picked once, in a
+    // materialized CTE, skipping rows another claim has locked: inside `in (subquery)` the planner
+    // may run a `limit … skip locked` subquery more than once, each time finding other rows, and so
+    // lease more messages than asked for (a consumer then ran past its concurrency). SQLite runs one
+    // write statement at a time and evaluates the subquery once, so the single UPDATE is atomic there.
+    const rows =
+      this.cfg.dialect === 'postgres'
+        ? await db
+            .with((cte) => cte('next').materialized(), () => next.forUpdate().skipLocked())
+            .updateTable('queue_messages')
+            .set(lease)
+            .where('job_id', 'in', (eb: any) => eb.selectFrom('next').select('job_id'))
+            .returning(returned)
+            .execute()
+        : await db.updateTable('queue_messages').set(lease).where('job_id', 'in', next).returning(returned).execute();
     // RETURNING order is unspecified: deliver in queue order.
     return rows.sort((a, b) => Number(a.priority) - Number(b.priority) || Number(a.seq) - Number(b.seq));
   }
