@@ -46,7 +46,7 @@ import { median, round, summarize } from './lib/stats.ts';
 import type { Summary } from './lib/stats.ts';
 import { ADMIN_KEY, MODEL, startEaselProcess } from './lib/easel-process.ts';
 import type { EaselProcess, StackOptions } from './lib/easel-process.ts';
-import { procCpuSeconds, procMemory, procThreadCpu, spawnNode } from './lib/proc.ts';
+import { procCpuSeconds, procCpuSecondsByName, procMemory, procThreadCpu, spawnNode } from './lib/proc.ts';
 import { startRedis } from '../tests/support/redis.ts';
 import { createTestDatabase, startPostgresServer } from '../tests/support/postgres.ts';
 
@@ -98,6 +98,8 @@ const RESULTS = join(ROOT, 'bench', 'results');
 /** Requests sent back to back (4 in flight) before the timed warm-up of each target. */
 const WARM_BURST = 300;
 const TARGETS = { addedP50Ms: 5, addedP99Ms: 20, jobsPerSecond: 1000, rate: 200 };
+/** Servers whose CPU per job the async runs log (all their processes, 10 ms ticks). */
+const SERVER_PROCESSES = ['postgres', 'redis-server'] as const;
 const BODY = JSON.stringify({ model: MODEL, prompt: 'a lighthouse on a cliff at dusk, oil painting', n: 1, response_format: 'b64_json' });
 
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -295,6 +297,7 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const scpu0 = procCpuSeconds(standin.pid);
     const threads0 = procThreadCpu(easel.pid);
     const self0 = process.cpuUsage();
+    const servers0 = procCpuSecondsByName(SERVER_PROCESSES);
     const calls0 = await standin.count();
     const t0 = Date.now();
     const submitLat = await closedLoop(jobs, opts.inflight, submit);
@@ -304,7 +307,11 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const mainCpu = easel.mainThreadCpuSeconds() - main0;
     const scpu = procCpuSeconds(standin.pid) - scpu0;
     const self = process.cpuUsage(self0);
-    log(`${phase}: CPU ms per job by thread (user+sys): ${threadBreakdown(threads0, procThreadCpu(easel.pid), jobs)}; load generator ${fmt(((self.user + self.system) / 1000) / jobs)}`);
+    const servers = procCpuSecondsByName(SERVER_PROCESSES);
+    const serverCpu = SERVER_PROCESSES.filter((n) => servers[n]! - servers0[n]! > 0)
+      .map((n) => `, ${n} ${fmt(((servers[n]! - servers0[n]!) * 1000) / jobs)}`)
+      .join('');
+    log(`${phase}: CPU ms per job by thread (user+sys): ${threadBreakdown(threads0, procThreadCpu(easel.pid), jobs)}; load generator ${fmt(((self.user + self.system) / 1000) / jobs)}${serverCpu}`);
     const calls = (await standin.count()) - calls0;
     const s = await easel.db.summary(t0);
     const elapsedMs = s.maxFinishedAt - t0;

@@ -160,3 +160,26 @@ export function procThreadCpu(pid: number): Map<string, { user: number; sys: num
   }
   return out;
 }
+
+/**
+ * CPU seconds used so far by every live process whose command name is one of `names` (e.g. the
+ * Postgres server and its backends, redis-server). Processes that exit in between drop out, so take
+ * it across a span where the servers' connections stay open.
+ */
+export function procCpuSecondsByName(names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = Object.fromEntries(names.map((n) => [n, 0]));
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    if (!(name in out)) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out[name]! += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  }
+  return out;
+}

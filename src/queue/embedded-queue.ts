@@ -17,6 +17,8 @@ import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
+import { rawStatement } from '../store/raw-statement.ts';
+import type { RawStatement } from '../store/raw-statement.ts';
 import type { MetadataDb } from '../store/database.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
 import type {
@@ -96,6 +98,8 @@ export class EmbeddedQueue implements JobQueue {
   private readonly consumerId: string;
   private readonly reportError: (err: unknown) => void;
   private readonly consumers = new Set<EmbeddedConsumer>();
+  /** The enqueue, as fixed SQL text (it runs once per job; see store/raw-statement.ts). */
+  private readonly insertMessage: RawStatement;
   private consumerSeq = 0;
   private closed = false;
 
@@ -108,6 +112,11 @@ export class EmbeddedQueue implements JobQueue {
     this.retryDelayMs = opts.retryDelayMs ?? 200;
     this.consumerId = opts.consumerId ?? randomUUID();
     this.reportError = opts.onError ?? throttledWarn('embedded queue');
+    this.insertMessage = rawStatement(
+      opts.db.dialect,
+      `insert into queue_messages (job_id, priority, seq, enqueued_at, available_at, lease_owner, lease_until, delivery_count)
+       values (?, ?, ?, ?, ?, null, null, 0) on conflict (job_id) do nothing`,
+    );
     if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
     if (!(this.pollIntervalMs > 0)) throw new Error('pollIntervalMs must be positive');
   }
@@ -117,20 +126,7 @@ export class EmbeddedQueue implements JobQueue {
     const rank = PRIORITY_RANK[message.priority];
     if (rank === undefined) throw new Error(`unknown priority "${message.priority}"`);
     const now = Date.now();
-    await this.db
-      .insertInto('queue_messages')
-      .values({
-        job_id: message.jobId,
-        priority: rank,
-        seq: nextSeq(),
-        enqueued_at: now,
-        available_at: now,
-        lease_owner: null,
-        lease_until: null,
-        delivery_count: 0,
-      })
-      .onConflict((oc) => oc.column('job_id').doNothing())
-      .execute();
+    await this.insertMessage(this.db, [message.jobId, rank, nextSeq(), now, now]);
     this.bus.emit('wake');
   }
 

@@ -10,6 +10,8 @@ import { JOB_STATUSES } from '../core/job.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
 import type { MetadataDb } from './database.ts';
+import { rawStatement, valuesList } from './raw-statement.ts';
+import type { RawStatement } from './raw-statement.ts';
 import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
 
 /** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */
@@ -141,6 +143,8 @@ export function isUniqueViolation(err: unknown): boolean {
 
 const CREATED_KEPT = 5000;
 
+const IMAGE_COLUMNS = ['id', 'job_id', 'key_id', 'idx', 'storage_key', 'media_type', 'width', 'height', 'bytes', 'sha256', 'revised_prompt', 'thumb_key', 'created_at'] as const;
+
 export class SqlJobStore implements JobStore {
   private readonly db: Kysely<any>;
   private readonly dialect: MetadataDb['dialect'];
@@ -152,9 +156,38 @@ export class SqlJobStore implements JobStore {
    */
   private readonly created = new Map<string, Job>();
 
+  /** The statements every job runs, as fixed SQL text (see raw-statement.ts). */
+  private readonly sql: {
+    insertJob: RawStatement;
+    startAttempt: RawStatement;
+    completeJob: RawStatement;
+    /** By number of images. */
+    insertImages: Map<number, RawStatement>;
+  };
+
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
     this.dialect = mdb.dialect;
+    const d = mdb.dialect;
+    this.sql = {
+      insertJob: rawStatement(
+        d,
+        `insert into jobs (id, key_id, kind, status, priority, model, backend, request, progress, attempt, error, result, metadata,
+           webhook_url, idempotency_key, idempotency_fingerprint, cancel_requested, backend_state, cost_usd, created_at, started_at, finished_at, updated_at)
+         values (?, ?, ?, 'queued', ?, ?, null, ?, 0, 0, null, null, ?, ?, ?, ?, 0, null, null, ?, null, null, ?)`,
+      ),
+      startAttempt: rawStatement(
+        d,
+        `update jobs set status = 'running', attempt = attempt + 1, backend = ?, started_at = coalesce(started_at, ?), updated_at = ?
+         where id = ? and status in ('queued', 'running') returning *`,
+      ),
+      completeJob: rawStatement(
+        d,
+        `update jobs set status = 'succeeded', result = ?, cost_usd = ?, progress = 1, finished_at = ?, updated_at = ?
+         where id = ? and status = 'running' and attempt = ? and cancel_requested = 0`,
+      ),
+      insertImages: new Map(),
+    };
   }
 
   takeCreated(id: string): Job | undefined {
@@ -166,34 +199,20 @@ export class SqlJobStore implements JobStore {
   async createJob(job: NewJob): Promise<Job> {
     const now = Date.now();
     const requestJson = JSON.stringify(job.request);
-    await this.db
-      .insertInto('jobs')
-      .values({
-        id: job.id,
-        key_id: job.keyId,
-        kind: job.kind,
-        status: 'queued',
-        priority: job.priority,
-        model: job.model,
-        backend: null,
-        request: requestJson,
-        progress: 0,
-        attempt: 0,
-        error: null,
-        result: null,
-        metadata: toJson(job.metadata),
-        webhook_url: job.webhookUrl ?? null,
-        idempotency_key: job.idempotencyKey ?? null,
-        idempotency_fingerprint: job.idempotencyFingerprint ?? null,
-        cancel_requested: 0,
-        backend_state: null,
-        cost_usd: null,
-        created_at: now,
-        started_at: null,
-        finished_at: null,
-        updated_at: now,
-      })
-      .execute();
+    await this.sql.insertJob(this.db, [
+      job.id,
+      job.keyId,
+      job.kind,
+      job.priority,
+      job.model,
+      requestJson,
+      toJson(job.metadata),
+      job.webhookUrl ?? null,
+      job.idempotencyKey ?? null,
+      job.idempotencyFingerprint ?? null,
+      now,
+      now,
+    ]);
     // Built from what was written rather than read back: the insert either stored exactly this or threw.
     // The request goes through JSON so the caller gets the same shape getJob would return.
     const created: Job = {
@@ -253,19 +272,7 @@ export class SqlJobStore implements JobStore {
 
   async startAttempt(id: string, backend: string | null): Promise<Job | undefined> {
     const now = Date.now();
-    const row = await this.db
-      .updateTable('jobs')
-      .set({
-        status: 'running',
-        attempt: sql`attempt + 1`,
-        backend,
-        started_at: sql`coalesce(started_at, ${now})`,
-        updated_at: now,
-      })
-      .where('id', '=', id)
-      .where('status', 'in', ACTIVE)
-      .returningAll()
-      .executeTakeFirst();
+    const row = (await this.sql.startAttempt<JobRow>(this.db, [backend, now, now, id])).rows[0];
     return row ? rowToJob(row as JobRow) : undefined;
   }
 
@@ -294,29 +301,30 @@ export class SqlJobStore implements JobStore {
 
   async completeJob(id: string, attempt: number, done: CompleteJob): Promise<boolean> {
     const now = done.finishedAt ?? Date.now();
-    const win = (db: Kysely<any>) =>
-      db
-        .updateTable('jobs')
-        .set({
-          status: 'succeeded',
-          result: JSON.stringify(done.result),
-          cost_usd: done.costUsd ?? null,
-          progress: 1,
-          finished_at: now,
-          updated_at: now,
-        })
-        .where('id', '=', id)
-        .where('status', '=', 'running')
-        .where('attempt', '=', attempt)
-        .where('cancel_requested', '=', 0)
-        .executeTakeFirst();
+    const win = async (db: Kysely<any>) =>
+      (await this.sql.completeJob(db, [JSON.stringify(done.result), done.costUsd ?? null, now, now, id, attempt])).numAffectedRows! > 0n;
     // Without images there is nothing to commit alongside: one statement, no transaction.
-    if (done.images.length === 0) return (await win(this.db)).numUpdatedRows > 0n;
+    if (done.images.length === 0) return win(this.db);
     return this.db.transaction().execute(async (trx) => {
-      if ((await win(trx)).numUpdatedRows === 0n) return false;
-      await trx.insertInto('images').values(done.images.map(imageToRow)).execute();
+      if (!(await win(trx))) return false;
+      await this.insertImages(trx, done.images);
       return true;
     });
+  }
+
+  private insertImages(db: Kysely<any>, images: StoredImage[]): Promise<unknown> {
+    let stmt = this.sql.insertImages.get(images.length);
+    if (!stmt) {
+      stmt = rawStatement(this.dialect, `insert into images (${IMAGE_COLUMNS.join(', ')}) values ${valuesList(images.length, IMAGE_COLUMNS.length)}`);
+      if (images.length <= 16) this.sql.insertImages.set(images.length, stmt);
+    }
+    return stmt(
+      db,
+      images.flatMap((i) => {
+        const row = imageToRow(i);
+        return IMAGE_COLUMNS.map((c) => row[c] ?? null);
+      }),
+    );
   }
 
   async failJob(id: string, attempt: number | null, error: JobError): Promise<boolean> {
