@@ -12,6 +12,7 @@ import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, St
 import type { MetadataDb } from './database.ts';
 import { rawStatement, valuesList } from './raw-statement.ts';
 import type { RawStatement } from './raw-statement.ts';
+import { TurnBatcher } from './turn-batcher.ts';
 import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
 
 /** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */
@@ -143,6 +144,77 @@ export function isUniqueViolation(err: unknown): boolean {
 
 const CREATED_KEPT = 5000;
 
+interface PostgresBatchers {
+  insertJob: TurnBatcher<unknown[], undefined>;
+  startAttempt: TurnBatcher<{ id: string; backend: string | null; now: number }, JobRow | undefined>;
+  completeJob: TurnBatcher<{ id: string; attempt: number; done: CompleteJob & { finishedAt: number } }, boolean>;
+}
+
+/**
+ * The three statements every job runs, each taking a whole group as one JSON parameter. The job
+ * insert's values are in insertJob's order (id … updated_at). Completion is one statement too (a
+ * data-modifying CTE), so it needs no BEGIN/COMMIT: the winners' status change and their image rows
+ * commit together, and a job that lost (canceled, or a stale attempt) gets neither.
+ */
+function postgresBatchers(db: Kysely<any>): PostgresBatchers {
+  const insert = rawStatement(
+    'postgres',
+    `insert into jobs (id, key_id, kind, status, priority, model, backend, request, progress, attempt, error, result, metadata,
+       webhook_url, idempotency_key, idempotency_fingerprint, cancel_requested, backend_state, cost_usd, created_at, started_at, finished_at, updated_at)
+     select id, key_id, kind, 'queued', priority, model, null, request, 0, 0, null, null, metadata,
+       webhook_url, idempotency_key, idempotency_fingerprint, 0, null, null, created_at, null, null, updated_at
+     from json_populate_recordset(null::jobs, ?::json)`,
+  );
+  const start = rawStatement(
+    'postgres',
+    `update jobs j set status = 'running', attempt = j.attempt + 1, backend = v.backend, started_at = coalesce(j.started_at, v.now), updated_at = v.now
+     from json_to_recordset(?::json) as v(id text, backend text, now bigint)
+     where j.id = v.id and j.status in ('queued', 'running') returning j.*`,
+  );
+  const complete = rawStatement(
+    'postgres',
+    `with v as (select * from json_to_recordset(?::json) as v(id text, attempt integer, result text, cost_usd double precision, finished_at bigint)),
+     won as (
+       update jobs j set status = 'succeeded', result = v.result, cost_usd = v.cost_usd, progress = 1, finished_at = v.finished_at, updated_at = v.finished_at
+       from v where j.id = v.id and j.status = 'running' and j.attempt = v.attempt and j.cancel_requested = 0
+       returning j.id
+     ),
+     ins as (
+       insert into images (${IMAGE_COLUMNS.join(', ')})
+       select ${IMAGE_COLUMNS.join(', ')} from json_populate_recordset(null::images, ?::json) i where i.job_id in (select id from won)
+     )
+     select id from won`,
+  );
+  const JOB_KEYS = ['id', 'key_id', 'kind', 'priority', 'model', 'request', 'metadata', 'webhook_url', 'idempotency_key', 'idempotency_fingerprint', 'created_at', 'updated_at'];
+  return {
+    insertJob: new TurnBatcher({
+      key: (values) => values[0] as string,
+      run: async (rows) => {
+        await insert(db, [JSON.stringify(rows.map((values) => Object.fromEntries(JOB_KEYS.map((k, i) => [k, values[i]]))))]);
+        return rows.map(() => undefined);
+      },
+    }),
+    startAttempt: new TurnBatcher({
+      key: (c) => c.id,
+      run: async (calls) => {
+        const { rows } = await start<JobRow>(db, [JSON.stringify(calls)]);
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        return calls.map((c) => byId.get(c.id));
+      },
+    }),
+    completeJob: new TurnBatcher({
+      key: (c) => c.id,
+      run: async (calls) => {
+        const jobs = calls.map(({ id, attempt, done }) => ({ id, attempt, result: JSON.stringify(done.result), cost_usd: done.costUsd ?? null, finished_at: done.finishedAt }));
+        const images = calls.flatMap(({ done }) => done.images.map(imageToRow));
+        const { rows } = await complete<{ id: string }>(db, [JSON.stringify(jobs), JSON.stringify(images)]);
+        const won = new Set(rows.map((r) => r.id));
+        return calls.map((c) => won.has(c.id));
+      },
+    }),
+  };
+}
+
 const IMAGE_COLUMNS = ['id', 'job_id', 'key_id', 'idx', 'storage_key', 'media_type', 'width', 'height', 'bytes', 'sha256', 'revised_prompt', 'thumb_key', 'created_at'] as const;
 
 export class SqlJobStore implements JobStore {
@@ -164,6 +236,9 @@ export class SqlJobStore implements JobStore {
     /** By number of images. */
     insertImages: Map<number, RawStatement>;
   };
+
+  /** On Postgres, the per-job statements of one event-loop turn share a statement (turn-batcher.ts). */
+  private readonly pg: PostgresBatchers | undefined;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
@@ -188,6 +263,7 @@ export class SqlJobStore implements JobStore {
       ),
       insertImages: new Map(),
     };
+    if (d === 'postgres') this.pg = postgresBatchers(this.db);
   }
 
   takeCreated(id: string): Job | undefined {
@@ -199,7 +275,7 @@ export class SqlJobStore implements JobStore {
   async createJob(job: NewJob): Promise<Job> {
     const now = Date.now();
     const requestJson = JSON.stringify(job.request);
-    await this.sql.insertJob(this.db, [
+    const values = [
       job.id,
       job.keyId,
       job.kind,
@@ -212,7 +288,9 @@ export class SqlJobStore implements JobStore {
       job.idempotencyFingerprint ?? null,
       now,
       now,
-    ]);
+    ];
+    if (this.pg) await this.pg.insertJob.call(values);
+    else await this.sql.insertJob(this.db, values);
     // Built from what was written rather than read back: the insert either stored exactly this or threw.
     // The request goes through JSON so the caller gets the same shape getJob would return.
     const created: Job = {
@@ -272,7 +350,7 @@ export class SqlJobStore implements JobStore {
 
   async startAttempt(id: string, backend: string | null): Promise<Job | undefined> {
     const now = Date.now();
-    const row = (await this.sql.startAttempt<JobRow>(this.db, [backend, now, now, id])).rows[0];
+    const row = this.pg ? await this.pg.startAttempt.call({ id, backend, now }) : (await this.sql.startAttempt<JobRow>(this.db, [backend, now, now, id])).rows[0];
     return row ? rowToJob(row as JobRow) : undefined;
   }
 
@@ -301,6 +379,7 @@ export class SqlJobStore implements JobStore {
 
   async completeJob(id: string, attempt: number, done: CompleteJob): Promise<boolean> {
     const now = done.finishedAt ?? Date.now();
+    if (this.pg) return this.pg.completeJob.call({ id, attempt, done: { ...done, finishedAt: now } });
     const win = async (db: Kysely<any>) =>
       (await this.sql.completeJob(db, [JSON.stringify(done.result), done.costUsd ?? null, now, now, id, attempt])).numAffectedRows! > 0n;
     // Without images there is nothing to commit alongside: one statement, no transaction.

@@ -79,6 +79,40 @@ function defineSuite(name: string, target: () => Promise<Target>): void {
       await t?.cleanup();
     });
 
+    test('writes issued together each get their own outcome (Postgres sends them as one statement)', async () => {
+      const keyId = newKeyId();
+      const many = Array.from({ length: 12 }, () => makeJob(keyId));
+      const twins = [makeJob(keyId, { idempotencyKey: 'same-turn' }), makeJob(keyId, { idempotencyKey: 'same-turn' })];
+      const created = await Promise.allSettled([...many, ...twins].map((j) => jobs.createJob(j)));
+      assert.ok(created.slice(0, 12).every((r) => r.status === 'fulfilled'));
+      const twinOutcomes = created.slice(12);
+      assert.equal(twinOutcomes.filter((r) => r.status === 'fulfilled').length, 1, 'one of two jobs with the same idempotency key is stored');
+      const refused = twinOutcomes.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(isUniqueViolation(refused.reason));
+      for (const j of many) assert.equal((await jobs.getJob(j.id))?.status, 'queued');
+
+      // Two starts of one job in the same turn (a duplicate delivery) are two attempts, as one after the other would be.
+      const starts = await Promise.all([...many.map((j) => jobs.startAttempt(j.id, 'b1')), jobs.startAttempt(many[0]!.id, 'b2')]);
+      assert.ok(starts.every((j) => j?.status === 'running'));
+      assert.deepEqual(starts.filter((j) => j!.id === many[0]!.id).map((j) => j!.attempt).sort(), [1, 2]);
+      assert.deepEqual(starts.slice(1, 12).map((j) => j!.attempt), Array(11).fill(1));
+
+      // Completions together, each as attempt 1: job 0 is on attempt 2, so it loses and stores no images; a canceled job loses; the rest win with theirs.
+      await jobs.cancelJob(many[1]!.id);
+      const done = (j: NewJob, n: number) => ({ result: { images: [] }, images: Array.from({ length: n }, (_, i) => makeImage(j.id, keyId, i)), costUsd: 0.01, finishedAt: Date.now() });
+      const outcomes = await Promise.all(many.map((j, i) => jobs.completeJob(j.id, 1, done(j, i % 3))));
+      assert.deepEqual(outcomes, many.map((_, i) => i > 1));
+      assert.deepEqual(await jobs.listImagesForJob(many[0]!.id), []);
+      assert.deepEqual(await jobs.listImagesForJob(many[1]!.id), []);
+      for (const [i, j] of many.entries()) {
+        if (i < 2) continue;
+        const got = await jobs.getJob(j.id);
+        assert.equal(got?.status, 'succeeded');
+        assert.equal(got?.costUsd, 0.01);
+        assert.equal((await jobs.listImagesForJob(j.id)).length, i % 3);
+      }
+    });
+
     test('migrate is idempotent', async () => {
       assert.deepEqual(await migrate(mdb), []);
     });
