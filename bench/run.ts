@@ -7,7 +7,8 @@
  *       segments after a warm-up; p50/p90/p99 of each and the difference of the percentiles. Latency is
  *       from sending to the last byte, on keep-alive connections. Should easel fall more than 5 s of
  *       requests behind, sending stops and the run is marked SATURATED.
- *   (b) async throughput: N submissions with `Prefer: respond-async` (64 in flight), from the first
+ *   (b) async throughput: N submissions with `Prefer: respond-async` (64 in flight; worker concurrency
+ *       64, the README's 32 per vCPU for network-bound workers), from the first
  *       submit until the last of them is `succeeded` (easel's own finished_at, read from its database),
  *       on the embedded stack (SQLite, embedded queue, local disk) and on Redis + Postgres (BullMQ,
  *       Postgres, local disk; throwaway servers from tests/support). N is sized from the warm-up to
@@ -64,7 +65,8 @@ const { values: argv } = parseArgs({
     jobs: { type: 'string' },
     'job-seconds': { type: 'string', default: '15' },
     inflight: { type: 'string', default: '64' },
-    concurrency: { type: 'string', default: '32' },
+    // The README's sizing for network-bound workers: 16–32 jobs at once per vCPU (2 vCPUs here).
+    concurrency: { type: 'string', default: '64' },
     'image-size': { type: 'string', default: '64' },
     repeat: { type: 'string', default: '1' },
     'cpu-prof': { type: 'boolean', default: false },
@@ -298,6 +300,8 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const threads0 = procThreadCpu(easel.pid);
     const self0 = process.cpuUsage();
     const servers0 = procCpuSecondsByName(SERVER_PROCESSES);
+    const pgTx0 = await easel.db.transactions?.();
+    const redisCmds0 = stack.redisUrl ? await redisCommands(stack.redisUrl) : undefined;
     const calls0 = await standin.count();
     const t0 = Date.now();
     const submitLat = await closedLoop(jobs, opts.inflight, submit);
@@ -308,6 +312,10 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const scpu = procCpuSeconds(standin.pid) - scpu0;
     const self = process.cpuUsage(self0);
     const servers = procCpuSecondsByName(SERVER_PROCESSES);
+    // Round trips easel made per job (each also costs the server a wake-up and the client a write).
+    const perJob = (n: number | undefined, n0: number | undefined, what: string) => (n === undefined || n0 === undefined ? '' : `, ${fmt((n - n0) / jobs)} ${what}`);
+    const roundTrips = perJob(await easel.db.transactions?.(), pgTx0, 'Postgres transactions') + perJob(stack.redisUrl ? await redisCommands(stack.redisUrl) : undefined, redisCmds0, 'Redis commands');
+    if (roundTrips) log(`${phase}: per job${roundTrips.slice(1)} (the counting adds a few)`);
     const serverCpu = SERVER_PROCESSES.filter((n) => servers[n]! - servers0[n]! > 0)
       .map((n) => `, ${n} ${fmt(((servers[n]! - servers0[n]!) * 1000) / jobs)}`)
       .join('');
@@ -344,6 +352,19 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
 }
 
 let runSeq = 0;
+/** Commands the Redis server has processed so far (Lua scripts count their inner calls). */
+async function redisCommands(url: string): Promise<number> {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const info = await client.info('stats');
+    return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? Number.NaN);
+  } finally {
+    client.disconnect();
+  }
+}
+
 async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string): Promise<EaselProcess> {
   const n = ++runSeq;
   // One folder per run: every thread (the event loop, image writers, engine threads) writes its own profile.

@@ -51,6 +51,8 @@ export interface JobsDb {
   terminalCounts(): Promise<{ succeeded: number; failed: number; canceled: number; total: number }>;
   /** Facts about jobs created at or after `sinceMs` (epoch ms). */
   summary(sinceMs: number): Promise<{ jobs: number; succeeded: number; maxFinishedAt: number; attempts: number; images: number }>;
+  /** Postgres only: transactions committed or rolled back in easel's database so far (each statement outside BEGIN is one). */
+  transactions?(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -114,6 +116,12 @@ function postgresJobsDb(url: string): JobsDb {
       );
       const r = rows[0] as Record<string, number | null>;
       return { jobs: Number(r.jobs), succeeded: Number(r.succeeded ?? 0), maxFinishedAt: Number(r.max_finished ?? 0), attempts: Number(r.attempts ?? 0), images: Number(r.images ?? 0) };
+    },
+    async transactions() {
+      // Server statistics are flushed at most once a second; read a fresh snapshot.
+      await new Promise((r) => setTimeout(r, 1100));
+      const { rows } = await pool.query(`select pg_stat_clear_snapshot(), (xact_commit + xact_rollback)::float8 as n from pg_stat_database where datname = current_database()`);
+      return Number((rows[0] as { n: number }).n);
     },
     async close() {
       await pool.end();

@@ -116,7 +116,11 @@ export class RedisEventBus implements JobEventBus {
     this.pub.on('error', () => {});
     this.sub.on('error', () => {});
     void this.sub.subscribe(this.channel).catch(() => {});
+    // Every process hears its own events back; they were delivered locally already, so skip them
+    // before parsing (publish() writes the origin first).
+    const own = `{"origin":${JSON.stringify(this.origin)},`;
     this.sub.on('message', (_channel: string, raw: string) => {
+      if (raw.startsWith(own)) return;
       try {
         const { origin, event } = JSON.parse(raw) as { origin: string; event: BusEvent };
         if (origin !== this.origin) this.local.publish(event);

@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
+import { TurnBatcher } from '../core/turn-batcher.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
 import type {
   ConsumeOptions,
@@ -95,6 +96,7 @@ export class BullmqQueue implements JobQueue {
   private readonly pingClient: Redis;
   private readonly reportError: (err: unknown) => void;
   private readonly consumers = new Set<BullmqConsumer>();
+  private readonly adds: TurnBatcher<QueueMessage, undefined>;
   private closed = false;
 
   constructor(opts: BullmqQueueOptions) {
@@ -111,6 +113,16 @@ export class BullmqQueue implements JobQueue {
       prefix: this.prefix,
     });
     this.queue.on('error', (err) => this.reportError(err));
+    // Enqueues of one event-loop turn go to Redis together (addBulk: one pipeline). Adding a job id
+    // that exists is a no-op in BullMQ, so running a failed group's members again alone is safe.
+    this.adds = new TurnBatcher({
+      key: (m) => m.jobId,
+      run: async (messages) => {
+        if (messages.length === 1) await this.queue.add('job', { priority: messages[0]!.priority }, this.jobOptions(messages[0]!));
+        else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m) })));
+        return messages.map(() => undefined);
+      },
+    });
     // ping() must fail fast while Redis is down, so it has a connection that never queues commands.
     this.pingClient = new Redis({ ...this.redisOptions, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.pingClient.on('error', () => {}); // surfaced by ping() itself
@@ -120,18 +132,18 @@ export class BullmqQueue implements JobQueue {
     this.assertOpen();
     const rank = PRIORITY_RANK[message.priority];
     if (rank === undefined) throw new Error(`unknown priority "${message.priority}"`);
-    await this.queue.add(
-      'job',
-      { priority: message.priority },
-      {
-        jobId: message.jobId,
-        priority: rank,
-        attempts: UNBOUNDED_ATTEMPTS,
-        backoff: { type: 'fixed', delay: this.retryDelayMs },
-        removeOnComplete: true,
-        removeOnFail: true,
-      },
-    );
+    await this.adds.call(message);
+  }
+
+  private jobOptions(message: QueueMessage) {
+    return {
+      jobId: message.jobId,
+      priority: PRIORITY_RANK[message.priority],
+      attempts: UNBOUNDED_ATTEMPTS,
+      backoff: { type: 'fixed' as const, delay: this.retryDelayMs },
+      removeOnComplete: true,
+      removeOnFail: true,
+    };
   }
 
   async remove(jobId: string): Promise<boolean> {

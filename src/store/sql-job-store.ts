@@ -12,7 +12,7 @@ import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, St
 import type { MetadataDb } from './database.ts';
 import { rawStatement, valuesList } from './raw-statement.ts';
 import type { RawStatement } from './raw-statement.ts';
-import { TurnBatcher } from './turn-batcher.ts';
+import { TurnBatcher } from '../core/turn-batcher.ts';
 import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
 
 /** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */

@@ -1,15 +1,16 @@
 /**
- * Gathers the calls made within one turn of the event loop and runs them as one statement. On
- * Postgres every statement is a round trip and a parse/plan on the server; at a few hundred jobs a
- * second the same three statements per job (create, start, complete) arrive many at a time, so
- * sending each group as one statement cuts both the server's work and the client's socket writes.
- * (SQLite gets the same effect from group commit: its statements cost microseconds, its commits more.)
+ * Gathers the calls made within one turn of the event loop and runs them as one operation. On
+ * Postgres every statement is a round trip and a parse/plan on the server, and on Redis every command
+ * a round trip; at a few hundred jobs a second the same few operations per job (create, start,
+ * complete, enqueue) arrive many at a time, so sending each group at once cuts the servers' work and
+ * the client's socket writes. (SQLite gets the same from group commit: its statements cost
+ * microseconds, its commits more.)
  *
- * - A call settles when its group's statement has run, with its own result.
- * - Should the group's statement fail, nothing of it happened (one statement is atomic), so each
- *   call is run again alone and settles with its own result or error: one bad row (a duplicate
- *   idempotency key) never fails the others.
- * - A call whose key is already in the open group runs alone, so a statement never holds two changes
+ * - A call settles when its group has run, with its own result.
+ * - Should the group's operation fail, each call is run again alone and settles with its own result
+ *   or error: one bad row (a duplicate idempotency key) never fails the others. So the operation must
+ *   be all-or-nothing (one SQL statement) or safe to repeat (adding a BullMQ job id that exists).
+ * - A call whose key is already in the open group runs alone, so a group never holds two changes
  *   to one row (Postgres's UPDATE … FROM would apply only one of them).
  */
 export interface TurnBatcherOptions<I, O> {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { TurnBatcher } from '../../src/store/turn-batcher.ts';
+import { TurnBatcher } from '../../src/core/turn-batcher.ts';
 
 function recorder(fail?: (items: number[]) => boolean) {
   const groups: number[][] = [];
