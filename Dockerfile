@@ -71,9 +71,6 @@ EXPOSE 8080
 # this off for them (a worker that cannot work exits, and its supervisor restarts it).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# V8's young generation capped at 8 MB (it grows to 64 MB by default): its collections then pause the
-# event loop ~1 ms at a time instead of 5–15 ms, which is most of a sync request's p99 (see README, Sizing).
-ENV NODE_OPTIONS="--max-semi-space-size=8"
 # Node handles SIGTERM itself: in-flight jobs get worker.shutdownGraceSeconds, then go back to the queue.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "bin/easel.js"]

@@ -30,8 +30,7 @@
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --jobs N, --job-seconds S, --inflight N,
  * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --node-flags="…" (for the easel
- * process; default --max-semi-space-size=8, as easel's launchers set it; --node-flags= runs without),
- * --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
+ * process), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
  * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
  * Run folders (in TMPDIR) are removed when the benchmark exits; EASEL_BENCH_KEEP=1 keeps them.
  * Writes bench/results/latest.json (and a timestamped copy); bench/results/ is git-ignored.
@@ -71,8 +70,7 @@ const { values: argv } = parseArgs({
     'image-size': { type: 'string', default: '64' },
     repeat: { type: 'string', default: '1' },
     'cpu-prof': { type: 'boolean', default: false },
-    // As `npm start`, the installed `easel` command and the Docker image run it (README, Sizing).
-    'node-flags': { type: 'string', default: '--max-semi-space-size=8' },
+    'node-flags': { type: 'string', default: '' },
     out: { type: 'string' },
   },
   strict: true,
