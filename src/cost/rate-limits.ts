@@ -10,7 +10,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ApiError } from '../core/errors.ts';
 import type { RateLimitEndpoint, RateLimitsConfig } from './config.ts';
@@ -49,7 +50,9 @@ export async function registerRateLimits(
   let redis: Redis | undefined;
   if (opts.redisUrl) {
     // Fail fast: a Redis outage lets requests through (skipOnError) rather than stalling the API.
-    redis = new Redis(opts.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableAutoPipelining: true });
+    // ioredis is loaded only by deployments with Redis.
+    const { Redis: RedisClient } = createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+    redis = new RedisClient(opts.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableAutoPipelining: true });
     redis.on('error', (err) => opts.log.warn({ err: err.message }, 'rate-limit Redis error; requests are not limited meanwhile'));
     v1.addHook('onClose', async () => {
       await redis!.quit().catch(() => redis!.disconnect());

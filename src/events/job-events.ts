@@ -6,7 +6,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import type { JobEvent } from '../core/job.ts';
 
 /**
@@ -110,8 +111,10 @@ export class RedisEventBus implements JobEventBus {
   constructor(url: string, prefix: string) {
     this.channel = `${prefix}:job-events`;
     const opts = { maxRetriesPerRequest: null, enableOfflineQueue: true, lazyConnect: false };
-    this.pub = new Redis(url, opts);
-    this.sub = new Redis(url, opts);
+    // ioredis is loaded only by deployments with Redis.
+    const { Redis: RedisClient } = createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+    this.pub = new RedisClient(url, opts);
+    this.sub = new RedisClient(url, opts);
     // Errors reconnect on their own; the store stays the source of truth while Redis is away.
     this.pub.on('error', () => {});
     this.sub.on('error', () => {});
