@@ -5,7 +5,10 @@
  *   (a) sync latency added: the same POST /v1/images/generations (b64_json, n=1) at a constant open-loop
  *       arrival rate (default 200/s), sent straight to the stand-in and through easel in alternating
  *       segments after a warm-up; p50/p90/p99 of each and the difference of the percentiles. Latency is
- *       from sending to the last byte, on keep-alive connections. Should easel fall more than 5 s of
+ *       from sending to the last byte, on keep-alive connections. Requests sent in the first 250 ms of a
+ *       segment (--ramp) are left out of the percentiles, for both targets: each one idles while the
+ *       other is measured, and the first ~150 ms after that idleness run slow on this VM (a steady load
+ *       never idles); the summary prints the figures with them too. Should easel fall more than 5 s of
  *       requests behind, sending stops and the run is marked SATURATED.
  *   (b) async throughput: N submissions with `Prefer: respond-async` (64 in flight; worker concurrency
  *       64, the README's 32 per vCPU for network-bound workers), from the first
@@ -28,7 +31,7 @@
  *   npm run bench -- --only sync-embedded,async-embedded --concurrency 32 --cpu-prof
  *   node bench/profile-summary.ts bench/results/profiles/<run>/<file>.cpuprofile   (the event loop's is the largest)
  *
- * Options: --rate N, --duration S, --warmup S, --segment S, --jobs N, --job-seconds S, --inflight N,
+ * Options: --rate N, --duration S, --warmup S, --segment S, --ramp MS (not counted at each segment's start), --jobs N, --job-seconds S, --inflight N,
  * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --node-flags="…" (for the easel
  * process), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
  * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
@@ -36,7 +39,7 @@
  * Writes bench/results/latest.json (and a timestamped copy); bench/results/ is git-ignored.
  */
 import { cpus, loadavg, totalmem } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
@@ -62,6 +65,7 @@ const { values: argv } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     segment: { type: 'string', default: '5' },
+    ramp: { type: 'string', default: '250' },
     jobs: { type: 'string' },
     'job-seconds': { type: 'string', default: '15' },
     inflight: { type: 'string', default: '64' },
@@ -82,6 +86,7 @@ const opts = {
   durationS: Number(argv.duration ?? (quick ? 6 : 20)),
   warmupS: Number(argv.warmup ?? (quick ? 2 : 5)),
   segmentS: Number(argv.segment),
+  rampMs: Number(argv.ramp),
   /** Jobs per async run: fixed with --jobs, else sized from the warm-up to take about jobSeconds (≤ jobsMax). */
   jobs: argv.jobs === undefined ? undefined : Number(argv.jobs),
   jobsMax: quick ? 1000 : 5000,
@@ -100,6 +105,14 @@ const RESULTS = join(ROOT, 'bench', 'results');
 /** Requests sent back to back (4 in flight) before the timed warm-up of each target. */
 const WARM_BURST = 300;
 const TARGETS = { addedP50Ms: 5, addedP99Ms: 20, jobsPerSecond: 1000, rate: 200 };
+/**
+ * The throwaway Postgres (fsync off) and Redis keep their data in memory (/dev/shm) when there is one:
+ * on this VM's root filesystem (ext4 without a journal) their file churn, and deleting their folders,
+ * made each file easel itself then created (its images, which is what is measured) cost ~1 ms of
+ * kernel time. easel's own run folders stay in TMPDIR.
+ */
+const SERVERS_DIR = existsSync('/dev/shm') ? '/dev/shm' : undefined;
+
 /** Servers whose CPU per job the async runs log (all their processes, 10 ms ticks). */
 const SERVER_PROCESSES = ['postgres', 'redis-server'] as const;
 const BODY = JSON.stringify({ model: MODEL, prompt: 'a lighthouse on a cliff at dusk, oil painting', n: 1, response_format: 'b64_json' });
@@ -119,7 +132,10 @@ function isImageAnswer(res: HttpResult): boolean {
 }
 
 interface LatencySide {
+  /** Requests sent after each segment's ramp (see side()). */
   summary: Summary;
+  /** Every request, the ramps included. */
+  summaryAll: Summary;
   sent: number;
   errors: number;
   firstError?: string;
@@ -136,6 +152,8 @@ interface SyncResult {
   direct: LatencySide;
   easel: LatencySide;
   addedMs: { p50: number; p90: number; p99: number };
+  /** The same with each segment's ramp counted. */
+  addedAllMs: { p50: number; p99: number };
   easelPeakRssMb: number;
   easelCpuPerRequestMs: number;
   easelMainThreadCpuPerRequestMs: number;
@@ -167,12 +185,18 @@ interface AsyncResult {
   backendCallsPerJob: number;
 }
 
-function side(r: OpenLoopResult[], durationS: number): LatencySide {
-  const latencies = r.flatMap((x) => x.latencies);
+/**
+ * Latencies of requests sent after the segment's first `rampMs`: each target sits idle while the other
+ * is measured, and on this VM the first ~150 ms after seconds of idleness run slow (20–50 ms a
+ * request, both targets alike), which no steady load sees. `summaryAll` keeps every request.
+ */
+function side(r: OpenLoopResult[], durationS: number, rampMs: number): LatencySide {
+  const latencies = r.flatMap((x) => x.latencies.filter((_, i) => x.sentAtMs[i]! >= rampMs));
   const lag = summarize(r.flatMap((x) => x.sendLag));
   const sent = r.reduce((a, x) => a + x.sent, 0);
   return {
     summary: summarize(latencies),
+    summaryAll: summarize(r.flatMap((x) => x.latencies)),
     sent,
     errors: r.reduce((a, x) => a + x.errors, 0),
     firstError: r.find((x) => x.firstError)?.firstError,
@@ -226,8 +250,8 @@ async function syncPhase(phase: Phase, stack: StackOptions, standin: Standin): P
       easelCpu += easel.cpuSeconds() - e0;
       easelMainCpu += easel.mainThreadCpuSeconds() - m0;
     }
-    const d = side(runs.direct, opts.durationS);
-    const e = side(runs.easel, opts.durationS);
+    const d = side(runs.direct, opts.durationS, opts.rampMs);
+    const e = side(runs.easel, opts.durationS, opts.rampMs);
     const mem = easel.memory();
     return {
       phase,
@@ -236,6 +260,7 @@ async function syncPhase(phase: Phase, stack: StackOptions, standin: Standin): P
       direct: d,
       easel: e,
       addedMs: { p50: e.summary.p50 - d.summary.p50, p90: e.summary.p90 - d.summary.p90, p99: e.summary.p99 - d.summary.p99 },
+      addedAllMs: { p50: e.summaryAll.p50 - d.summaryAll.p50, p99: e.summaryAll.p99 - d.summaryAll.p99 },
       easelPeakRssMb: mb(mem.peakRssBytes),
       easelCpuPerRequestMs: (easelCpu * 1000) / Math.max(1, e.sent),
       easelMainThreadCpuPerRequestMs: (easelMainCpu * 1000) / Math.max(1, e.sent),
@@ -435,8 +460,8 @@ async function main() {
     for (let rep = 0; rep < opts.repeat; rep++) for (const phase of phases) {
       let stack: StackOptions = {};
       if (phase.endsWith('redis-pg')) {
-        if (!redis) redis = await startRedis();
-        if (!postgres) postgres = await startPostgresServer();
+        if (!redis) redis = await startRedis({ parentDir: SERVERS_DIR });
+        if (!postgres) postgres = await startPostgresServer({ parentDir: SERVERS_DIR });
         if (!redis || !postgres) {
           skipped.push(`${phase}: ${!redis ? 'redis-server' : 'Postgres (initdb/pg_ctl)'} not found`);
           log(`skipping ${phase}: ${skipped.at(-1)}`);
@@ -471,6 +496,10 @@ async function main() {
       rows.push([r.phase, 'added by easel', `${fmt(r.addedMs.p50)} ${ok50}`, fmt(r.addedMs.p90), `${fmt(r.addedMs.p99)} ${ok99}`, '', '', '']);
     }
     lines.push(table(rows));
+    if (opts.rampMs > 0) {
+      lines.push(`The first ${opts.rampMs} ms of each ${round(opts.durationS / Math.max(1, Math.round(opts.durationS / opts.segmentS)), 1)} s segment are not counted (each target idles while the other is measured; --ramp 0 counts them). Counting them, added p50/p99:`);
+      lines.push(`  ${syncResults.map((r) => `${r.phase} ${fmt(r.addedAllMs.p50)} / ${fmt(r.addedAllMs.p99)} ms`).join('; ')}`);
+    }
     if (opts.repeat > 1) {
       for (const phase of new Set(syncResults.map((r) => r.phase))) {
         const rs = syncResults.filter((r) => r.phase === phase);

@@ -59,6 +59,8 @@ export class HttpClient {
 export interface OpenLoopResult {
   /** Milliseconds from sending to the last byte of the answer, successful requests only. */
   latencies: number[];
+  /** For each latency, when its request was sent: ms after the loop started. */
+  sentAtMs: number[];
   /** How late each request left compared with its slot in the schedule (generator health). */
   sendLag: number[];
   sent: number;
@@ -85,7 +87,7 @@ export async function openLoop(opts: {
 }): Promise<OpenLoopResult> {
   const interval = 1000 / opts.rate;
   const total = Math.max(1, Math.round((opts.rate * opts.durationMs) / 1000));
-  const out: OpenLoopResult = { latencies: [], sendLag: [], sent: 0, ok: 0, errors: 0, elapsedMs: 0, saturated: false };
+  const out: OpenLoopResult = { latencies: [], sentAtMs: [], sendLag: [], sent: 0, ok: 0, errors: 0, elapsedMs: 0, saturated: false };
   const maxInFlight = opts.maxInFlight ?? Math.max(50, opts.rate * 5);
   const inflight = new Set<Promise<void>>();
   const start = performance.now();
@@ -100,6 +102,7 @@ export async function openLoop(opts: {
         if (opts.check(res)) {
           out.ok++;
           out.latencies.push(t1 - t0);
+          out.sentAtMs.push(t0 - start);
         } else {
           out.errors++;
           out.firstError ??= `HTTP ${res.status}: ${res.body.toString('utf8').slice(0, 300)}`;

@@ -92,7 +92,8 @@ function lookupPostgresUser(): OsUser | undefined {
  * A global test runner starts one for the whole suite and passes its adminUrl on in
  * EASEL_TEST_POSTGRES_URL.
  */
-export async function startPostgresServer(): Promise<TestPostgresServer | undefined> {
+/** `parentDir`: where the server's data folder goes (default: the OS temp folder). */
+export async function startPostgresServer(opts: { parentDir?: string } = {}): Promise<TestPostgresServer | undefined> {
   const binDir = findBinDir();
   if (!binDir) return unavailable('initdb and pg_ctl were found neither on PATH nor in /usr/lib/postgresql/*/bin');
   const initdb = join(binDir, 'initdb');
@@ -113,7 +114,7 @@ export async function startPostgresServer(): Promise<TestPostgresServer | undefi
     return run('su', ['postgres', '-s', '/bin/sh', '-c', quoted], { encoding: 'utf8' });
   };
 
-  const dir = mkdtempSync(join(tmpdir(), 'easel-pg-'));
+  const dir = mkdtempSync(join(opts.parentDir ?? tmpdir(), 'easel-pg-'));
   const dataDir = join(dir, 'data');
   const logFile = join(dir, 'server.log');
   if (user) chownSync(dir, user.uid, user.gid);

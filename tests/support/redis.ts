@@ -110,7 +110,8 @@ function external(url: string): RedisServer {
   };
 }
 
-export async function startRedis(): Promise<RedisServer | undefined> {
+/** `parentDir`: where the server's data folder goes (default: the OS temp folder). */
+export async function startRedis(opts: { parentDir?: string } = {}): Promise<RedisServer | undefined> {
   const shared = process.env.EASEL_TEST_REDIS_URL;
   if (shared) return external(shared);
   const bin = findRedisServer();
@@ -119,7 +120,7 @@ export async function startRedis(): Promise<RedisServer | undefined> {
     return undefined;
   }
 
-  const dir = mkdtempSync(join(tmpdir(), 'easel-redis-'));
+  const dir = mkdtempSync(join(opts.parentDir ?? tmpdir(), 'easel-redis-'));
   let port = 0;
   let child: ChildProcess | undefined;
 
