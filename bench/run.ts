@@ -459,6 +459,7 @@ async function main() {
   try {
     for (let rep = 0; rep < opts.repeat; rep++) for (const phase of phases) {
       let stack: StackOptions = {};
+      let dropDatabase: (() => Promise<void>) | undefined;
       if (phase.endsWith('redis-pg')) {
         if (!redis) redis = await startRedis({ parentDir: SERVERS_DIR });
         if (!postgres) postgres = await startPostgresServer({ parentDir: SERVERS_DIR });
@@ -470,9 +471,12 @@ async function main() {
         // A fresh database per run (each easel migrates its own) on one throwaway server.
         const dbase = await createTestDatabase(postgres.adminUrl);
         stack = { databaseUrl: dbase.url, redisUrl: redis.url };
+        dropDatabase = () => dbase.stop();
       }
       if (phase.startsWith('sync')) syncResults.push(await syncPhase(phase, stack, standin));
       else asyncResults.push(await asyncPhase(phase, stack, standin));
+      // Dropped once its run is over, so autovacuum does not clean up after it during the next run.
+      await dropDatabase?.().catch(() => {});
     }
   } finally {
     await standinChild.stop();
