@@ -156,7 +156,7 @@ interface PostgresBatchers {
  * data-modifying CTE), so it needs no BEGIN/COMMIT: the winners' status change and their image rows
  * commit together, and a job that lost (canceled, or a stale attempt) gets neither.
  */
-function postgresBatchers(db: Kysely<any>): PostgresBatchers {
+function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; startAttempt: RawStatement }): PostgresBatchers {
   const insert = rawStatement(
     'postgres',
     `insert into jobs (id, key_id, kind, status, priority, model, backend, request, progress, attempt, error, result, metadata,
@@ -185,18 +185,45 @@ function postgresBatchers(db: Kysely<any>): PostgresBatchers {
      )
      select id from won`,
   );
+  // A group of one (any sync request at a modest rate) takes plain parameters instead: the JSON forms
+  // cost Postgres ~0.15 ms more to plan and run, and a round trip ~0.4 ms more when it was idle.
+  const completeOne = new Map<number, RawStatement>();
+  const completeOneFor = (images: number): RawStatement => {
+    let stmt = completeOne.get(images);
+    if (!stmt) {
+      const row = `(${IMAGE_CASTS.map((t) => `?::${t}`).join(', ')})`;
+      stmt = rawStatement(
+        'postgres',
+        `with won as (
+           update jobs set status = 'succeeded', result = ?, cost_usd = ?, progress = 1, finished_at = ?, updated_at = ?
+           where id = ? and status = 'running' and attempt = ? and cancel_requested = 0 returning id
+         )${images ? `, ins as (
+           insert into images (${IMAGE_COLUMNS.join(', ')})
+           select * from (values ${Array.from({ length: images }, () => row).join(', ')}) as v where exists (select 1 from won)
+         )` : ''}
+         select id from won`,
+      );
+      if (images <= 16) completeOne.set(images, stmt);
+    }
+    return stmt;
+  };
   const JOB_KEYS = ['id', 'key_id', 'kind', 'priority', 'model', 'request', 'metadata', 'webhook_url', 'idempotency_key', 'idempotency_fingerprint', 'created_at', 'updated_at'];
   return {
     insertJob: new TurnBatcher({
       key: (values) => values[0] as string,
       run: async (rows) => {
-        await insert(db, [JSON.stringify(rows.map((values) => Object.fromEntries(JOB_KEYS.map((k, i) => [k, values[i]]))))]);
+        if (rows.length === 1) await one.insertJob(db, rows[0]!);
+        else await insert(db, [JSON.stringify(rows.map((values) => Object.fromEntries(JOB_KEYS.map((k, i) => [k, values[i]]))))]);
         return rows.map(() => undefined);
       },
     }),
     startAttempt: new TurnBatcher({
       key: (c) => c.id,
       run: async (calls) => {
+        if (calls.length === 1) {
+          const { id, backend, now } = calls[0]!;
+          return [(await one.startAttempt<JobRow>(db, [backend, now, now, id])).rows[0]];
+        }
         const { rows } = await start<JobRow>(db, [JSON.stringify(calls)]);
         const byId = new Map(rows.map((r) => [r.id, r]));
         return calls.map((c) => byId.get(c.id));
@@ -205,6 +232,15 @@ function postgresBatchers(db: Kysely<any>): PostgresBatchers {
     completeJob: new TurnBatcher({
       key: (c) => c.id,
       run: async (calls) => {
+        if (calls.length === 1) {
+          const { id, attempt, done } = calls[0]!;
+          const images = done.images.flatMap((i) => {
+            const row = imageToRow(i);
+            return IMAGE_COLUMNS.map((c) => row[c] ?? null);
+          });
+          const { rows } = await completeOneFor(done.images.length)(db, [JSON.stringify(done.result), done.costUsd ?? null, done.finishedAt, done.finishedAt, id, attempt, ...images]);
+          return [rows.length > 0];
+        }
         const jobs = calls.map(({ id, attempt, done }) => ({ id, attempt, result: JSON.stringify(done.result), cost_usd: done.costUsd ?? null, finished_at: done.finishedAt }));
         const images = calls.flatMap(({ done }) => done.images.map(imageToRow));
         const { rows } = await complete<{ id: string }>(db, [JSON.stringify(jobs), JSON.stringify(images)]);
@@ -216,6 +252,8 @@ function postgresBatchers(db: Kysely<any>): PostgresBatchers {
 }
 
 const IMAGE_COLUMNS = ['id', 'job_id', 'key_id', 'idx', 'storage_key', 'media_type', 'width', 'height', 'bytes', 'sha256', 'revised_prompt', 'thumb_key', 'created_at'] as const;
+/** Postgres types of IMAGE_COLUMNS, for parameters in a VALUES list (which has no column to infer them from). */
+const IMAGE_CASTS = ['text', 'text', 'text', 'integer', 'text', 'text', 'integer', 'integer', 'bigint', 'text', 'text', 'text', 'bigint'] as const;
 
 export class SqlJobStore implements JobStore {
   private readonly db: Kysely<any>;
@@ -263,7 +301,7 @@ export class SqlJobStore implements JobStore {
       ),
       insertImages: new Map(),
     };
-    if (d === 'postgres') this.pg = postgresBatchers(this.db);
+    if (d === 'postgres') this.pg = postgresBatchers(this.db, this.sql);
   }
 
   takeCreated(id: string): Job | undefined {
