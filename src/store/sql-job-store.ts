@@ -234,11 +234,7 @@ function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; start
       run: async (calls) => {
         if (calls.length === 1) {
           const { id, attempt, done } = calls[0]!;
-          const images = done.images.flatMap((i) => {
-            const row = imageToRow(i);
-            return IMAGE_COLUMNS.map((c) => row[c] ?? null);
-          });
-          const { rows } = await completeOneFor(done.images.length)(db, [JSON.stringify(done.result), done.costUsd ?? null, done.finishedAt, done.finishedAt, id, attempt, ...images]);
+          const { rows } = await completeOneFor(done.images.length)(db, [JSON.stringify(done.result), done.costUsd ?? null, done.finishedAt, done.finishedAt, id, attempt, ...imageValues(done.images)]);
           return [rows.length > 0];
         }
         const jobs = calls.map(({ id, attempt, done }) => ({ id, attempt, result: JSON.stringify(done.result), cost_usd: done.costUsd ?? null, finished_at: done.finishedAt }));
@@ -252,6 +248,12 @@ function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; start
 }
 
 const IMAGE_COLUMNS = ['id', 'job_id', 'key_id', 'idx', 'storage_key', 'media_type', 'width', 'height', 'bytes', 'sha256', 'revised_prompt', 'thumb_key', 'created_at'] as const;
+/** The images' rows as one flat parameter list, IMAGE_COLUMNS order, for a multi-row VALUES. */
+const imageValues = (images: StoredImage[]): unknown[] =>
+  images.flatMap((i) => {
+    const row = imageToRow(i);
+    return IMAGE_COLUMNS.map((c) => row[c] ?? null);
+  });
 /** Postgres types of IMAGE_COLUMNS, for parameters in a VALUES list (which has no column to infer them from). */
 const IMAGE_CASTS = ['text', 'text', 'text', 'integer', 'text', 'text', 'integer', 'integer', 'bigint', 'text', 'text', 'text', 'bigint'] as const;
 
@@ -435,13 +437,7 @@ export class SqlJobStore implements JobStore {
       stmt = rawStatement(this.dialect, `insert into images (${IMAGE_COLUMNS.join(', ')}) values ${valuesList(images.length, IMAGE_COLUMNS.length)}`);
       if (images.length <= 16) this.sql.insertImages.set(images.length, stmt);
     }
-    return stmt(
-      db,
-      images.flatMap((i) => {
-        const row = imageToRow(i);
-        return IMAGE_COLUMNS.map((c) => row[c] ?? null);
-      }),
-    );
+    return stmt(db, imageValues(images));
   }
 
   async failJob(id: string, attempt: number | null, error: JobError): Promise<boolean> {
