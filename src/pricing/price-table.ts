@@ -159,6 +159,8 @@ function ruleScore(rule: PriceRule, ref: BackendRef, model: string, size: string
 export class PriceTable {
   private readonly overrides: readonly PriceRule[];
   private readonly defaults: readonly PriceRule[];
+  /** Answers of ruleFor (the rules never change): it runs a few times per job and scores every rule. */
+  private readonly picked = new Map<string, PriceRule | undefined>();
 
   constructor(overrides: readonly PriceRule[] = [], defaults: readonly PriceRule[] = DEFAULT_PRICES) {
     this.overrides = overrides;
@@ -171,6 +173,15 @@ export class PriceTable {
     const m = normalModel(model);
     const s = sizeText(size);
     const q = billedQuality(ref.type, m, quality);
+    const key = `${ref.type}\u0000${ref.name ?? ''}\u0000${m}\u0000${s}\u0000${q ?? ''}`;
+    if (this.picked.has(key)) return this.picked.get(key);
+    const rule = this.pick(ref, m, s, q);
+    if (this.picked.size >= 1000) this.picked.clear();
+    this.picked.set(key, rule);
+    return rule;
+  }
+
+  private pick(ref: BackendRef, m: string, s: string, q: string | undefined): PriceRule | undefined {
     for (const list of [this.overrides, this.defaults]) {
       let best: PriceRule | undefined;
       let bestScore = -1;
