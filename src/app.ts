@@ -6,7 +6,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +16,7 @@ import { SqlJobStore } from './store/sql-job-store.ts';
 import { SqlKeyStore } from './store/sql-key-store.ts';
 import type { JobStore, KeyStore } from './store/job-store.ts';
 import { EmbeddedQueue } from './queue/embedded-queue.ts';
+import { loadOptional } from './core/optional-module.ts';
 import type { JobQueue } from './queue/job-queue.ts';
 import { LocalStorage, verifyFileSignature } from './storage/local-storage.ts';
 import type { ImageStorage } from './storage/image-storage.ts';
@@ -51,13 +51,6 @@ export interface RuntimeOptions {
   /** Extra backend types (tests and plugins). */
   backendFactories?: Record<string, BackendFactory>;
 }
-
-/**
- * Parts only some deployments use, loaded when configured: BullMQ with ioredis (~9 MB of heap) and the
- * AWS SDK (~8 MB). A smaller heap is a shorter full collection, which under load is the worst pause
- * a request can meet.
- */
-const optional = <T>(specifier: string): T => createRequire(import.meta.url)(specifier) as T;
 
 export function createLogger(config: EaselConfig, role: string): Logger {
   return pino({ level: config.logging.level, base: { service: 'easel', role, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
@@ -120,7 +113,7 @@ export class Runtime {
     this.auth = new KeyAuthenticator(this.keys);
 
     if (config.redis.url) {
-      const { BullmqQueue } = optional<typeof import('./queue/bullmq-queue.ts')>('./queue/bullmq-queue.ts');
+      const { BullmqQueue } = loadOptional<typeof import('./queue/bullmq-queue.ts')>('./queue/bullmq-queue.ts', import.meta.url);
       this.queue = new BullmqQueue({ url: config.redis.url, prefix: config.redis.prefix, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000 });
     } else {
       this.queue = new EmbeddedQueue({ db: this.mdb, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, pollIntervalMs: config.queue.pollIntervalMs });
@@ -135,7 +128,7 @@ export class Runtime {
     let verify: ((key: string, expires: string, signature: string) => boolean) | undefined;
     if (config.storage.type === 's3') {
       const s3 = config.storage.s3!;
-      const { S3Storage } = optional<typeof import('./storage/s3-storage.ts')>('./storage/s3-storage.ts');
+      const { S3Storage } = loadOptional<typeof import('./storage/s3-storage.ts')>('./storage/s3-storage.ts', import.meta.url);
       this.storage = new S3Storage({ ...s3, cacheControl: `public, max-age=${config.storage.cacheMaxAgeSeconds}, immutable` });
     } else {
       const secret = fileSigningSecret(dataDir);

@@ -10,7 +10,7 @@ import { FalBackend } from './fal/fal-backend.ts';
 import { BflBackend } from './bfl/bfl-backend.ts';
 import { StabilityBackend } from './stability/stability-backend.ts';
 import { ImagenBackend } from './imagen/imagen-backend.ts';
-import { createRequire } from 'node:module';
+import { loadOptional } from '../core/optional-module.ts';
 import { OnnxBackend } from './onnx/onnx-backend.ts';
 import { ComfyUIBackend } from './comfyui/comfyui-backend.ts';
 import { A1111Backend } from './a1111/a1111-backend.ts';
@@ -28,9 +28,9 @@ const factories: Record<string, BackendFactory> = {
   bfl: (config, deps) => new BflBackend(config as ConstructorParameters<typeof BflBackend>[0], deps),
   stability: (config, deps) => new StabilityBackend(config as ConstructorParameters<typeof StabilityBackend>[0], deps),
   imagen: (config, deps) => new ImagenBackend(config as ConstructorParameters<typeof ImagenBackend>[0], deps),
-  // The AI SDK (~8 MB of heap) is loaded only when an ai-sdk backend is configured.
+  // The AI SDK is loaded only when an ai-sdk backend is configured.
   'ai-sdk': (config, deps) => {
-    const { AiSdkBackend } = createRequire(import.meta.url)('./ai-sdk/ai-sdk-backend.ts') as typeof import('./ai-sdk/ai-sdk-backend.ts');
+    const { AiSdkBackend } = loadOptional<typeof import('./ai-sdk/ai-sdk-backend.ts')>('./ai-sdk/ai-sdk-backend.ts', import.meta.url);
     return new AiSdkBackend(config as ConstructorParameters<typeof AiSdkBackend>[0], deps);
   },
   onnx: (config, deps) => new OnnxBackend(config as ConstructorParameters<typeof OnnxBackend>[0], { log: deps.log }),

@@ -10,8 +10,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
-import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
+import { loadOptional } from '../core/optional-module.ts';
 import type { Logger } from 'pino';
 import { ApiError } from '../core/errors.ts';
 import type { RateLimitEndpoint, RateLimitsConfig } from './config.ts';
@@ -51,7 +51,7 @@ export async function registerRateLimits(
   if (opts.redisUrl) {
     // Fail fast: a Redis outage lets requests through (skipOnError) rather than stalling the API.
     // ioredis is loaded only by deployments with Redis.
-    const { Redis: RedisClient } = createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+    const { Redis: RedisClient } = loadOptional<typeof import('ioredis')>('ioredis', import.meta.url);
     redis = new RedisClient(opts.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableAutoPipelining: true });
     redis.on('error', (err) => opts.log.warn({ err: err.message }, 'rate-limit Redis error; requests are not limited meanwhile'));
     v1.addHook('onClose', async () => {

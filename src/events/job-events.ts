@@ -6,8 +6,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
+import { loadOptional } from '../core/optional-module.ts';
 import type { JobEvent } from '../core/job.ts';
 
 /**
@@ -112,7 +112,7 @@ export class RedisEventBus implements JobEventBus {
     this.channel = `${prefix}:job-events`;
     const opts = { maxRetriesPerRequest: null, enableOfflineQueue: true, lazyConnect: false };
     // ioredis is loaded only by deployments with Redis.
-    const { Redis: RedisClient } = createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+    const { Redis: RedisClient } = loadOptional<typeof import('ioredis')>('ioredis', import.meta.url);
     this.pub = new RedisClient(url, opts);
     this.sub = new RedisClient(url, opts);
     // Errors reconnect on their own; the store stays the source of truth while Redis is away.

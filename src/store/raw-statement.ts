@@ -13,17 +13,36 @@ import type { Dialect } from './database.ts';
 export type RawStatement = <R = Record<string, unknown>>(db: Kysely<any>, params: readonly unknown[]) => Promise<QueryResult<R>>;
 
 export function rawStatement(dialect: Dialect, text: string): RawStatement {
-  let n = 0;
-  const sqlText = dialect === 'postgres' ? text.replace(/\?/g, () => `$${++n}`) : text;
-  const arity = dialect === 'postgres' ? n : (text.match(/\?/g)?.length ?? 0);
+  let arity = 0;
+  const sqlText = text.replace(/\?/g, () => {
+    arity++;
+    return dialect === 'postgres' ? `$${arity}` : '?';
+  });
   return <R>(db: Kysely<any>, params: readonly unknown[]) => {
     if (params.length !== arity) throw new Error(`statement takes ${arity} parameters, got ${params.length}: ${sqlText}`);
     return db.executeQuery(CompiledQuery.raw(sqlText, params as unknown[])) as Promise<QueryResult<R>>;
   };
 }
 
-/** `(?, ?, …), (?, ?, …)`: the VALUES list of a multi-row insert. */
-export function valuesList(rows: number, columns: number): string {
-  const row = `(${Array.from({ length: columns }, () => '?').join(', ')})`;
+/**
+ * `(?, ?, …), (?, ?, …)`: the VALUES list of a multi-row insert. With types (`['text', 'integer']`)
+ * each placeholder is cast, for a VALUES that has no target column to take types from (Postgres).
+ */
+export function valuesList(rows: number, columns: number | readonly string[]): string {
+  const cells = typeof columns === 'number' ? Array.from({ length: columns }, () => '?') : columns.map((t) => `?::${t}`);
+  const row = `(${cells.join(', ')})`;
   return Array.from({ length: rows }, () => row).join(', ');
+}
+
+/** A statement whose text depends on a row count (a multi-row VALUES); those for up to 16 rows are kept. */
+export function rawStatementPerRows(dialect: Dialect, text: (rows: number) => string): (rows: number) => RawStatement {
+  const made = new Map<number, RawStatement>();
+  return (rows) => {
+    let stmt = made.get(rows);
+    if (!stmt) {
+      stmt = rawStatement(dialect, text(rows));
+      if (rows <= 16) made.set(rows, stmt);
+    }
+    return stmt;
+  };
 }

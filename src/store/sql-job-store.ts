@@ -10,7 +10,7 @@ import { JOB_STATUSES } from '../core/job.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
 import type { MetadataDb } from './database.ts';
-import { rawStatement, valuesList } from './raw-statement.ts';
+import { rawStatement, rawStatementPerRows, valuesList } from './raw-statement.ts';
 import type { RawStatement } from './raw-statement.ts';
 import { TurnBatcher } from '../core/turn-batcher.ts';
 import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
@@ -187,26 +187,17 @@ function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; start
   );
   // A group of one (any sync request at a modest rate) takes plain parameters instead: the JSON forms
   // cost Postgres ~0.15 ms more to plan and run, and a round trip ~0.4 ms more when it was idle.
-  const completeOne = new Map<number, RawStatement>();
-  const completeOneFor = (images: number): RawStatement => {
-    let stmt = completeOne.get(images);
-    if (!stmt) {
-      const row = `(${IMAGE_CASTS.map((t) => `?::${t}`).join(', ')})`;
-      stmt = rawStatement(
-        'postgres',
-        `with won as (
-           update jobs set status = 'succeeded', result = ?, cost_usd = ?, progress = 1, finished_at = ?, updated_at = ?
-           where id = ? and status = 'running' and attempt = ? and cancel_requested = 0 returning id
-         )${images ? `, ins as (
-           insert into images (${IMAGE_COLUMNS.join(', ')})
-           select * from (values ${Array.from({ length: images }, () => row).join(', ')}) as v where exists (select 1 from won)
-         )` : ''}
-         select id from won`,
-      );
-      if (images <= 16) completeOne.set(images, stmt);
-    }
-    return stmt;
-  };
+  const completeOneFor = rawStatementPerRows(
+    'postgres',
+    (images) => `with won as (
+       update jobs set status = 'succeeded', result = ?, cost_usd = ?, progress = 1, finished_at = ?, updated_at = ?
+       where id = ? and status = 'running' and attempt = ? and cancel_requested = 0 returning id
+     )${images ? `, ins as (
+       insert into images (${IMAGE_COLUMNS.join(', ')})
+       select * from (values ${valuesList(images, IMAGE_CASTS)}) as v where exists (select 1 from won)
+     )` : ''}
+     select id from won`,
+  );
   const JOB_KEYS = ['id', 'key_id', 'kind', 'priority', 'model', 'request', 'metadata', 'webhook_url', 'idempotency_key', 'idempotency_fingerprint', 'created_at', 'updated_at'];
   return {
     insertJob: new TurnBatcher({
@@ -274,7 +265,7 @@ export class SqlJobStore implements JobStore {
     startAttempt: RawStatement;
     completeJob: RawStatement;
     /** By number of images. */
-    insertImages: Map<number, RawStatement>;
+    insertImages: (rows: number) => RawStatement;
   };
 
   /** On Postgres, the per-job statements of one event-loop turn share a statement (turn-batcher.ts). */
@@ -301,7 +292,7 @@ export class SqlJobStore implements JobStore {
         `update jobs set status = 'succeeded', result = ?, cost_usd = ?, progress = 1, finished_at = ?, updated_at = ?
          where id = ? and status = 'running' and attempt = ? and cancel_requested = 0`,
       ),
-      insertImages: new Map(),
+      insertImages: rawStatementPerRows(d, (rows) => `insert into images (${IMAGE_COLUMNS.join(', ')}) values ${valuesList(rows, IMAGE_COLUMNS.length)}`),
     };
     if (d === 'postgres') this.pg = postgresBatchers(this.db, this.sql);
   }
@@ -432,12 +423,7 @@ export class SqlJobStore implements JobStore {
   }
 
   private insertImages(db: Kysely<any>, images: StoredImage[]): Promise<unknown> {
-    let stmt = this.sql.insertImages.get(images.length);
-    if (!stmt) {
-      stmt = rawStatement(this.dialect, `insert into images (${IMAGE_COLUMNS.join(', ')}) values ${valuesList(images.length, IMAGE_COLUMNS.length)}`);
-      if (images.length <= 16) this.sql.insertImages.set(images.length, stmt);
-    }
-    return stmt(db, imageValues(images));
+    return this.sql.insertImages(images.length)(db, imageValues(images));
   }
 
   async failJob(id: string, attempt: number | null, error: JobError): Promise<boolean> {
