@@ -39,11 +39,15 @@ export function procMainThreadCpuSeconds(pid: number): number {
 }
 
 function statCpuSeconds(path: string): number {
-  const stat = readFileSync(path, 'utf8');
+  return parseStat(readFileSync(path, 'utf8')).cpuSeconds;
+}
+
+/** The command name and user + system CPU seconds from a /proc/<pid>/stat line. */
+function parseStat(stat: string): { name: string; cpuSeconds: number } {
   // The command name (field 2) may contain spaces; fields after the closing paren are fixed.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return { name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS };
 }
 
 export interface Child {
@@ -176,10 +180,8 @@ export function procCpuSecondsByName(names: readonly string[]): Record<string, n
     } catch {
       continue; // exited meanwhile
     }
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    if (!(name in out)) continue;
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    out[name]! += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    const { name, cpuSeconds } = parseStat(stat);
+    if (name in out) out[name]! += cpuSeconds;
   }
   return out;
 }
