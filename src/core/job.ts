@@ -107,6 +107,11 @@ export type JobEvent =
        * answers from it without reading the job back). Never sent across processes.
        */
       local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> };
+      /**
+       * On terminal statuses: whether the job has a webhook URL. `false` lets the webhook sweeper skip
+       * its database probe for a job that needs no delivery; absent means unknown (it probes).
+       */
+      webhook?: boolean;
     }
   | { type: 'progress'; jobId: string; progress: number; at: number }
   | { type: 'cancel_requested'; jobId: string; at: number }

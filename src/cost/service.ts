@@ -274,7 +274,7 @@ export class CostControl implements WorkerCostHooks {
     const ok = await this.cache.fulfil(job, hit);
     if (ok) {
       this.metrics.cacheSaved.inc({ kind: hit.kind }, admission.saved ?? 0);
-      this.events.publish({ type: 'status', jobId: job.id, status: 'succeeded', at: Date.now() });
+      this.events.publish({ type: 'status', jobId: job.id, status: 'succeeded', at: Date.now(), webhook: job.webhookUrl != null });
     } else {
       await this.db.updateTable('job_costs').set({ cache_kind: null, cache_source_job: null, cache_similarity: null, saved_usd: null }).where('job_id', '=', job.id).execute().catch(() => {});
     }

@@ -159,7 +159,7 @@ export class WebhookService {
       resolver: this.deps.resolver,
     });
     this.unsubscribe = this.deps.events.subscribeAll((event) => {
-      if (event.type === 'status' && isTerminal(event.status)) this.requestSweep();
+      if (event.type === 'status' && isTerminal(event.status) && event.webhook !== false) this.requestSweep();
     });
     this.dispatcher.start();
     this.runSweep();

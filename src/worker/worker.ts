@@ -102,7 +102,7 @@ export class Worker {
       // Every earlier delivery died mid-run (or was handed back); stop the crash loop.
       const error = { code: 'worker_lost', message: `job ${jobId} was interrupted ${current.attempt} times (worker crashed or was stopped); giving up` };
       if (await store.failJob(jobId, null, error)) {
-        this.publishStatus(jobId, 'failed');
+        this.publishStatus(jobId, 'failed', current);
         await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
       }
       return;
@@ -114,7 +114,7 @@ export class Worker {
     if (!route) {
       const error = { code: 'model_not_found', message: `model "${current.model}" is no longer served by this worker's configuration` };
       if (await store.failJob(jobId, null, error)) {
-        this.publishStatus(jobId, 'failed');
+        this.publishStatus(jobId, 'failed', current);
         await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
       }
       return;
@@ -159,10 +159,10 @@ export class Worker {
         await this.deps.costHooks?.finished(job, outcome);
         const at = new Date(finishedAt);
         const finished: Job = { ...job, status: 'succeeded', progress: 1, result: done.result, costUsd: done.costUsd, finishedAt: at, updatedAt: at };
-        this.publishStatus(jobId, 'succeeded', { job: finished, images, bytes });
+        this.publishStatus(jobId, 'succeeded', job, { job: finished, images, bytes });
         jlog.info({ images: images.length }, 'job succeeded');
       } else if (await store.finishCanceled(jobId, job.attempt)) {
-        this.publishStatus(jobId, 'canceled');
+        this.publishStatus(jobId, 'canceled', job);
         await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null, route });
       }
     } catch (err) {
@@ -192,7 +192,7 @@ export class Worker {
     }
     if (reason === 'canceled') {
       if (await store.finishCanceled(job.id, job.attempt)) {
-        this.publishStatus(job.id, 'canceled');
+        this.publishStatus(job.id, 'canceled', job);
         await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null });
       }
       jlog.info('job canceled');
@@ -218,7 +218,7 @@ export class Worker {
       throw err instanceof Error ? err : cause;
     }
     if (await store.failJob(job.id, job.attempt, error)) {
-      this.publishStatus(job.id, 'failed');
+      this.publishStatus(job.id, 'failed', job);
       await this.deps.costHooks?.finished(job, { status: 'failed', costUsd: null });
     }
     jlog.info({ code: error.code }, 'job failed');
@@ -357,7 +357,9 @@ export class Worker {
     }
   }
 
-  private publishStatus(jobId: string, status: Job['status'], local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> }): void {
-    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now(), ...(local ? { local } : {}) });
+  /** `job` (on terminal statuses) tells the webhook sweeper whether there is anything to deliver. */
+  private publishStatus(jobId: string, status: Job['status'], job?: Job, local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> }): void {
+    const webhook = job ? { webhook: job.webhookUrl != null } : {};
+    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now(), ...webhook, ...(local ? { local } : {}) });
   }
 }

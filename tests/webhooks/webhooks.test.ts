@@ -17,6 +17,9 @@ import { generateWebhookSecret, loadOrCreateWebhookSecret, signWebhook } from '.
 import { decideOutcome } from '../../src/webhooks/dispatcher.ts';
 import { postWebhook, parseRetryAfter } from '../../src/webhooks/http.ts';
 import { WebhookService } from '../../src/webhooks/service.ts';
+import { LocalEventBus } from '../../src/events/job-events.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { LocalStorage } from '../../src/storage/local-storage.ts';
 import type { Resolver } from '../../src/net/ssrf.ts';
 import { startReceiver, sleep, until } from './receiver.ts';
 import type { Receiver } from './receiver.ts';
@@ -292,6 +295,44 @@ describe('webhook deliveries (loopback receiver)', () => {
     const seen = (await res.json()) as any;
     assert.equal(seen.webhook, undefined);
     assert.equal(seen.webhook_url, null);
+  });
+});
+
+describe('the sweep that creates deliveries', () => {
+  test('a job that ends with a webhook wakes it at once; one without (or many without) costs no database probe', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'easel-wh-sweep-'));
+    const mdb = openDatabase(join(dir, 'easel.db'));
+    const events = new LocalEventBus();
+    const config = loadConfig({ env: {}, overrides: OVERRIDES });
+    // The recovery sweep is far away: only terminal events can wake the sweep during this test.
+    const service = new WebhookService({
+      config, mdb, store: new SqlJobStore(mdb), storage: new LocalStorage({ dir: join(dir, 'images'), publicBaseUrl: 'http://127.0.0.1:1', signingSecret: 'test' }), events,
+      log: pino({ level: 'silent' }), dataDir: dir, deliver: true, sweepIntervalMs: 3_600_000,
+    });
+    try {
+      await migrate(mdb);
+      let probes = 0;
+      const unswept = service.deliveries.unsweptJobs.bind(service.deliveries);
+      service.deliveries.unsweptJobs = (limit: number) => (probes++, unswept(limit));
+      await service.start();
+      await until('the start-up sweep', () => probes === 1);
+      const end = (webhook: boolean | undefined, status: 'succeeded' | 'failed' | 'canceled' = 'succeeded') =>
+        events.publish({ type: 'status', jobId: newJobId(), status, at: Date.now(), ...(webhook === undefined ? {} : { webhook }) });
+      for (let i = 0; i < 20; i++) end(false, i % 2 ? 'failed' : 'canceled');
+      events.publish({ type: 'status', jobId: newJobId(), status: 'running', at: Date.now(), webhook: true });
+      await sleep(200);
+      assert.equal(probes, 1, 'jobs without a webhook and non-terminal statuses do not probe');
+      end(true);
+      await until('a sweep for the job with a webhook', () => probes === 2);
+      await sleep(100);
+      end(undefined, 'canceled');
+      await until('a sweep when the publisher could not tell', () => probes === 3);
+    } finally {
+      await service.stop(0);
+      await events.close();
+      await mdb.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -235,7 +235,7 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
       const out = await deps.store.cancelJob(jobId);
       if (out.outcome === 'canceled') {
         await deps.queue.remove(jobId).catch(() => false);
-        deps.events.publish({ type: 'status', jobId, status: 'canceled', at: Date.now() });
+        deps.events.publish({ type: 'status', jobId, status: 'canceled', at: Date.now(), webhook: out.job.webhookUrl != null });
       } else if (out.outcome === 'cancel_requested') {
         deps.events.publish({ type: 'cancel_requested', jobId, at: Date.now() });
       }

@@ -46,7 +46,7 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     if (out.outcome === 'not_found') throw new ApiError(404, `No job with id '${req.params.id}'.`, { param: 'id', code: 'job_not_found' });
     if (out.outcome === 'canceled') {
       await deps.queue.remove(out.job.id).catch(() => false);
-      deps.events.publish({ type: 'status', jobId: out.job.id, status: 'canceled', at: Date.now() });
+      deps.events.publish({ type: 'status', jobId: out.job.id, status: 'canceled', at: Date.now(), webhook: out.job.webhookUrl != null });
     } else if (out.outcome === 'cancel_requested') {
       deps.events.publish({ type: 'cancel_requested', jobId: out.job.id, at: Date.now() });
     } else {
