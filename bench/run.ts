@@ -24,7 +24,9 @@
  * the stand-in runs in a process of its own for the whole benchmark; the load generator (node:http,
  * keep-alive, no dependencies) runs in this one. On a small machine the three share the cores, so
  * the figures include that contention, and other work on the machine skews them (the load average is
- * printed). Run it more than once (--repeat) before believing a difference.
+ * printed, with a CPU speed probe at start and end and the share of CPU time the hypervisor stole: on
+ * this VM the same code has run three times slower from one session to the next). Run it more than
+ * once (--repeat) before believing a difference.
  *
  *   npm run bench                       # everything (~3–5 min)
  *   npm run bench -- --quick            # smoke run (~1–2 min)
@@ -50,7 +52,7 @@ import { median, round, summarize } from './lib/stats.ts';
 import type { Summary } from './lib/stats.ts';
 import { ADMIN_KEY, MODEL, startEaselProcess } from './lib/easel-process.ts';
 import type { EaselProcess, StackOptions } from './lib/easel-process.ts';
-import { procCpuSeconds, procCpuSecondsByName, procMemory, procThreadCpu, spawnNode } from './lib/proc.ts';
+import { cpuSpeedProbe, machineCpu, procCpuSeconds, procCpuSecondsByName, procMemory, procThreadCpu, spawnNode, stealFraction } from './lib/proc.ts';
 import { startRedis } from '../tests/support/redis.ts';
 import { createTestDatabase, startPostgresServer } from '../tests/support/postgres.ts';
 
@@ -429,7 +431,9 @@ async function main() {
   mkdirSync(RESULTS, { recursive: true });
   const started = Date.now();
   const load0 = loadavg();
-  log(`node ${process.version}, ${cpus().length} CPUs, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+  const speed0 = cpuSpeedProbe();
+  const cpu0 = machineCpu();
+  log(`node ${process.version}, ${cpus().length} CPUs, load average ${load0.map((l) => l.toFixed(2)).join(' ')}, CPU speed probe ${speed0.toFixed(2)} ns/iteration`);
   const { child: standinChild, match } = await spawnNode([join(ROOT, 'bench', 'standin-process.ts')], {
     ready: /^(\{.*\})$/m,
     env: { ...process.env, BENCH_IMAGE_SIZE: String(opts.imageSize) },
@@ -550,7 +554,13 @@ async function main() {
       ...asyncResults.map((r) => [r.phase, fmt(r.easelPeakRssMb, 1), fmt(r.easelCpuPerJobMs), fmt(r.easelMainThreadCpuPerJobMs), fmt(r.standinCpuPerJobMs), fmt(r.backendCallsPerJob, 3)]),
     ]),
   );
+  const steal = stealFraction(cpu0, machineCpu());
+  const speed1 = cpuSpeedProbe();
   lines.push(`load average at start ${load0.map((l) => l.toFixed(2)).join(' ')}, at end ${loadavg().map((l) => l.toFixed(2)).join(' ')} (other work on the machine skews every figure)`);
+  lines.push(
+    `CPU speed probe (a fixed integer loop; lower is faster) ${speed0.toFixed(2)} ns/iteration at start, ${speed1.toFixed(2)} at end; ` +
+      `${(steal * 100).toFixed(1)}% of CPU time stolen by the hypervisor during the run. Compare figures only between runs whose probes agree.`,
+  );
   for (const s of skipped) lines.push(`skipped ${s}`);
   const firstErrors = [...syncResults.flatMap((r) => [r.direct.firstError, r.easel.firstError]), ...asyncResults.map((r) => r.firstError)].filter(Boolean);
   if (firstErrors.length) lines.push(`first errors: ${firstErrors.join(' | ')}`);
@@ -564,6 +574,8 @@ async function main() {
     totalMemMb: mb(totalmem()),
     loadAverageAtStart: load0,
     loadAverageAtEnd: loadavg(),
+    cpuSpeedProbeNs: { start: speed0, end: speed1 },
+    cpuStealFraction: steal,
     quick,
     options: opts,
     targets: TARGETS,

@@ -185,3 +185,41 @@ export function procCpuSecondsByName(names: readonly string[]): Record<string, n
   }
   return out;
 }
+
+/** The machine's CPU time so far (/proc/stat, all CPUs): busy and stolen (by the hypervisor) ticks. */
+export interface MachineCpu {
+  totalTicks: number;
+  stealTicks: number;
+}
+
+export function machineCpu(): MachineCpu {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user)
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { totalTicks: f.reduce((a, b) => a + b, 0), stealTicks: f[7] ?? 0 };
+}
+
+/** Stolen share of all CPU time between two readings (0..1). */
+export function stealFraction(from: MachineCpu, to: MachineCpu): number {
+  const total = to.totalTicks - from.totalTicks;
+  return total > 0 ? (to.stealTicks - from.stealTicks) / total : 0;
+}
+
+/**
+ * A fixed integer loop timed in nanoseconds per iteration (best of 3): how fast this machine's cores run
+ * right now. Figures from runs whose probe differs a lot are not comparable; a virtual machine on a busy
+ * host can run at a third of its usual speed without reporting any steal.
+ */
+export function cpuSpeedProbe(iterations = 30_000_000): number {
+  let best = Number.POSITIVE_INFINITY;
+  let sink = 0;
+  for (let round = 0; round < 3; round++) {
+    const t0 = process.hrtime.bigint();
+    let x = round;
+    for (let i = 0; i < iterations; i++) x = (x * 31 + i) | 0;
+    sink ^= x;
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / iterations);
+  }
+  if (sink === 0.5) console.log(sink); // keeps the loop from being optimised away
+  return best;
+}
