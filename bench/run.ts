@@ -35,12 +35,12 @@
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --ramp MS (not counted at each segment's start), --jobs N, --job-seconds S, --inflight N,
  * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --node-flags="…" (for the easel
- * process), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
+ * process), --fs-wait S (longest wait for file creation in TMPDIR to be fast, see settledFileCreation), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
  * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
  * Run folders (in TMPDIR) are removed when the benchmark exits; EASEL_BENCH_KEEP=1 keeps them.
  * Writes bench/results/latest.json (and a timestamped copy); bench/results/ is git-ignored.
  */
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -52,7 +52,7 @@ import { median, round, summarize } from './lib/stats.ts';
 import type { Summary } from './lib/stats.ts';
 import { ADMIN_KEY, MODEL, startEaselProcess } from './lib/easel-process.ts';
 import type { EaselProcess, StackOptions } from './lib/easel-process.ts';
-import { cpuSpeedProbe, machineCpu, procCpuSeconds, procCpuSecondsByName, procMemory, procThreadCpu, spawnNode, stealFraction } from './lib/proc.ts';
+import { cpuSpeedProbe, fileCreateProbe, machineCpu, procCpuSeconds, procCpuSecondsByName, procMemory, procThreadCpu, spawnNode, stealFraction } from './lib/proc.ts';
 import { startRedis } from '../tests/support/redis.ts';
 import { createTestDatabase, startPostgresServer } from '../tests/support/postgres.ts';
 
@@ -77,6 +77,7 @@ const { values: argv } = parseArgs({
     repeat: { type: 'string', default: '1' },
     'cpu-prof': { type: 'boolean', default: false },
     'node-flags': { type: 'string', default: '' },
+    'fs-wait': { type: 'string', default: '360' },
     out: { type: 'string' },
   },
   strict: true,
@@ -98,6 +99,7 @@ const opts = {
   imageSize: Number(argv['image-size']),
   repeat: Math.max(1, Number(argv.repeat)),
   cpuProf: argv['cpu-prof']!,
+  fsWaitS: Number(argv['fs-wait']),
 };
 const phases: Phase[] = argv.only ? (argv.only.split(',').map((s) => s.trim()) as Phase[]) : [...PHASES];
 for (const p of phases) if (!PHASES.includes(p)) throw new Error(`unknown phase "${p}" (known: ${PHASES.join(', ')})`);
@@ -427,6 +429,29 @@ function table(rows: string[][]): string {
   return rows.map((r) => pad(r, widths)).join('\n');
 }
 
+/** Above this many ms per created file the filesystem is still paying for recent deletions. */
+const FS_SETTLED_MS = 0.2;
+
+/**
+ * Waits (up to --fs-wait seconds) until creating a file in TMPDIR is fast again. This VM's root
+ * filesystem (ext4 without a journal) scans past every inode deleted in the last few minutes when it
+ * allocates one, so for some minutes after thousands of files were removed (an earlier benchmark's run
+ * folders, the test suite) each file easel creates costs ~1 ms of kernel CPU instead of ~0.04 ms.
+ * Measuring then would charge that to easel; the probe is printed with the results either way.
+ */
+async function settledFileCreation(): Promise<number> {
+  const deadline = Date.now() + opts.fsWaitS * 1000;
+  let ms = fileCreateProbe(tmpdir());
+  if (ms <= FS_SETTLED_MS || opts.fsWaitS <= 0) return ms;
+  log(`creating a file in ${tmpdir()} takes ${ms.toFixed(3)} ms (recently deleted files on this filesystem); waiting up to ${opts.fsWaitS}s for it to settle (--fs-wait 0 skips)`);
+  while (ms > FS_SETTLED_MS && Date.now() < deadline) {
+    await sleep(15_000);
+    ms = fileCreateProbe(tmpdir());
+  }
+  log(ms > FS_SETTLED_MS ? `still ${ms.toFixed(3)} ms per file; measuring anyway` : `settled: ${ms.toFixed(3)} ms per file`);
+  return ms;
+}
+
 async function main() {
   mkdirSync(RESULTS, { recursive: true });
   const started = Date.now();
@@ -434,6 +459,7 @@ async function main() {
   const speed0 = cpuSpeedProbe();
   const cpu0 = machineCpu();
   log(`node ${process.version}, ${cpus().length} CPUs, load average ${load0.map((l) => l.toFixed(2)).join(' ')}, CPU speed probe ${speed0.toFixed(2)} ns/iteration`);
+  const fsCreate0 = await settledFileCreation();
   const { child: standinChild, match } = await spawnNode([join(ROOT, 'bench', 'standin-process.ts')], {
     ready: /^(\{.*\})$/m,
     env: { ...process.env, BENCH_IMAGE_SIZE: String(opts.imageSize) },
@@ -556,11 +582,13 @@ async function main() {
   );
   const steal = stealFraction(cpu0, machineCpu());
   const speed1 = cpuSpeedProbe();
+  const fsCreate1 = fileCreateProbe(tmpdir());
   lines.push(`load average at start ${load0.map((l) => l.toFixed(2)).join(' ')}, at end ${loadavg().map((l) => l.toFixed(2)).join(' ')} (other work on the machine skews every figure)`);
   lines.push(
     `CPU speed probe (a fixed integer loop; lower is faster) ${speed0.toFixed(2)} ns/iteration at start, ${speed1.toFixed(2)} at end; ` +
       `${(steal * 100).toFixed(1)}% of CPU time stolen by the hypervisor during the run. Compare figures only between runs whose probes agree.`,
   );
+  lines.push(`file creation probe (${tmpdir()}, where easel writes its images) ${fmt(fsCreate0, 3)} ms per file at start, ${fmt(fsCreate1, 3)} at end (settled: under ${FS_SETTLED_MS} ms).`);
   for (const s of skipped) lines.push(`skipped ${s}`);
   const firstErrors = [...syncResults.flatMap((r) => [r.direct.firstError, r.easel.firstError]), ...asyncResults.map((r) => r.firstError)].filter(Boolean);
   if (firstErrors.length) lines.push(`first errors: ${firstErrors.join(' | ')}`);
@@ -576,6 +604,7 @@ async function main() {
     loadAverageAtEnd: loadavg(),
     cpuSpeedProbeNs: { start: speed0, end: speed1 },
     cpuStealFraction: steal,
+    fileCreateProbeMs: { start: fsCreate0, end: fsCreate1 },
     quick,
     options: opts,
     targets: TARGETS,

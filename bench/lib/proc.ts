@@ -4,7 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** Linux USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on every mainstream kernel). */
 const CLOCK_TICKS = 100;
@@ -222,4 +223,30 @@ export function cpuSpeedProbe(iterations = 30_000_000): number {
   }
   if (sink === 0.5) console.log(sink); // keeps the loop from being optimised away
   return best;
+}
+
+/**
+ * Median milliseconds to create one small file (open with O_CREAT, write 8 KiB, close) in a fresh
+ * folder under `dir`. On this VM's root filesystem (ext4 without a journal) creating a file scans
+ * past every inode deleted in the last few minutes, so right after thousands of files were removed
+ * (an earlier benchmark's run folders, a test suite) each create costs ~1 ms of kernel CPU instead
+ * of ~0.04 ms, and every image easel writes pays it.
+ */
+export function fileCreateProbe(dir: string, files = 40): number {
+  const folder = mkdtempSync(join(dir, 'easel-fs-probe-'));
+  const data = Buffer.alloc(8192, 1);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < files; i++) {
+      const t0 = performance.now();
+      const fd = openSync(join(folder, `f${i}`), 'wx');
+      writeSync(fd, data);
+      closeSync(fd);
+      times.push(performance.now() - t0);
+    }
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
 }
