@@ -107,7 +107,11 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
     size = s;
   }
   if (b.stream) {
-    throw invalidParam('stream', "Streaming responses are not supported here; submit with 'Prefer: respond-async' and follow the job instead.", 'unsupported_parameter');
+    throw invalidParam(
+      'stream',
+      "Streaming responses are not supported here; submit with 'Prefer: respond-async' (with 'partial_images' for partial images) and follow the job at GET /v1/images/jobs/{id}/events instead.",
+      'unsupported_parameter',
+    );
   }
   if (b.background === 'transparent' && b.output_format === 'jpeg') {
     throw invalidParam('background', "Invalid value for 'background': transparent backgrounds need output_format png or webp.");
@@ -131,6 +135,7 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
     ...(b.seed != null ? { seed: b.seed } : {}),
     ...(b.steps != null ? { steps: b.steps } : {}),
     ...(b.guidance_scale != null ? { guidanceScale: b.guidance_scale } : {}),
+    ...(b.partial_images ? { partialImages: b.partial_images } : {}),
     ...(Object.keys(providerOptions).length ? { providerOptions } : {}),
   };
   return {

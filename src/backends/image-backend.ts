@@ -43,6 +43,11 @@ export interface BackendRequest {
   steps?: number;
   guidanceScale?: number;
   user?: string;
+  /**
+   * Partial images (1–3) to stream through `reportPartialImage` while the call runs, for backends
+   * that can (OpenAI's GPT image models); the rest ignore it.
+   */
+  partialImages?: number;
   inputImages: BackendImageInput[];
   mask?: BackendImageInput;
   providerOptions: Record<string, unknown>;

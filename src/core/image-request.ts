@@ -26,6 +26,11 @@ export interface ImageRequest {
   seed?: number;
   steps?: number;
   guidanceScale?: number;
+  /**
+   * Partial images (1–3) a backend that can stream them sends while it works (OpenAI's
+   * `partial_images` on GPT image models); they go to the job's event stream. Others ignore it.
+   */
+  partialImages?: number;
   /** Storage keys of uploaded input images (edits, variations) and the mask. */
   inputImages?: string[];
   mask?: string;

@@ -5,7 +5,7 @@
  * Node's global fetch (undici behind WHATWG streams) costs a few hundred microseconds of main-thread
  * time per call; a small JSON request answered by a small JSON body needs a fraction of that. The
  * answer is read whole (up to `maxBodyBytes`) and handed back as a standard `Response`, so SDKs that
- * take a `fetch` option work unchanged. Anything this does not handle plainly (a streamed or
+ * take a `fetch` option work unchanged; a `text/event-stream` answer is streamed instead. Anything this does not handle plainly (a streamed or
  * multipart request body, an unusual method) goes to the global fetch instead.
  *
  * Redirects are not followed (an API endpoint answers directly); use it only for operator-configured
@@ -13,6 +13,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { Readable } from 'node:stream';
 
 export interface PooledFetchOptions {
   /** Largest answer read into memory; a bigger one fails the call. Default 64 MiB. */
@@ -51,6 +52,12 @@ function headerRecord(init: RequestInit["headers"]): Record<string, string> {
   return out;
 }
 
+function headersOf(raw: string[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  return headers;
+}
+
 export function createPooledFetch(options: PooledFetchOptions = {}): FetchLike & { close(): void } {
   const maxBody = options.maxBodyBytes ?? 64 * 1024 * 1024;
   const agentOpts = { keepAlive: true, maxFreeSockets: options.maxFreeSockets ?? 64, scheduling: 'lifo' as const };
@@ -86,6 +93,22 @@ export function createPooledFetch(options: PooledFetchOptions = {}): FetchLike &
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', (err) => fail(Object.assign(new TypeError('fetch failed'), { cause: err })));
       req.on('response', (res) => {
+        const status = res.statusCode ?? 502;
+        if (status >= 200 && status < 300 && /^text\/event-stream/i.test(String(res.headers['content-type'] ?? ''))) {
+          // A stream of events (OpenAI's `stream: true`) is handed over as it arrives, not read whole;
+          // an abort from now on destroys the request, which ends the body with an error.
+          settled = true;
+          res.once('close', () => signal?.removeEventListener('abort', onAbort));
+          try {
+            const response = new Response(Readable.toWeb(res) as ReadableStream<Uint8Array>, { status, statusText: res.statusMessage ?? '', headers: headersOf(res.rawHeaders) });
+            Object.defineProperty(response, 'url', { value: url.href });
+            resolve(response);
+          } catch (err) {
+            req.destroy();
+            reject(err);
+          }
+          return;
+        }
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {
@@ -102,10 +125,7 @@ export function createPooledFetch(options: PooledFetchOptions = {}): FetchLike &
           if (settled) return;
           settled = true;
           signal?.removeEventListener('abort', onAbort);
-          const status = res.statusCode ?? 502;
-          const responseHeaders = new Headers();
-          const raw = res.rawHeaders;
-          for (let i = 0; i + 1 < raw.length; i += 2) responseHeaders.append(raw[i]!, raw[i + 1]!);
+          const responseHeaders = headersOf(res.rawHeaders);
           const noBody = method === 'HEAD' || status === 204 || status === 205 || status === 304;
           const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
           try {

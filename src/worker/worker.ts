@@ -245,6 +245,7 @@ export class Worker {
       steps: req.steps,
       guidanceScale: req.guidanceScale,
       user: req.user,
+      partialImages: req.partialImages,
       inputImages,
       mask,
       providerOptions: req.providerOptions ?? {},

@@ -412,3 +412,56 @@ describe('across processes', () => {
     }
   });
 });
+
+describe('partial images from the openai backend (partial_images → stream: true upstream)', () => {
+  let easel: TestEasel;
+  before(async () => {
+    // A gap between events spreads the partials over the run, as a real GPU would.
+    easel = await startEasel({ standin: { streamGapMs: 200 } });
+  });
+  after(() => easel.close());
+
+  test('the partials OpenAI streams arrive on the job stream before it succeeds, and are replayed later', async () => {
+    const res = await easel.api('/v1/images/generations', {
+      method: 'POST',
+      headers: { prefer: 'respond-async' },
+      json: { prompt: 'a streamed lighthouse', model: 'test-model', partial_images: 2 },
+    });
+    assert.equal(res.status, 202);
+    const id = ((await res.json()) as any).id as string;
+    const events = await (await openEvents(easel, id)).ended();
+    const named = events.filter((e) => e.event === 'status' || e.event === 'partial_image').map((e) => (e.event === 'status' ? statusOf(e) : `${e.event}:${e.json.partial_image_index}`));
+    assert.deepEqual(named, ['queued', 'running', 'partial_image:0', 'partial_image:1', 'succeeded']);
+    // The partials also move the job's progress.
+    assert.ok(events.some((e) => e.event === 'progress' && e.json.progress > 0 && e.json.progress < 1));
+    assertIncreasing(events);
+    for (const p of events.filter((e) => e.event === 'partial_image')) {
+      assert.equal(p.json.id, id);
+      assert.equal(p.json.index, 0);
+      assert.equal(p.json.media_type, 'image/png');
+      assert.deepEqual(Buffer.from(p.json.b64_json, 'base64'), easel.standin.partialPng);
+    }
+    const [sent] = easel.standin.requests.filter((r) => r.path === '/v1/images/generations');
+    assert.equal(sent!.body?.stream, true);
+    assert.equal(sent!.body?.partial_images, 2);
+    const job = await waitForJob(easel, id);
+    assert.equal(job.status, 'succeeded');
+    const image = await fetch(job.result.data[0].url);
+    assert.deepEqual(Buffer.from(await image.arrayBuffer()), easel.standin.png);
+
+    // Recorded: a client that connects after the end still gets them.
+    const late = await (await openEvents(easel, id)).ended(5000);
+    assert.deepEqual(late.filter((e) => e.event === 'partial_image').map((e) => e.json.partial_image_index), [0, 1]);
+  });
+
+  test('out-of-range partial_images is a 400 naming it; stream: true is refused with the way to get partials', async () => {
+    const bad = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'x', partial_images: 4 } });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as any).error.param, 'partial_images');
+    const streamed = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'x', stream: true } });
+    assert.equal(streamed.status, 400);
+    const err = ((await streamed.json()) as any).error;
+    assert.equal(err.param, 'stream');
+    assert.match(err.message, /partial_images/);
+  });
+});

@@ -390,6 +390,111 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
   });
 });
 
+describe('OpenAIBackend streaming partial images (stream: true, partial_images)', () => {
+  let standin: OpenAIStandin;
+  /** Released by the test: the stand-in holds the `completed` event until then. */
+  let release: () => void = () => {};
+  let gate: Promise<void> = Promise.resolve();
+  before(async () => {
+    standin = await startOpenAIStandin({ beforeCompleted: () => gate });
+  });
+  after(() => standin.close());
+  beforeEach(() => {
+    standin.requests.length = 0;
+    gate = Promise.resolve();
+  });
+  const make = () => new OpenAIBackend({ type: 'openai', name: 'oai', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY });
+  const withPartials = (ctx: ReturnType<typeof context>) => {
+    const partials: { index: number; partialIndex: number; data: Buffer; mediaType: string }[] = [];
+    const listeners: (() => void)[] = [];
+    ctx.reportPartialImage = (img) => {
+      partials.push({ ...img, data: Buffer.from(img.data) });
+      for (const l of listeners.splice(0)) l();
+    };
+    const nextPartial = () => new Promise<void>((resolve) => listeners.push(resolve));
+    return { partials, nextPartial };
+  };
+
+  test('partials reach the job while the answer is still open, then the finished image', async () => {
+    gate = new Promise<void>((resolve) => (release = resolve));
+    const ctx = context();
+    const { partials, nextPartial } = withPartials(ctx);
+    const firstPartial = nextPartial();
+    const call = make().generate(request({ partialImages: 2, size: { width: 1024, height: 1024 }, quality: 'low' }), ctx);
+    // Nothing would arrive here if the answer were read whole: the stand-in holds back the end.
+    await firstPartial;
+    assert.ok(partials.length >= 1 && partials.length <= 2);
+    release();
+    const result = await call;
+
+    const [sent] = imageRequests(standin);
+    assert.equal(sent.body?.stream, true);
+    assert.equal(sent.body?.partial_images, 2);
+    assert.deepEqual(partials.map((p) => [p.index, p.partialIndex]), [[0, 0], [0, 1]]);
+    for (const p of partials) {
+      assert.deepEqual(p.data, standin.partialPng);
+      assert.equal(p.mediaType, 'image/png');
+    }
+    assert.equal(result.images.length, 1);
+    assert.deepEqual(Buffer.from(result.images[0]!.data), standin.png);
+    assert.deepEqual(result.warnings, []);
+    assert.deepEqual(ctx.progress, [1 / 3, 2 / 3, 1]);
+    assert.match(String(result.providerMetadata?.requestId), /^req_standin_/);
+    assert.ok(result.providerMetadata?.usage, 'usage comes from the completed event');
+  });
+
+  test('n=2 is two streamed calls, each image with its own partials', async () => {
+    const ctx = context();
+    const { partials } = withPartials(ctx);
+    const result = await make().generate(request({ n: 2, partialImages: 1 }), ctx);
+    assert.equal(result.images.length, 2);
+    const sent = imageRequests(standin);
+    assert.equal(sent.length, 2);
+    for (const r of sent) assert.equal(r.body?.n, 1);
+    assert.deepEqual(partials.map((p) => `${p.index}/${p.partialIndex}`).sort(), ['0/0', '1/0']);
+  });
+
+  test('edits stream too (image_edit.* events over multipart)', async () => {
+    const ctx = context();
+    const { partials } = withPartials(ctx);
+    const result = await make().generate(request({ kind: 'edit', partialImages: 3, inputImages: [{ data: new Uint8Array(standin.png), mediaType: 'image/png' }] }), ctx);
+    assert.equal(partials.length, 3);
+    assert.deepEqual(Buffer.from(result.images[0]!.data), standin.png);
+    const [sent] = imageRequests(standin);
+    assert.equal(sent.path, '/v1/images/edits');
+    assert.equal(sent.body?.stream, 'true');
+  });
+
+  test('a model that cannot stream is called plainly, with a warning', async () => {
+    const ctx = context();
+    const { partials } = withPartials(ctx);
+    const result = await make().generate(request({ model: 'dall-e-3', partialImages: 2 }), ctx);
+    assert.equal(result.images.length, 1);
+    assert.equal(partials.length, 0);
+    assert.equal(imageRequests(standin)[0]!.body?.stream, undefined);
+    assert.match(result.warnings.join('\n'), /partial_images is not supported by dall-e-3/);
+  });
+
+  test('without a partial-image listener nothing is streamed', async () => {
+    const result = await make().generate(request({ partialImages: 2 }), context());
+    assert.equal(result.images.length, 1);
+    assert.equal(imageRequests(standin)[0]!.body?.stream, undefined);
+  });
+
+  test('canceling mid-stream aborts the call', async () => {
+    gate = new Promise<void>(() => {}); // never completes
+    const controller = new AbortController();
+    const ctx = context(controller.signal);
+    const { nextPartial } = withPartials(ctx);
+    const first = nextPartial();
+    const call = make().generate(request({ partialImages: 1 }), ctx);
+    await first;
+    controller.abort();
+    const err = await rejection(call);
+    assert.equal(err.code, 'aborted');
+  });
+});
+
 describe('OpenAIBackend against an OpenAI-compatible endpoint (LocalAI / easel)', () => {
   let standin: OpenAIStandin;
   before(async () => {

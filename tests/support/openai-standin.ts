@@ -2,7 +2,8 @@
  * A loopback stand-in for the OpenAI Images API (generations, edits, variations, models), following
  * the model rules real clients trip over: dall-e-2 when no model is named, dall-e-3 only n=1, GPT
  * image models always b64 and never a URL, `revised_prompt` only from dall-e-3, `usage` only from
- * GPT image models, `image` and repeated `image[]` parts on edits.
+ * GPT image models, `image` and repeated `image[]` parts on edits, and `stream: true` answered as
+ * Server-Sent Events (`partial_images` partials, then the `completed` event) for GPT image models.
  *
  * Built for speed as much as fidelity (a benchmark drives it at ~1,000 req/s): the PNG and its
  * base64 are made once, and nothing per request is heavier than a JSON parse.
@@ -42,6 +43,13 @@ export interface OpenAIStandinOptions {
   failNext?: StandinFailure | StandinFailure[];
   /** Ids listed by `GET /v1/models` and accepted in strict mode. */
   models?: string[];
+  /** `stream: true`: the pause before each SSE event (default 0). */
+  streamGapMs?: number;
+  /**
+   * `stream: true`: awaited after the partial images and before the `completed` event, so a test can
+   * check that partials reach the client while the answer is still open.
+   */
+  beforeCompleted?: () => Promise<void>;
 }
 
 export interface StandinFilePart {
@@ -76,6 +84,8 @@ export interface OpenAIStandin {
   setLatency(ms: number): void;
   /** The PNG every image is. */
   png: Buffer;
+  /** The PNG every streamed partial image is (16×16, so it tells apart from the final one). */
+  partialPng: Buffer;
   close(): Promise<void>;
 }
 
@@ -194,6 +204,8 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     ? { width: opts.imageSize ?? 64, height: opts.imageSize ?? 64 }
     : opts.imageSize;
   const { png, b64 } = standinPng(size.width, size.height);
+  const { png: partialPng, b64: partialB64 } = standinPng(16, 16);
+  const streamGapMs = opts.streamGapMs ?? 0;
   const pngLength = String(png.length);
   const modelsBody = JSON.stringify({
     object: 'list',
@@ -288,7 +300,10 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     return { body, images, mask };
   }
 
-  function imagesResponse(endpoint: Endpoint, body: Record<string, unknown>, imageCount: number): string {
+  /** A JSON answer, or (`stream: true`) the SSE events to send in order. */
+  type Answer = { json: string } | { events: { name: string; data: string; completed: boolean }[] };
+
+  function imagesResponse(endpoint: Endpoint, body: Record<string, unknown>, imageCount: number): Answer {
     const gptOnly = GPT_ONLY.some((k) => body[k] !== undefined);
     const model =
       typeof body.model === 'string' && body.model
@@ -327,7 +342,12 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     }
     if (family === 'dall-e-2' && imageCount > 1) throw bad('dall-e-2 takes a single image.', 'image');
     if (imageCount > 16) throw bad('At most 16 images.', 'image');
-    if (body.stream === true || body.stream === 'true') throw bad('The stand-in does not stream.', 'stream', null);
+    const stream = body.stream === true || body.stream === 'true';
+    if (stream && family !== 'gpt-image' && strict) throw bad(`Streaming is not supported for ${model}.`, 'stream', null);
+    const partials = body.partial_images === undefined ? 0 : body.partial_images;
+    if (typeof partials !== 'number' || !Number.isInteger(partials) || partials < 0 || partials > 3) {
+      throw bad(`Invalid 'partial_images': integer between 0 and 3 expected.`, 'partial_images');
+    }
     const n = body.n === undefined ? 1 : body.n;
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 10) {
       throw bad(`Invalid 'n': integer between 1 and 10 expected.`, 'n');
@@ -351,17 +371,54 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
       if (family === 'dall-e-3') item += `,"revised_prompt":${JSON.stringify(`A detailed rendering of: ${String(body.prompt)}`)}`;
       data.push(item + '}');
     }
+    const echo = {
+      output_format: body.output_format ?? 'png',
+      size: body.size ?? '1024x1024',
+      quality: body.quality ?? 'medium',
+      background: body.background === 'transparent' ? 'transparent' : 'opaque',
+    };
+    const usageFor = (images: number) => ({ total_tokens: 100 + 272 * images, input_tokens: 100, output_tokens: 272 * images, input_tokens_details: { text_tokens: 100, image_tokens: 0 } });
+    if (stream) {
+      // PROTOCOLS.md §1.6: `partial_images` partial events, then one `completed` event per image;
+      // events are told apart by `type`, which repeats the event name.
+      const prefix = endpoint === 'edits' ? 'image_edit' : 'image_generation';
+      const createdAt = Math.floor(Date.now() / 1000);
+      const events: { name: string; data: string; completed: boolean }[] = [];
+      for (let i = 0; i < n; i++) {
+        for (let k = 0; k < partials; k++) {
+          const name = `${prefix}.partial_image`;
+          events.push({ name, completed: false, data: JSON.stringify({ type: name, b64_json: partialB64, created_at: createdAt, ...echo, partial_image_index: k }) });
+        }
+        const name = `${prefix}.completed`;
+        events.push({ name, completed: true, data: JSON.stringify({ type: name, b64_json: b64, created_at: createdAt, ...echo, usage: usageFor(1) }) });
+      }
+      return { events };
+    }
     let extra = '';
     if (family === 'gpt-image') {
-      const usage = { total_tokens: 100 + 272 * n, input_tokens: 100, output_tokens: 272 * n, input_tokens_details: { text_tokens: 100, image_tokens: 0 } };
       extra =
-        `,"usage":${JSON.stringify(usage)}` +
-        `,"output_format":${JSON.stringify(body.output_format ?? 'png')}` +
-        `,"size":${JSON.stringify(body.size ?? '1024x1024')}` +
-        `,"quality":${JSON.stringify(body.quality ?? 'medium')}` +
-        `,"background":${JSON.stringify(body.background === 'transparent' ? 'transparent' : 'opaque')}`;
+        `,"usage":${JSON.stringify(usageFor(n))}` +
+        `,"output_format":${JSON.stringify(echo.output_format)}` +
+        `,"size":${JSON.stringify(echo.size)}` +
+        `,"quality":${JSON.stringify(echo.quality)}` +
+        `,"background":${JSON.stringify(echo.background)}`;
     }
-    return `{"created":${Math.floor(Date.now() / 1000)},"data":[${data.join(',')}]${extra}}`;
+    return { json: `{"created":${Math.floor(Date.now() / 1000)},"data":[${data.join(',')}]${extra}}` };
+  }
+
+  async function sendEvents(res: ServerResponse, events: { name: string; data: string; completed: boolean }[]) {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    let gated = false;
+    for (const event of events) {
+      if (streamGapMs > 0) await new Promise((r) => setTimeout(r, streamGapMs));
+      if (event.completed && !gated && opts.beforeCompleted) {
+        gated = true;
+        await opts.beforeCompleted();
+      }
+      if (res.destroyed) return;
+      res.write(`event: ${event.name}\ndata: ${event.data}\n\n`);
+    }
+    res.end();
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse, entry: StandinRequest) {
@@ -402,7 +459,9 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     if (!endpoint || !parsed) {
       return send(res, 404, JSON.stringify(openaiError(`Unknown request URL: ${req.method} ${path}.`, { code: 'unknown_url' })));
     }
-    send(res, 200, imagesResponse(endpoint, parsed.body, parsed.images.length));
+    const answer = imagesResponse(endpoint, parsed.body, parsed.images.length);
+    if ('events' in answer) await sendEvents(res, answer.events);
+    else send(res, 200, answer.json);
   }
 
   const server = createServer((req, res) => {
@@ -448,6 +507,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
       latencyMs = ms;
     },
     png,
+    partialPng,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

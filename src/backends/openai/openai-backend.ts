@@ -6,8 +6,12 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import type {
   ImageCreateVariationParams,
+  ImageEditCompletedEvent,
   ImageEditParamsNonStreaming,
+  ImageEditParamsStreaming,
+  ImageGenCompletedEvent,
   ImageGenerateParamsNonStreaming,
+  ImageGenerateParamsStreaming,
   ImagesResponse,
 } from 'openai/resources/images';
 import type {
@@ -16,6 +20,7 @@ import type {
   BackendHealth,
   BackendImage,
   BackendImageInput,
+  BackendPartialImage,
   BackendRequest,
   BackendResult,
   ImageBackend,
@@ -144,10 +149,19 @@ export class OpenAIBackend implements ImageBackend {
     let before = 0;
     const parts = await Promise.all(
       ruled.calls.map((n) => {
-        const seed = ruled.request.seed === undefined ? undefined : ruled.request.seed + before;
+        const first = before;
+        const seed = ruled.request.seed === undefined ? undefined : ruled.request.seed + first;
         before += n;
         const part = { ...ruled.request, n, ...(seed === undefined ? {} : { seed }) };
-        return this.generateOnce(part, { ...ctx, reportProgress: () => ctx.reportProgress(++finished / ruled.calls.length) });
+        const report = ctx.reportPartialImage;
+        return this.generateOnce(part, {
+          ...ctx,
+          reportProgress: (p) => {
+            if (p >= 1) ctx.reportProgress(++finished / ruled.calls.length);
+          },
+          // Partials are numbered by image across the whole request.
+          ...(report ? { reportPartialImage: (img: BackendPartialImage) => report({ ...img, index: img.index + first }) } : {}),
+        });
       }),
     );
     return {
@@ -160,6 +174,8 @@ export class OpenAIBackend implements ImageBackend {
   private async generateOnce(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     this.checkSupported(request);
     const { body, warnings } = this.buildBody(request);
+    const partials = this.partialsFor(request, ctx, warnings);
+    if (partials > 0) return this.generateStreamed(request, body, warnings, partials, ctx);
     const options = { signal: ctx.signal };
 
     let response: ImagesResponse;
@@ -169,17 +185,7 @@ export class OpenAIBackend implements ImageBackend {
         request.kind === 'generation'
           ? this.client.images.generate(body as unknown as ImageGenerateParamsNonStreaming, options)
           : request.kind === 'edit'
-            ? this.client.images.edit(
-                {
-                  ...body,
-                  image:
-                    request.inputImages.length === 1
-                      ? await asFile(request.inputImages[0], 'image')
-                      : await Promise.all(request.inputImages.map((img, i) => asFile(img, `image-${i + 1}`))),
-                  ...(request.mask ? { mask: await asFile(request.mask, 'mask') } : {}),
-                } as unknown as ImageEditParamsNonStreaming,
-                options,
-              )
+            ? this.client.images.edit({ ...body, ...(await editFiles(request)) } as unknown as ImageEditParamsNonStreaming, options)
             : this.client.images.createVariation(
                 { ...body, image: await asFile(request.inputImages[0], 'image') } as unknown as ImageCreateVariationParams,
                 options,
@@ -242,6 +248,97 @@ export class OpenAIBackend implements ImageBackend {
       outputFormat: response.output_format,
     });
     return { images, warnings, providerMetadata };
+  }
+
+  /**
+   * How many partial images to stream for this call: those asked for, where the model streams (GPT
+   * image models, generations and edits) and the caller takes them; otherwise 0, with a warning when
+   * some were asked for.
+   */
+  private partialsFor(request: BackendRequest, ctx: BackendCallContext, warnings: string[]): number {
+    const asked = request.partialImages ?? 0;
+    if (asked <= 0 || !ctx.reportPartialImage) return 0;
+    if (request.kind === 'variation' || modelFamily(request.model) !== 'gpt-image') {
+      warnings.push(`partial_images is not supported by ${request.model || 'dall-e-2'}${request.kind === 'variation' ? ' variations' : ''} on backend "${this.name}"; ignored`);
+      return 0;
+    }
+    return Math.min(3, asked);
+  }
+
+  /**
+   * `stream: true`: partial images go to `ctx.reportPartialImage` as they arrive, and the finished
+   * image comes in the `*.completed` event. Streamed events carry no image index, so n > 1 is asked
+   * as n calls of one image each, in parallel (each image is billed the same either way).
+   */
+  private async generateStreamed(request: BackendRequest, body: Record<string, unknown>, warnings: string[], partials: number, ctx: BackendCallContext): Promise<BackendResult> {
+    const progress = new Array<number>(request.n).fill(0);
+    const report = (index: number, p: number) => {
+      progress[index] = p;
+      ctx.reportProgress(progress.reduce((a, b) => a + b, 0) / request.n);
+    };
+    const files = request.kind === 'edit' ? await editFiles(request) : {};
+    const calls = await Promise.all(
+      Array.from({ length: request.n }, (_, index) => {
+        const seeded = request.seed === undefined || !('seed' in body) ? {} : { seed: request.seed + index };
+        return this.streamOne(request.kind, { ...body, ...seeded, ...files, n: 1, stream: true, partial_images: partials }, partials, index, ctx, report);
+      }),
+    );
+    const metadata = calls.map((c) => c.providerMetadata);
+    return { images: calls.map((c) => c.image), warnings, providerMetadata: metadata.length === 1 ? metadata[0] : { calls: metadata } };
+  }
+
+  private async streamOne(
+    kind: BackendRequest['kind'],
+    body: Record<string, unknown>,
+    partials: number,
+    index: number,
+    ctx: BackendCallContext,
+    report: (index: number, progress: number) => void,
+  ): Promise<{ image: BackendImage; providerMetadata: Record<string, unknown> }> {
+    const format = String(body.output_format ?? 'png');
+    const fallbackType = format in MEDIA_TYPES ? MEDIA_TYPES[format as keyof typeof MEDIA_TYPES] : `image/${format}`;
+    let final: ImageGenCompletedEvent | ImageEditCompletedEvent | undefined;
+    let requestId: string | null | undefined;
+    try {
+      const options = { signal: ctx.signal };
+      const call =
+        kind === 'edit'
+          ? this.client.images.edit(body as unknown as ImageEditParamsStreaming, options)
+          : this.client.images.generate(body as unknown as ImageGenerateParamsStreaming, options);
+      const { data: events, request_id } = await call.withResponse();
+      requestId = request_id;
+      for await (const event of events) {
+        if (event.type === 'image_generation.completed' || event.type === 'image_edit.completed') {
+          final ??= event;
+        } else if (!final && (event.type === 'image_generation.partial_image' || event.type === 'image_edit.partial_image')) {
+          // The finished image may come before the last partials; those are dropped.
+          const data = Buffer.from(event.b64_json, 'base64');
+          if (data.length === 0) continue;
+          ctx.reportPartialImage?.({ index, partialIndex: event.partial_image_index, data, mediaType: sniffMediaType(data) ?? fallbackType });
+          report(index, (event.partial_image_index + 1) / (partials + 1));
+        }
+      }
+    } catch (err) {
+      throw this.toBackendError(err, ctx.signal);
+    }
+    // The SDK ends a stream quietly when it is aborted.
+    if (ctx.signal.aborted) throw this.toBackendError(ctx.signal.reason, ctx.signal);
+    const data = final?.b64_json ? Buffer.from(final.b64_json, 'base64') : undefined;
+    if (!data || data.length === 0) {
+      throw new BackendError(`Backend "${this.name}" ended its event stream without the finished image`, { code: 'backend_error', retryable: true });
+    }
+    report(index, 1);
+    const providerMetadata = dropUndefined({
+      requestId: requestId ?? undefined,
+      created: final!.created_at,
+      usage: final!.usage,
+      size: final!.size,
+      quality: final!.quality,
+      background: final!.background,
+      outputFormat: final!.output_format,
+      partialImages: partials,
+    });
+    return { image: { data, mediaType: sniffMediaType(data) ?? fallbackType }, providerMetadata };
   }
 
   async health(): Promise<BackendHealth> {
@@ -443,6 +540,13 @@ export class OpenAIBackend implements ImageBackend {
         cause: err,
       });
     }
+    if (err instanceof APIError && err.status === undefined && err.code && MODERATION_CODES.has(err.code)) {
+      // Refused mid-stream: an `error` event, which has no HTTP status.
+      return new BackendError(`Backend "${this.name}" refused the request under its content policy: ${providerMessage(err)}`, {
+        code: 'content_policy_violation',
+        cause: err,
+      });
+    }
     if (err instanceof APIError && typeof err.status === 'number') {
       const status = err.status;
       const message = providerMessage(err);
@@ -491,6 +595,17 @@ export class OpenAIBackend implements ImageBackend {
       { code: 'backend_error', cause: err },
     );
   }
+}
+
+/** An edit's multipart files: `image` (one) or `image[]` (several), and the mask. */
+async function editFiles(request: BackendRequest): Promise<{ image: File | File[]; mask?: File }> {
+  return {
+    image:
+      request.inputImages.length === 1
+        ? await asFile(request.inputImages[0]!, 'image')
+        : await Promise.all(request.inputImages.map((img, i) => asFile(img, `image-${i + 1}`))),
+    ...(request.mask ? { mask: await asFile(request.mask, 'mask') } : {}),
+  };
 }
 
 async function asFile(image: BackendImageInput, base: string): Promise<File> {
