@@ -481,6 +481,21 @@ describe('OpenAIBackend streaming partial images (stream: true, partial_images)'
     assert.equal(imageRequests(standin)[0]!.body?.stream, undefined);
   });
 
+  test('a refusal sent as an error event mid-stream is content_policy_violation', async () => {
+    const refusing = await startOpenAIStandin({ streamError: MODERATION_BLOCKED });
+    try {
+      const backend = new OpenAIBackend({ type: 'openai', name: 'oai', baseUrl: refusing.url, apiKey: DEFAULT_STANDIN_KEY });
+      const ctx = context();
+      const { partials } = withPartials(ctx);
+      const err = await rejection(backend.generate(request({ partialImages: 1 }), ctx));
+      assert.equal(err.code, 'content_policy_violation');
+      assert.match(err.message, /oai/);
+      assert.equal(partials.length, 1, 'the partial sent before the refusal was still delivered');
+    } finally {
+      await refusing.close();
+    }
+  });
+
   test('canceling mid-stream aborts the call', async () => {
     gate = new Promise<void>(() => {}); // never completes
     const controller = new AbortController();

@@ -50,6 +50,8 @@ export interface OpenAIStandinOptions {
    * check that partials reach the client while the answer is still open.
    */
   beforeCompleted?: () => Promise<void>;
+  /** `stream: true`: an `error` event with this body takes the place of the `completed` event. */
+  streamError?: unknown;
 }
 
 export interface StandinFilePart {
@@ -416,6 +418,10 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
         await opts.beforeCompleted();
       }
       if (res.destroyed) return;
+      if (event.completed && opts.streamError !== undefined) {
+        res.write(`event: error\ndata: ${JSON.stringify(opts.streamError)}\n\n`);
+        break;
+      }
       res.write(`event: ${event.name}\ndata: ${event.data}\n\n`);
     }
     res.end();
