@@ -68,7 +68,7 @@ describe('ComfyUI backend', () => {
     assert.ok(s.requests.some((r) => r === 'GET /view'));
     // The history write comes 40 ms after execution_success: acting on it would have read {}.
     assert.equal(s.requests.filter((r) => r.startsWith('GET /history/')).length, 1, 'history read once, after executing{node:null}');
-    assert.deepEqual(ctx.states[0], { backend: 'comfyui', host: b.pool.hosts[0]!.name, promptId: sent.id, seed: meta.seed, batchIndex: 0, batchSize: 1 });
+    assert.deepEqual(ctx.states[0], { backend: 'comfyui', host: b.pool.hosts[0]!.name, promptId: sent.id, seed: meta.seed, batchIndex: 0, batchSize: 1, outputs: ['9'] });
   });
 
   test('progress and binary previews reach the job (type-4 frames after the handshake)', async () => {
@@ -277,6 +277,55 @@ describe('ComfyUI backend', () => {
     const res = await b.generate(request(), context());
     assert.equal(res.images.length, 1);
     assert.ok(s.requests.filter((r) => r.startsWith('GET /history/')).length >= 2);
+  });
+
+  test('a restarted worker resumes a finished prompt from its saved handle instead of running it again', async () => {
+    const s = await standin({ latency: slow });
+    const first = backend([s], { maxBatchSize: 4 });
+    const blocker = first.generate(request({ prompt: 'warm up' }), context('w'));
+    await until(() => s.executions.length === 1);
+    const ctxs = ['a', 'b'].map((id) => context(id));
+    const originals = await Promise.all([blocker, first.generate(request({ n: 1 }), ctxs[0]!), first.generate(request({ n: 2 }), ctxs[1]!)]);
+    assert.equal(s.prompts.length, 2, 'the two jobs shared one prompt');
+
+    // The worker died after the prompt ran but before the jobs were marked done: a new process,
+    // the same saved handles.
+    const again = backend([s], { maxBatchSize: 4 });
+    const resumed = await Promise.all(ctxs.map((c, k) => again.generate(request({ n: k + 1 }), { ...context(`r${k}`), savedState: c.states[0] })));
+    assert.equal(s.prompts.length, 2, 'nothing submitted again');
+    for (const [k, r] of resumed.entries()) {
+      assert.deepEqual(r.images.map((img) => Buffer.from(img.data)), originals[k + 1]!.images.map((img) => Buffer.from(img.data)));
+      assert.equal(r.images[0]!.seed, originals[k + 1]!.images[0]!.seed);
+      const md = r.providerMetadata as any;
+      assert.equal(md.resumed, true);
+      assert.equal(md.batch.size, 3);
+      assert.ok(md.gpuMs > 0, 'GPU time is the run recorded in the host history');
+    }
+  });
+
+  test('a prompt still running when the worker restarted is followed to its end, not submitted again', async () => {
+    const s = await standin({ latency: slow });
+    const first = backend([s]);
+    const ctx = context('a');
+    const original = first.generate(request(), ctx);
+    await until(() => ctx.states.length === 1 && s.executions.length === 1);
+    const again = backend([s]);
+    const resumed = await again.generate(request(), { ...context('b'), savedState: ctx.states[0] });
+    assert.equal(s.prompts.length, 1);
+    assert.deepEqual(Buffer.from(resumed.images[0]!.data), Buffer.from((await original).images[0]!.data));
+    // ComfyUI sends a prompt's messages only to the socket that queued it: the end is seen in /history.
+    assert.equal((resumed.providerMetadata as any).resumed, true);
+    assert.ok(s.requests.some((r) => r === `GET /history/${s.prompts[0]!.id}`));
+  });
+
+  test('a handle the host no longer knows (restarted host) is submitted afresh', async () => {
+    const s = await standin();
+    const b = backend([s]);
+    const stale = { backend: 'comfyui', host: b.pool.hosts[0]!.name, promptId: 'gone-0000', seed: 7, batchIndex: 0, batchSize: 1 };
+    const res = await b.generate(request(), { ...context(), savedState: stale });
+    assert.equal(res.images.length, 1);
+    assert.equal(s.prompts.length, 1);
+    assert.notEqual((res.providerMetadata as any).resumed, true);
   });
 
   test('a host that dies mid-job: the job runs on the other host and completes once', async () => {

@@ -170,6 +170,8 @@ export class ComfyUIBackend implements ImageBackend {
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     const refuse = (message: string) => new BackendError(message, { code: 'invalid_request' });
     checkGpuRequest(request, this.name, this.config.maxBatchSize);
+    const resumed = await this.resume(request, ctx);
+    if (resumed) return resumed;
     const wf = this.workflows.get(request.model);
     if (wf) {
       if (request.inputImages.length && !wf.inputs.image) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no input image`);
@@ -246,7 +248,7 @@ export class ComfyUIBackend implements ImageBackend {
         throw validationError(this.name, host, graph, body);
       }
       const id = promptId;
-      io.saveState((m) => ({ backend: 'comfyui', host: host.name, promptId: id, seed: batch.seed, batchIndex: m.offset, batchSize: batch.total }));
+      io.saveState((m) => ({ backend: 'comfyui', host: host.name, promptId: id, seed: batch.seed, batchIndex: m.offset, batchSize: batch.total, ...(outputs ? { outputs } : {}) }));
 
       const outcome = await this.follow(host, socket, promptId, follower, signal);
       io.release();
@@ -262,6 +264,60 @@ export class ComfyUIBackend implements ImageBackend {
       return { images, warnings, providerMetadata: { promptId, host: host.name } };
     } finally {
       unwatch();
+    }
+  }
+
+  /**
+   * A later attempt of a job whose prompt an earlier attempt queued (the worker crashed or was
+   * restarted while waiting): when the host still has that prompt, finished or still queued, its
+   * images are taken from it instead of running the workflow again. Anything else (the host is gone
+   * from the config or unreachable, the prompt lost or failed) answers undefined: submit afresh.
+   */
+  private async resume(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult | undefined> {
+    const state = savedPrompt(ctx.savedState);
+    const host = state && this.pool.hosts.find((h) => h.name === state.host);
+    if (!state || !host || host.status === 'down') return undefined;
+    const { signal } = ctx;
+    const started = performance.now();
+    let entry: HistoryEntry | undefined;
+    try {
+      entry = await this.history(host, state.promptId, signal);
+      if (!entry) {
+        if (!(await this.isQueued(host, state.promptId, signal))) return undefined;
+        // Still queued or running there: follow it to its end, as the first attempt would have.
+        const socket = this.socketFor(host);
+        await socket.ensureOpen(CONNECT_TIMEOUT_MS).catch(() => {}); // polling covers a socket that will not open
+        const follower = new PromptFollower((p) => ctx.reportProgress(p));
+        const unwatch = socket.watch(state.promptId, follower);
+        try {
+          const outcome = await this.follow(host, socket, state.promptId, follower, signal);
+          if (outcome.kind !== 'success') return undefined;
+          entry = outcome.history ?? (await this.finishedHistory(host, state.promptId, signal));
+        } finally {
+          unwatch();
+        }
+      }
+      if (entry.status?.status_str === 'error') return undefined;
+      const images = (await this.fetchOutputs(host, entry, state.outputs, signal)).slice(state.batchIndex, state.batchIndex + request.n);
+      if (images.length === 0) return undefined;
+      for (const img of images) img.seed = state.seed;
+      const ran = executionMs(entry);
+      return {
+        images,
+        warnings: [],
+        providerMetadata: {
+          gpuMs: ran ?? performance.now() - started,
+          promptId: state.promptId,
+          host: host.name,
+          resumed: true,
+          batch: { size: state.batchSize, seed: state.seed, firstIndex: state.batchIndex },
+        },
+      };
+    } catch (err) {
+      if (signal.aborted) throw new BackendError(`Call to backend "${this.name}" was aborted`, { code: 'aborted', cause: signal.reason });
+      // The host could not give it back: run it again rather than fail the job.
+      if (err instanceof BackendError) return undefined;
+      throw err;
     }
   }
 
@@ -543,6 +599,33 @@ function fitSize(size: { width: number; height: number }, warnings: string[]): {
   const out = { width: fit(size.width), height: fit(size.height) };
   if (out.width !== size.width || out.height !== size.height) warnings.push(`size ${size.width}x${size.height} was rounded to ${out.width}x${out.height} (multiples of 8)`);
   return out;
+}
+
+/** What runBatch saved on the job before waiting on a prompt. */
+interface SavedPrompt {
+  host: string;
+  promptId: string;
+  seed: number;
+  batchIndex: number;
+  batchSize: number;
+  outputs?: string[];
+}
+
+function savedPrompt(state: unknown): SavedPrompt | undefined {
+  if (!state || typeof state !== 'object') return undefined;
+  const s = state as Record<string, unknown>;
+  if (s.backend !== 'comfyui' || typeof s.host !== 'string' || typeof s.promptId !== 'string') return undefined;
+  if (typeof s.seed !== 'number' || typeof s.batchIndex !== 'number' || typeof s.batchSize !== 'number') return undefined;
+  const outputs = Array.isArray(s.outputs) && s.outputs.every((o) => typeof o === 'string') ? (s.outputs as string[]) : undefined;
+  return { host: s.host, promptId: s.promptId, seed: s.seed, batchIndex: s.batchIndex, batchSize: s.batchSize, outputs };
+}
+
+/** How long the prompt ran on the host, from its history's start and success messages (ms timestamps). */
+function executionMs(entry: HistoryEntry): number | undefined {
+  const at = (name: string) => entry.status?.messages?.find((m) => m[0] === name)?.[1]?.timestamp;
+  const start = at('execution_start');
+  const end = at('execution_success');
+  return typeof start === 'number' && typeof end === 'number' && end >= start ? end - start : undefined;
 }
 
 function historyOutcome(entry: HistoryEntry): Outcome {
