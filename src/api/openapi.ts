@@ -157,6 +157,7 @@ export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart
     ['get', '/v1/images/batches/{id}/results', { summary: 'Per request: status, job, images or error', parameters: idParam, responses: ok('Results') }],
     ['post', '/v1/images/batches/{id}/cancel', { summary: 'Cancel what has not finished', parameters: idParam, responses: ok('The batch') }],
     ['get', '/v1/usage', { summary: 'Spend by day, model and backend; images; cache savings (this key)', responses: ok('Usage') }],
+    ['get', '/v1/usage/report', { summary: 'Admin: cost per image by model, GPU utilization, self-hosted vs hosted break-even (`?days=`, default 30)', responses: ok('Cost report') }],
     ['get', '/v1/keys/current', { summary: 'The calling key (name, admin, budget left)', responses: ok('The key') }],
     ['get', '/v1/keys', { summary: 'All keys (admin keys only)', responses: { ...ok('Keys'), '403': { description: 'Not an admin key' } } }],
     ['post', '/v1/keys', { summary: 'Create a key; the secret is in this answer only (admin keys only)', requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' }, admin: { type: 'boolean' } } } } } }, responses: { ...ok('The new key and its secret'), '403': { description: 'Not an admin key' } } }],

@@ -137,6 +137,23 @@ describe('usage, metrics and cost reports', () => {
     }
   });
 
+  test('GET /v1/usage/report: the same report for admin keys (break-even included); other keys 403; bad days 400', async () => {
+    const res = await easel.api('/v1/usage/report?days=1');
+    assert.equal(res.status, 200);
+    const json = (await res.json()) as any;
+    const be = json.break_even[0];
+    assert.equal(be.model, 'sd-turbo');
+    assert.equal(be.self_hosted_usd_per_image, 0.001);
+    assert.equal(be.against.find((a: any) => a.hosted.startsWith('dall-e-3')).break_even_images_per_month, 36_500);
+    assert.equal(json.models.find((m: any) => m.model === 'sd-turbo').images, 3);
+    const denied = await easel.api('/v1/usage/report', { key: tenant });
+    assert.equal(denied.status, 403);
+    assert.equal(((await denied.json()) as any).error.code, 'permission_denied');
+    const bad = await easel.api('/v1/usage/report?days=soon');
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as any).error.param, 'days');
+  });
+
   test('easel costs report: cost per image, GPU utilization and break-even from measured GPU time', async () => {
     const file = writeConfig(join(easel.dataDir, 'easel.yaml'), { dataDir: easel.dataDir, ...config });
     const env = { ...process.env, EASEL_CONFIG: '' };

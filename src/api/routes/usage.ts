@@ -3,11 +3,16 @@
  * money they saved; and its budgets now (limit, spent, reserved by running jobs, remaining).
  * `from` / `to` are dates (`YYYY-MM-DD`, UTC; `to` inclusive) or unix seconds; the default is the
  * last 30 days. An admin key may ask for another key (`key_id=key_…` or its name) or `key_id=all`.
+ *
+ * GET /v1/usage/report?days=N — admin only: what `easel costs report --json` prints (cost per image
+ * by model, GPU utilization of self-hosted backends, monthly break-even volume against hosted models).
  */
 import type { FastifyInstance } from 'fastify';
 import { ApiError, invalidParam } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
-import { usage } from '../../cost/usage.ts';
+import { costReport, usage } from '../../cost/usage.ts';
+import { PriceTable } from '../../pricing/price-table.ts';
+import { priceRules } from '../../pricing/schema.ts';
 import { fromMicros } from '../../cost/budgets.ts';
 import type { MetadataDb } from '../../store/database.ts';
 
@@ -25,6 +30,15 @@ function parseWhen(name: string, v: string | undefined, endOfDay: boolean): Date
 }
 
 export async function usageRoutes(app: FastifyInstance, deps: ApiDeps & { mdb: MetadataDb }) {
+  const prices = new PriceTable(priceRules(deps.config.pricing));
+  app.get<{ Querystring: Record<string, string | undefined> }>('/usage/report', async (req) => {
+    if (!req.apiKey.admin) throw new ApiError(403, 'Only an admin key may read the cost report.', { code: 'permission_denied' });
+    const raw = req.query.days;
+    const days = raw === undefined || raw === '' ? 30 : Number(raw);
+    if (!Number.isFinite(days) || days <= 0 || days > 3660) throw invalidParam('days', "Invalid value for 'days': expected a number of days between 0 and 3660.");
+    return costReport(deps.mdb, deps.config, prices, { days });
+  });
+
   app.get<{ Querystring: Record<string, string | undefined> }>('/usage', async (req) => {
     const q = req.query;
     const to = parseWhen('to', q.to, true) ?? new Date();
