@@ -53,6 +53,8 @@ export interface ParsedGeneration {
   request: ImageRequest;
   model: string | undefined;
   async: boolean;
+  /** `stream: true`: answer with OpenAI's image event stream (partial images, then the finished ones). */
+  stream: boolean;
   priority: Priority;
   webhookUrl: string | null;
   metadata: Record<string, string> | null;
@@ -106,12 +108,9 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
     }
     size = s;
   }
-  if (b.stream) {
-    throw invalidParam(
-      'stream',
-      "Streaming responses are not supported here; submit with 'Prefer: respond-async' (with 'partial_images' for partial images) and follow the job at GET /v1/images/jobs/{id}/events instead.",
-      'unsupported_parameter',
-    );
+  const stream = b.stream === true;
+  if (stream && (b.async ?? preferAsync)) {
+    throw invalidParam('stream', "'stream' cannot be combined with an asynchronous submission ('async' or 'Prefer: respond-async'); follow the job at GET /v1/images/jobs/{id}/events instead.");
   }
   if (b.background === 'transparent' && b.output_format === 'jpeg') {
     throw invalidParam('background', "Invalid value for 'background': transparent backgrounds need output_format png or webp.");
@@ -141,7 +140,8 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
   return {
     request,
     model: b.model ?? undefined,
-    async: b.async ?? preferAsync,
+    async: stream ? false : (b.async ?? preferAsync),
+    stream,
     priority: b.priority ?? 'normal',
     webhookUrl: b.webhook_url ?? null,
     metadata: b.metadata ?? null,

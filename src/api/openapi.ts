@@ -69,7 +69,10 @@ export interface MultipartOperation {
 
 export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart: MultipartOperation[] = []): Record<string, unknown> {
   const submitResponses = {
-    '200': { description: 'The images (synchronous)', content: { 'application/json': { schema: { $ref: '#/components/schemas/ImagesResponse' } } } },
+    '200': {
+      description: 'The images (synchronous); with `"stream": true`, OpenAI\'s image event stream (`*.partial_image` events, then one `*.completed` per image; `error` if the job fails)',
+      content: { 'application/json': { schema: { $ref: '#/components/schemas/ImagesResponse' } }, 'text/event-stream': { schema: { type: 'string' } } },
+    },
     '202': { description: 'Accepted as a job (`Prefer: respond-async` or `"async": true`); `Location` points at it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Job' } } } },
     ...errors,
     '413': { description: 'Body too large', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },

@@ -61,7 +61,9 @@ describe('invalid fields name their param', () => {
     ['webhook_url not http', { prompt: 'x', webhook_url: 'ftp://example.com/x' }, 'webhook_url'],
     ['metadata value not a string', { prompt: 'x', metadata: { a: 1 } }, 'metadata.a'],
     ['priority unknown', { prompt: 'x', priority: 'urgent' }, 'priority'],
-    ['stream unsupported', { prompt: 'x', stream: true }, 'stream'],
+    ['stream with async', { prompt: 'x', stream: true, async: true }, 'stream'],
+    ['stream not a boolean', { prompt: 'x', stream: 'yes' }, 'stream'],
+    ['partial_images out of range', { prompt: 'x', partial_images: 4 }, 'partial_images'],
     ['unknown argument', { prompt: 'x', colour: 'red' }, 'colour', 'unknown_parameter'],
   ];
   for (const [name, body, param, code] of cases) {

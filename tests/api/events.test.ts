@@ -5,6 +5,7 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
+import OpenAI, { APIError, toFile } from 'openai';
 import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { openEvents } from '../support/sse.ts';
@@ -454,14 +455,58 @@ describe('partial images from the openai backend (partial_images → stream: tru
     assert.deepEqual(late.filter((e) => e.event === 'partial_image').map((e) => e.json.partial_image_index), [0, 1]);
   });
 
-  test('out-of-range partial_images is a 400 naming it; stream: true is refused with the way to get partials', async () => {
-    const bad = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'x', partial_images: 4 } });
-    assert.equal(bad.status, 400);
-    assert.equal(((await bad.json()) as any).error.param, 'partial_images');
-    const streamed = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'x', stream: true } });
-    assert.equal(streamed.status, 400);
-    const err = ((await streamed.json()) as any).error;
-    assert.equal(err.param, 'stream');
-    assert.match(err.message, /partial_images/);
+  test('the openai SDK with stream: true gets OpenAI\'s event stream: the partials, then the finished image', async () => {
+    const client = new OpenAI({ apiKey: easel.adminKey, baseURL: `${easel.url}/v1`, maxRetries: 0 });
+    const { data: stream, response } = await client.images
+      .generate({ model: 'test-model', prompt: 'a streamed harbour', stream: true, partial_images: 2 })
+      .withResponse();
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const events: any[] = [];
+    for await (const event of stream) events.push(event);
+    assert.deepEqual(events.map((e) => `${e.type}${e.type.endsWith('partial_image') ? `:${e.partial_image_index}` : ''}`), [
+      'image_generation.partial_image:0',
+      'image_generation.partial_image:1',
+      'image_generation.completed',
+    ]);
+    assert.deepEqual(Buffer.from(events[0].b64_json, 'base64'), easel.standin.partialPng);
+    const done = events[2];
+    assert.deepEqual(Buffer.from(done.b64_json, 'base64'), easel.standin.png);
+    assert.equal(done.size, '64x64');
+    assert.equal(done.output_format, 'png');
+    // It was a job like any other: durable, fetchable by id.
+    const job = await waitForJob(easel, response.headers.get('x-easel-job-id')!);
+    assert.equal(job.status, 'succeeded');
+  });
+
+  test('stream: true with n=2 sends one completed event per image; edits stream as image_edit.*', async () => {
+    const client = new OpenAI({ apiKey: easel.adminKey, baseURL: `${easel.url}/v1`, maxRetries: 0 });
+    const two: any[] = [];
+    for await (const e of await client.images.generate({ model: 'test-model', prompt: 'two streamed', n: 2, stream: true, partial_images: 1 })) two.push(e);
+    const completed = two.filter((e) => e.type === 'image_generation.completed');
+    assert.deepEqual(completed.map((e) => e.index), [0, 1]);
+    assert.equal(two.filter((e) => e.type === 'image_generation.partial_image').length, 2);
+
+    const edit: any[] = [];
+    const image = await toFile(easel.standin.png, 'in.png', { type: 'image/png' });
+    for await (const e of await client.images.edit({ model: 'test-model', prompt: 'streamed edit', image, stream: true, partial_images: 1 })) edit.push(e);
+    assert.deepEqual(edit.map((e) => e.type), ['image_edit.partial_image', 'image_edit.completed']);
+  });
+
+  test('a job that fails ends the stream with an error the SDK raises, naming the cause', async () => {
+    const client = new OpenAI({ apiKey: easel.adminKey, baseURL: `${easel.url}/v1`, maxRetries: 0 });
+    easel.standin.failNext({ status: 400, body: { error: { message: 'Your request was rejected by the safety system.', type: 'image_generation_user_error', param: null, code: 'moderation_blocked' } } });
+    const stream = await client.images.generate({ model: 'test-model', prompt: 'refused', stream: true, partial_images: 1 });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of stream) void _;
+      })(),
+      (err: unknown) => err instanceof APIError && err.code === 'content_policy_violation' && /safety system/.test(err.message),
+    );
+  });
+
+  test('stream: true cannot be combined with an async submission', async () => {
+    const res = await easel.api('/v1/images/generations', { method: 'POST', headers: { prefer: 'respond-async' }, json: { prompt: 'x', stream: true } });
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as any).error.param, 'stream');
   });
 });

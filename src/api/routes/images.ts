@@ -15,6 +15,9 @@ import type { ResolvedModel } from '../../backends/registry.ts';
 import { fingerprint, idempotencyKeyOf, idempotencyMismatch } from '../idempotency.ts';
 import { isUniqueViolation } from '../../store/sql-job-store.ts';
 import { parseCachePolicy } from '../../cost/service.ts';
+import { streamImages, tapPartials } from '../image-stream.ts';
+import type { PartialTap } from '../image-stream.ts';
+import { streamTiming } from './events.ts';
 
 export function prefersAsync(req: FastifyRequest): boolean {
   const prefer = req.headers.prefer;
@@ -40,6 +43,8 @@ export interface Submission {
   webhookUrl: string | null;
   metadata: Record<string, string> | null;
   async: boolean;
+  /** Answer with OpenAI's image event stream (`stream: true`). */
+  stream?: boolean;
   /** Edits and variations: what the uploads ask of the backend, checked before anything is stored. */
   inputs?: { images: number; mask: boolean };
   /**
@@ -92,7 +97,7 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   const replay = async (existing: Job) => {
     if (existing.idempotencyFingerprint !== idemPrint) throw idempotencyMismatch(idemKey!, existing.id);
     reply.header('idempotent-replayed', 'true');
-    return answer(deps, reply, existing, sub.async);
+    return answer(deps, reply, existing, sub);
   };
   if (idemKey) {
     const existing = await deps.store.findByIdempotencyKey(req.apiKey.id, idemKey);
@@ -139,15 +144,18 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
     // A cache hit completes the job here; it never reaches the queue.
     if (admission.hit && (await deps.cost.fulfil(job, admission))) {
       req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, cache: admission.hit.kind, source: admission.hit.sourceJobId }, 'job answered from the cache');
-      return answer(deps, reply, (await deps.store.getJob(job.id)) ?? job, sub.async);
+      return answer(deps, reply, (await deps.store.getJob(job.id)) ?? job, sub);
     }
   }
   // A sync request watches before the job is queued, so its end cannot slip by unseen and no first read is needed.
   const watch = sub.async ? undefined : watchJob(deps.store, deps.events, job.id, deps.config.server.syncTimeoutSeconds * 1000, { checkNow: false });
+  // Likewise a stream listens for partial images before the job can run.
+  const tap = sub.stream ? tapPartials(deps.events, job.id) : undefined;
   try {
     await deps.queue.enqueue({ jobId: job.id, priority: job.priority });
   } catch (err) {
     watch?.cancel();
+    tap?.stop();
     // Not accepted after all: say so rather than leave a job nobody will run.
     await deps.store.failJob(job.id, null, { code: 'queue_unavailable', message: 'the job queue was unreachable when the job was submitted' }).catch(() => {});
     await deps.cost?.abandon(admission);
@@ -156,16 +164,31 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   }
   req.log.info({ jobId: job.id, model: job.model, keyId: job.keyId, async: sub.async }, 'job accepted');
 
-  return answer(deps, reply, job, sub.async, watch);
+  return answer(deps, reply, job, sub, watch, tap);
 }
 
 /** Async: 202 with the job. Sync: wait for it (up to the limit), then the images or its error. */
-async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, async: boolean, watch?: JobWatch) {
+async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, job: Job, sub: Pick<Submission, 'async' | 'stream'>, watch?: JobWatch, tap?: PartialTap) {
   const location = `${deps.publicUrl()}/v1/images/jobs/${job.id}`;
-  if (async) {
+  if (sub.async) {
     return reply.status(202).header('location', location).send(await deps.views.job(job));
   }
   const timeoutMs = deps.config.server.syncTimeoutSeconds * 1000;
+  if (sub.stream) {
+    const streamDeps = {
+      store: deps.store,
+      storage: deps.storage,
+      heartbeatMs: streamTiming.heartbeatMs,
+      syncTimeoutSeconds: deps.config.server.syncTimeoutSeconds,
+      failure: (j: Job) => {
+        const code = j.status === 'canceled' ? 'job_canceled' : (j.error?.code ?? 'backend_error');
+        const message = j.status === 'canceled' ? `Job ${j.id} was canceled.` : `Job ${j.id} failed: ${j.error?.message ?? 'unknown error'}`;
+        return { message, code, type: (FAILURE_STATUS[code] ?? 502) === 400 ? 'invalid_request_error' : 'server_error' };
+      },
+    };
+    // A replayed or cached job that is not finished yet is watched from here.
+    return streamImages(streamDeps, reply, job, location, isTerminal(job.status) ? undefined : (watch ?? watchJob(deps.store, deps.events, job.id, timeoutMs)), tap);
+  }
   const done = isTerminal(job.status) ? { job } : await (watch ?? watchJob(deps.store, deps.events, job.id, timeoutMs)).done;
   if (!done) {
     throw new ApiError(
