@@ -8,7 +8,7 @@ import { APICallError, RetryError, generateImage } from 'ai';
 import type { ImageModel } from 'ai';
 import type { BackendCallContext, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { MODERATION_WORDS, httpFailureError, providerMessage } from '../http/errors.ts';
 import { sniffMediaType } from '../http/media.ts';
@@ -45,18 +45,16 @@ export class AiSdkBackend extends HostedBackend {
   constructor(config: AiSdkBackendConfigInput | AiSdkBackendConfig, deps: AiSdkBackendDeps = {}) {
     const cfg = aiSdkBackendConfigSchema.parse(config);
     const edit = cfg.edit;
-    super({
-      name: cfg.name,
-      provider: cfg.package,
-      capabilities: { generate: true, edit, mask: edit, variation: false, maxInputImages: edit ? 16 : 0, maxImagesPerCall: cfg.maxImagesPerCall },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, [], deps.env ?? process.env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, [`the env var ${cfg.package} reads`]),
-      // Provider packages read their own env var when no key is given.
-      keyRequired: false,
-      deps,
-    });
+    // Provider packages read their own env var when no key is given.
+    super(
+      hostedInit(cfg, deps, {
+        provider: cfg.package,
+        capabilities: { generate: true, edit, mask: edit, variation: false, maxInputImages: edit ? 16 : 0 },
+        keyEnvs: [],
+        keyHintDefaults: [`the env var ${cfg.package} reads`],
+        keyRequired: false,
+      }),
+    );
     this.config = cfg;
     this.importer = deps.importer ?? ((pkg) => import(pkg) as Promise<Record<string, unknown>>);
     this.fetchImpl = deps.fetch;

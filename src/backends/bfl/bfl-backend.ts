@@ -9,7 +9,7 @@
  */
 import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
 import { DownloadError, downloadImage, nearestAspectRatio, snapSide } from '../http/media.ts';
@@ -79,16 +79,7 @@ export class BflBackend extends HostedBackend {
 
   constructor(config: BflBackendConfigInput | BflBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = bflBackendConfigSchema.parse(config);
-    super({
-      name: cfg.name,
-      provider: 'Black Forest Labs',
-      capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1, maxImagesPerCall: cfg.maxImagesPerCall },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, KEY_ENVS, deps.env ?? process.env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, KEY_ENVS),
-      deps,
-    });
+    super(hostedInit(cfg, deps, { provider: 'Black Forest Labs', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1 }, keyEnvs: KEY_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }

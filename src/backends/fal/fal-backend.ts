@@ -11,7 +11,7 @@
  */
 import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, cleanupSignal, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, cleanupSignal, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
 import { downloadImage } from '../http/media.ts';
@@ -83,18 +83,8 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
 
   constructor(config: FalBackendConfigInput | FalBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = falBackendConfigSchema.parse(config);
-    super({
-      name: cfg.name,
-      provider: 'fal',
-      capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1, maxImagesPerCall: cfg.maxImagesPerCall },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, KEY_ENVS, deps.env ?? process.env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, KEY_ENVS),
-      // Public fal models answer without a key.
-      keyRequired: false,
-      deps,
-    });
+    // Public fal models answer without a key.
+    super(hostedInit(cfg, deps, { provider: 'fal', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1 }, keyEnvs: KEY_ENVS, keyRequired: false }));
     this.config = cfg;
     this.queueUrl = cfg.queueUrl.replace(/\/+$/, '');
     this.webhook = webhookTarget(cfg.webhookUrl, deps.publicUrl, cfg.name);

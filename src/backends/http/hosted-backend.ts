@@ -179,6 +179,38 @@ export abstract class HostedBackend implements ImageBackend {
   }
 }
 
+/** The config fields every hosted backend shares (src/backends/http/options.ts). */
+export interface HostedConfigFields {
+  name: string;
+  timeoutSeconds: number;
+  maxRetries: number;
+  maxImagesPerCall: number;
+  apiKey?: string;
+  apiKeyEnv?: string;
+}
+
+/**
+ * A hosted backend's init from its config: name, timeouts, retries and the key (the config value,
+ * else `apiKeyEnv`, else the provider's usual env vars `keyEnvs`).
+ */
+export function hostedInit(
+  cfg: HostedConfigFields,
+  deps: HostedBackendDeps,
+  opts: { provider: string; capabilities: Omit<BackendCapabilities, 'maxImagesPerCall'>; keyEnvs: string[]; keyRequired?: boolean; keyHintDefaults?: string[] },
+): HostedBackendInit {
+  return {
+    name: cfg.name,
+    provider: opts.provider,
+    capabilities: { ...opts.capabilities, maxImagesPerCall: cfg.maxImagesPerCall },
+    timeoutMs: cfg.timeoutSeconds * 1000,
+    maxRetries: cfg.maxRetries,
+    apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, opts.keyEnvs, deps.env ?? process.env),
+    keyHint: keyHint('apiKey', cfg.apiKeyEnv, opts.keyHintDefaults ?? opts.keyEnvs),
+    ...(opts.keyRequired === undefined ? {} : { keyRequired: opts.keyRequired }),
+    deps,
+  };
+}
+
 /** Resolves a key: the config value, else the named env var, else the provider's usual env vars. */
 export function resolveKey(
   value: string | undefined,

@@ -7,7 +7,7 @@
  */
 import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { mapLimit } from '../http/concurrency.ts';
 import { planJobs } from '../http/durable.ts';
@@ -34,16 +34,7 @@ export class ImagenBackend extends HostedBackend {
 
   constructor(config: ImagenBackendConfigInput | ImagenBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = imagenBackendConfigSchema.parse(config);
-    super({
-      name: cfg.name,
-      provider: 'Google Imagen',
-      capabilities: { generate: true, edit: false, mask: false, variation: false, maxInputImages: 0, maxImagesPerCall: cfg.maxImagesPerCall },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, KEY_ENVS, deps.env ?? process.env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, KEY_ENVS),
-      deps,
-    });
+    super(hostedInit(cfg, deps, { provider: 'Google Imagen', capabilities: { generate: true, edit: false, mask: false, variation: false, maxInputImages: 0 }, keyEnvs: KEY_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }

@@ -11,7 +11,7 @@
  */
 import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, cleanupSignal, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, cleanupSignal, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
 import { downloadImage } from '../http/media.ts';
@@ -91,23 +91,7 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
   constructor(config: ReplicateBackendConfigInput | ReplicateBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = replicateBackendConfigSchema.parse(config);
     const env = deps.env ?? process.env;
-    super({
-      name: cfg.name,
-      provider: 'Replicate',
-      capabilities: {
-        generate: true,
-        edit: true,
-        mask: true,
-        variation: false,
-        maxInputImages: 1,
-        maxImagesPerCall: cfg.maxImagesPerCall,
-      },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, TOKEN_ENVS, env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, TOKEN_ENVS),
-      deps,
-    });
+    super(hostedInit(cfg, deps, { provider: 'Replicate', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1 }, keyEnvs: TOKEN_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
     this.webhook = webhookTarget(cfg.webhookUrl, deps.publicUrl, cfg.name);

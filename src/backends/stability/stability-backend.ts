@@ -10,7 +10,7 @@
  */
 import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { HostedBackend, keyHint, resolveKey } from '../http/hosted-backend.ts';
+import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { mapLimit } from '../http/concurrency.ts';
 import { moderationError } from '../http/errors.ts';
@@ -52,16 +52,7 @@ export class StabilityBackend extends HostedBackend {
 
   constructor(config: StabilityBackendConfigInput | StabilityBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = stabilityBackendConfigSchema.parse(config);
-    super({
-      name: cfg.name,
-      provider: 'Stability AI',
-      capabilities: { generate: true, edit: true, mask: false, variation: false, maxInputImages: 1, maxImagesPerCall: cfg.maxImagesPerCall },
-      timeoutMs: cfg.timeoutSeconds * 1000,
-      maxRetries: cfg.maxRetries,
-      apiKey: resolveKey(cfg.apiKey, cfg.apiKeyEnv, KEY_ENVS, deps.env ?? process.env),
-      keyHint: keyHint('apiKey', cfg.apiKeyEnv, KEY_ENVS),
-      deps,
-    });
+    super(hostedInit(cfg, deps, { provider: 'Stability AI', capabilities: { generate: true, edit: true, mask: false, variation: false, maxInputImages: 1 }, keyEnvs: KEY_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
