@@ -71,6 +71,17 @@ function component(name: string, opts: { external?: boolean; optional?: boolean 
   return files;
 }
 
+/** A diffusers-layout ONNX pipeline: tokenizer, text encoder and UNet (weights in external data), VAE. */
+const PIPELINE_FILES: CatalogFile[] = [
+  { path: 'model_index.json', optional: true },
+  { path: 'scheduler/scheduler_config.json', optional: true },
+  ...TOKENIZER,
+  ...component('text_encoder', { external: true }),
+  ...component('unet', { external: true }),
+  ...component('vae_decoder'),
+  ...component('vae_encoder', { optional: true }),
+];
+
 export const CATALOG: CatalogEntry[] = [
   {
     name: 'sd-turbo',
@@ -82,15 +93,7 @@ export const CATALOG: CatalogEntry[] = [
     precision: 'fp16',
     approxBytes: 2_500_000_000,
     license: 'Stability AI Community License (see the repository)',
-    files: [
-      { path: 'model_index.json', optional: true },
-      { path: 'scheduler/scheduler_config.json', optional: true },
-      ...TOKENIZER,
-      ...component('text_encoder', { external: true }),
-      ...component('unet', { external: true }),
-      ...component('vae_decoder'),
-      ...component('vae_encoder', { optional: true }),
-    ],
+    files: PIPELINE_FILES,
     padToken: '!',
     defaults: { steps: 1, guidanceScale: 0, scheduler: 'euler', width: 512, height: 512 },
     schedulerConfig: TRAILING_EULER,
@@ -105,15 +108,7 @@ export const CATALOG: CatalogEntry[] = [
     precision: 'fp32',
     approxBytes: 4_300_000_000,
     license: 'MIT (model card) / CreativeML Open RAIL-M (base)',
-    files: [
-      { path: 'model_index.json', optional: true },
-      { path: 'scheduler/scheduler_config.json', optional: true },
-      ...TOKENIZER,
-      ...component('text_encoder', { external: true }),
-      ...component('unet', { external: true }),
-      ...component('vae_decoder'),
-      ...component('vae_encoder', { optional: true }),
-    ],
+    files: PIPELINE_FILES,
     defaults: { steps: 4, guidanceScale: 8, scheduler: 'lcm', width: 512, height: 512 },
     schedulerConfig: { ...TRAILING_EULER, _class_name: 'LCMScheduler', timestep_spacing: 'leading', original_inference_steps: 50 },
   },
@@ -127,15 +122,7 @@ export const CATALOG: CatalogEntry[] = [
     precision: 'fp32',
     approxBytes: 5_500_000_000,
     license: 'CreativeML Open RAIL-M',
-    files: [
-      { path: 'model_index.json', optional: true },
-      { path: 'scheduler/scheduler_config.json', optional: true },
-      ...TOKENIZER,
-      ...component('text_encoder', { external: true }),
-      ...component('unet', { external: true }),
-      ...component('vae_decoder'),
-      ...component('vae_encoder', { optional: true }),
-    ],
+    files: PIPELINE_FILES,
     defaults: { steps: 20, guidanceScale: 7.5, scheduler: 'dpmpp-2m', width: 512, height: 512 },
     schedulerConfig: { ...TRAILING_EULER, _class_name: 'PNDMScheduler', timestep_spacing: 'leading' },
   },
