@@ -11,6 +11,7 @@
  * sends the job id in `x-easel-job-id`.
  */
 import type { FastifyReply } from 'fastify';
+import type { ErrorBody } from '../core/errors.ts';
 import type { Job, StoredImage } from '../core/job.ts';
 import { isTerminal } from '../core/job.ts';
 import type { JobEventBus, PartialImageEvent } from '../events/job-events.ts';
@@ -52,7 +53,7 @@ export interface StreamDeps {
   heartbeatMs: number;
   syncTimeoutSeconds: number;
   /** The error a finished-but-not-succeeded job answers with (the same as a sync request's). */
-  failure(job: Job): { message: string; type: string; code: string };
+  failure(job: Job): ErrorBody;
 }
 
 const unix = (d: Date | undefined | null) => Math.floor((d ?? new Date()).getTime() / 1000);
@@ -112,8 +113,7 @@ export async function streamImages(deps: StreamDeps, reply: FastifyReply, job: J
     }
     const finished = done.job;
     if (finished.status !== 'succeeded') {
-      const f = deps.failure(finished);
-      write('error', { error: { message: f.message, type: f.type, param: null, code: f.code } });
+      write('error', deps.failure(finished));
       return;
     }
     const images: StoredImage[] = ('images' in done && done.images) || (await deps.store.listImagesForJob(finished.id));

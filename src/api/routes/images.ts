@@ -180,11 +180,7 @@ async function answer(deps: ApiDeps & { views: JobViews }, reply: FastifyReply, 
       storage: deps.storage,
       heartbeatMs: streamTiming.heartbeatMs,
       syncTimeoutSeconds: deps.config.server.syncTimeoutSeconds,
-      failure: (j: Job) => {
-        const code = j.status === 'canceled' ? 'job_canceled' : (j.error?.code ?? 'backend_error');
-        const message = j.status === 'canceled' ? `Job ${j.id} was canceled.` : `Job ${j.id} failed: ${j.error?.message ?? 'unknown error'}`;
-        return { message, code, type: (FAILURE_STATUS[code] ?? 502) === 400 ? 'invalid_request_error' : 'server_error' };
-      },
+      failure: (j: Job) => unfinishedError(j).toBody(),
     };
     // A replayed or cached job that is not finished yet is watched from here.
     return streamImages(streamDeps, reply, job, location, isTerminal(job.status) ? undefined : (watch ?? watchJob(deps.store, deps.events, job.id, timeoutMs)), tap);
@@ -206,13 +202,18 @@ async function sendFinished(deps: ApiDeps & { views: JobViews }, reply: FastifyR
     const images = known ?? (await deps.store.listImagesForJob(job.id));
     return reply.send(await deps.views.imagesResponse(job, images, bytes));
   }
+  throw unfinishedError(job);
+}
+
+/** What a synchronous request (or a stream) answers for a job that ended other than succeeded. */
+function unfinishedError(job: Job): ApiError {
   if (job.status === 'canceled') {
-    throw new ApiError(409, `Job ${job.id} was canceled.`, { code: 'job_canceled', headers: { 'x-should-retry': 'false' } });
+    return new ApiError(409, `Job ${job.id} was canceled.`, { code: 'job_canceled', headers: { 'x-should-retry': 'false' } });
   }
   const code = job.error?.code ?? 'backend_error';
   const status = FAILURE_STATUS[code] ?? 502;
   const retry: Record<string, string> = status === 503 ? {} : { 'x-should-retry': 'false' };
-  throw new ApiError(status, `Job ${job.id} failed: ${job.error?.message ?? 'unknown error'}`, { code, headers: retry });
+  return new ApiError(status, `Job ${job.id} failed: ${job.error?.message ?? 'unknown error'}`, { code, headers: retry });
 }
 
 export async function imageRoutes(app: FastifyInstance, deps: ApiDeps & { views: JobViews }) {
