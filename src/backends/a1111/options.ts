@@ -5,20 +5,9 @@
  * what makes model affinity pay.
  */
 import { z } from 'zod';
-import { poolFields } from '../pool/options.ts';
+import { poolFields, samplingDefaultFields } from '../pool/options.ts';
 
-const samplingDefaults = {
-  /** Note the API's own default is 50 steps; easel sends this one. */
-  steps: z.number().int().min(1).max(10_000).optional(),
-  cfg: z.number().min(0).max(100).optional(),
-  /** e.g. `Euler a`, `DPM++ 2M`. */
-  sampler: z.string().min(1).optional(),
-  /** v1.9+ (`Automatic`, `Karras`, …); left out when unset. */
-  scheduler: z.string().min(1).optional(),
-  width: z.number().int().min(64).max(16_384).optional(),
-  height: z.number().int().min(64).max(16_384).optional(),
-  negativePrompt: z.string().optional(),
-};
+const samplingDefaults = samplingDefaultFields(64);
 
 export const a1111BackendConfigSchema = z
   .object({

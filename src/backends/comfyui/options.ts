@@ -5,7 +5,7 @@
  * graph plus a mapping of request fields onto node inputs; nothing in it is ever executed by easel).
  */
 import { z } from 'zod';
-import { poolFields } from '../pool/options.ts';
+import { poolFields, samplingDefaultFields } from '../pool/options.ts';
 
 export const CHECKPOINT_FAMILIES = ['sd15', 'sdxl', 'flux'] as const;
 export type CheckpointFamily = (typeof CHECKPOINT_FAMILIES)[number];
@@ -66,16 +66,7 @@ export const workflowSchema = z
   .refine((w) => (w.file === undefined) !== (w.graph === undefined), { message: 'give exactly one of file or graph' });
 export type WorkflowConfig = z.infer<typeof workflowSchema>;
 
-const samplingDefaults = {
-  steps: z.number().int().min(1).max(10_000).optional(),
-  /** CFG scale (for FLUX-style checkpoints: the FluxGuidance value). */
-  cfg: z.number().min(0).max(100).optional(),
-  sampler: z.string().min(1).optional(),
-  scheduler: z.string().min(1).optional(),
-  width: z.number().int().min(16).max(16_384).optional(),
-  height: z.number().int().min(16).max(16_384).optional(),
-  negativePrompt: z.string().optional(),
-};
+const samplingDefaults = samplingDefaultFields(16);
 
 export const comfyuiBackendConfigSchema = z
   .object({

@@ -82,3 +82,23 @@ export function normalizeHosts(hosts: PoolHostConfig[], maxConcurrentPerHost: nu
     return { url, name, maxConcurrent: spec.maxConcurrent ?? maxConcurrentPerHost };
   });
 }
+
+/**
+ * Sampling defaults a checkpoint entry or a backend's `defaults` may give; a request's own values win.
+ * `minSide` is the smallest width or height the engine takes.
+ */
+export function samplingDefaultFields(minSide: number) {
+  return {
+    /** Sent on every call that gives none (A1111's own API default is 50). */
+    steps: z.number().int().min(1).max(10_000).optional(),
+    /** CFG scale (for FLUX-style checkpoints on ComfyUI: the FluxGuidance value). */
+    cfg: z.number().min(0).max(100).optional(),
+    /** e.g. `Euler a`, `DPM++ 2M` (A1111), `euler`, `dpmpp_2m` (ComfyUI). */
+    sampler: z.string().min(1).optional(),
+    /** e.g. `Karras` (A1111 v1.9+; left out when unset), `normal` (ComfyUI). */
+    scheduler: z.string().min(1).optional(),
+    width: z.number().int().min(minSide).max(16_384).optional(),
+    height: z.number().int().min(minSide).max(16_384).optional(),
+    negativePrompt: z.string().optional(),
+  };
+}
