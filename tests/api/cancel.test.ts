@@ -10,19 +10,10 @@ import type { TestEasel } from '../support/easel.ts';
 import { openEvents } from '../support/sse.ts';
 import type { SseEvent } from '../support/sse.ts';
 import { createApiKey } from '../../src/auth/api-keys.ts';
+import { until } from '../support/until.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const statusOf = (e: SseEvent) => (e.event === 'status' ? e.json.status : undefined);
-
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 async function submit(easel: TestEasel, prompt: string, key?: string): Promise<string> {
   const res = await easel.api('/v1/images/generations', { method: 'POST', key, headers: { prefer: 'respond-async' }, json: { prompt, model: 'test-model' } });

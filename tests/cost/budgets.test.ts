@@ -18,16 +18,10 @@ import type { MetadataDb } from '../../src/store/database.ts';
 import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { startPostgres } from '../support/postgres.ts';
+import { until } from '../support/until.ts';
 
 const PRICE = 0.016; // dall-e-2 at 256x256 in the default price table
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await sleep(20);
-  }
-}
 const moderationBlocked = { error: { message: 'Your request was rejected by the safety system.', type: 'image_generation_user_error', param: null, code: 'moderation_blocked' } };
 
 function suite(name: string, databaseUrl: () => Promise<{ url: string | undefined; stop(): Promise<void> }>) {
@@ -160,7 +154,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
 
         const jobs = await Promise.all(admitted.map((id) => waitForJob(easel, id, { key: secret })));
         assert.ok(jobs.every((j) => j.status === 'succeeded'));
-        await until(async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
+        await until('the reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
         sampling = false;
         await sampler;
         assert.ok(samples > 5);
@@ -190,7 +184,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
         assert.ok(first.every((r) => r.status === 202));
         const failed = await Promise.all(first.map(async (r) => waitForJob(easel, ((await r.json()) as any).id, { key: secret })));
         assert.ok(failed.every((j) => j.status === 'failed'));
-        await until(async () => (await easel.runtime.cost.ledger.state(rows)).every((s) => s.reservedMicros === 0));
+        await until('every reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows)).every((s) => s.reservedMicros === 0));
         assert.equal((await waitForJob(easel, failed[0].id, { key: secret })).cost.budget.status, 'released');
         for (const s of await easel.runtime.cost.ledger.state(rows)) {
           assert.equal(s.reservedMicros, 0);
@@ -214,7 +208,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
           const done = await waitForJob(easel, a.id, { key: bs });
           assert.equal(done.status, 'canceled');
           const rows = easel.runtime.cost.budgetRows(bk);
-          await until(async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
+          await until('the reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
           const [s] = await easel.runtime.cost.ledger.state(rows);
           assert.equal(s!.reservedMicros, 0);
           assert.equal(s!.spentMicros, 0);

@@ -40,6 +40,7 @@ import { createApiKey } from '../../src/auth/api-keys.ts';
 import { openDatabase } from '../../src/store/database.ts';
 import { SqlKeyStore } from '../../src/store/sql-key-store.ts';
 import { imageKey, jobIdOfKey } from '../../src/images/keys.ts';
+import { until } from '../support/until.ts';
 
 const JOBS = Number(process.env.EASEL_SCALE_JOBS ?? 2_000);
 const ADMIN_KEY = 'easel_sk_test_admin_key_0123456789abcdef';
@@ -60,16 +61,6 @@ if (missing) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs: number, everyMs = 100): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 /** Runs `fn` over `items` with at most `limit` at once. */
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {

@@ -16,6 +16,7 @@ import type { OpenAIStandin } from '../support/openai-standin.ts';
 import { standinBackendConfig } from '../support/easel.ts';
 import { ProcessGroup, writeConfig } from '../support/processes.ts';
 import type { EaselProcess } from '../support/processes.ts';
+import { until } from '../support/until.ts';
 
 const ADMIN_KEY = 'easel_sk_test_admin_key_0123456789abcdef';
 /** Backend latency while a worker is to be killed: long enough to kill it mid-call on a loaded machine. */
@@ -25,19 +26,6 @@ const QUICK_MS = 200;
 const VISIBILITY_S = 2;
 const GRACE_S = 1;
 const MAX_ATTEMPTS = 2;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until it returns something truthy; fails with `what` (and the children's logs) after `timeoutMs`. */
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 describe('crash safety of the embedded stack (api and worker processes)', () => {
   const procs = new ProcessGroup();

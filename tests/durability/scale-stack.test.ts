@@ -29,6 +29,7 @@ import { BullmqQueue } from '../../src/queue/bullmq-queue.ts';
 import { ProcessGroup, writeConfig } from '../support/processes.ts';
 import type { EaselProcess } from '../support/processes.ts';
 import { imageKey, jobIdOfKey } from '../../src/images/keys.ts';
+import { until } from '../support/until.ts';
 
 const ADMIN_KEY = 'easel_sk_test_admin_key_0123456789abcdef';
 const VISIBILITY_S = 3;
@@ -49,18 +50,6 @@ if (missing && process.env.CI) throw new Error(`scale-stack tests need Redis and
 if (missing) {
   await redis?.stop();
   process.stderr.write(`scale-stack tests skipped: ${missing} (set CI to make this a failure)\n`);
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
