@@ -100,13 +100,7 @@ describe('scale-out: 2 api + 3 worker processes, Redis, Postgres, S3; workers ki
   const env = () => ({
     DATABASE_URL: pgdb!.url,
     REDIS_URL: redis!.url,
-    EASEL_STORAGE: 's3',
-    S3_BUCKET: s3.bucket,
-    S3_ENDPOINT: s3.endpoint,
-    S3_REGION: 'us-east-1',
-    S3_ACCESS_KEY_ID: s3.options.accessKeyId,
-    S3_SECRET_ACCESS_KEY: s3.options.secretAccessKey,
-    S3_FORCE_PATH_STYLE: 'true',
+    ...s3.env,
     EASEL_ADMIN_KEY: ADMIN_KEY,
     LOG_LEVEL: 'info',
   });
@@ -120,12 +114,7 @@ describe('scale-out: 2 api + 3 worker processes, Redis, Postgres, S3; workers ki
   before(async () => {
     standin = await startOpenAIStandin({ strict: false, latencyMs: 20, imageSize: 16, logRequests: false });
     s3 = await startS3('easel-scale');
-    s3client = new S3Client({
-      region: 'us-east-1',
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3.options.accessKeyId, secretAccessKey: s3.options.secretAccessKey },
-    });
+    s3client = s3.client();
     pool = new pg.Pool({ connectionString: pgdb!.url, max: 4 });
     receiver = await startReceiver(WEBHOOK_SECRET);
     root = mkdtempSync(join(tmpdir(), 'easel-scale-out-'));

@@ -74,13 +74,7 @@ describe('durability of the scale-out stack', { concurrency: 2 }, () => {
     const env = () => ({
       DATABASE_URL: pgdb!.url,
       REDIS_URL: redis!.url,
-      EASEL_STORAGE: 's3',
-      S3_BUCKET: s3.bucket,
-      S3_ENDPOINT: s3.endpoint,
-      S3_REGION: 'us-east-1',
-      S3_ACCESS_KEY_ID: s3.options.accessKeyId,
-      S3_SECRET_ACCESS_KEY: s3.options.secretAccessKey,
-      S3_FORCE_PATH_STYLE: 'true',
+      ...s3.env,
       EASEL_ADMIN_KEY: ADMIN_KEY,
       LOG_LEVEL: 'info',
     });
@@ -187,12 +181,7 @@ describe('durability of the scale-out stack', { concurrency: 2 }, () => {
       if (skip) return;
       standin = await startOpenAIStandin({ strict: false, latencyMs: 100 });
       s3 = await startS3();
-      s3client = new S3Client({
-        region: 'us-east-1',
-        endpoint: s3.endpoint,
-        forcePathStyle: true,
-        credentials: { accessKeyId: s3.options.accessKeyId, secretAccessKey: s3.options.secretAccessKey },
-      });
+      s3client = s3.client();
       pool = new pg.Pool({ connectionString: pgdb!.url, max: 2 });
       root = mkdtempSync(join(tmpdir(), 'easel-scale-'));
       configFile = writeConfig(join(root, 'easel.yaml'), {
