@@ -39,7 +39,7 @@ import { priceRules } from './pricing/schema.ts';
 import { CostControl } from './cost/service.ts';
 import { BatchStore } from './batches/batch-store.ts';
 import { BatchPump } from './batches/pump.ts';
-import { startMetricsServer } from './cost/metrics-server.ts';
+import { startMetricsServer } from './observability/metrics-server.ts';
 
 export interface Roles {
   api: boolean;

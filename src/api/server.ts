@@ -35,7 +35,7 @@ import type { PromptModerator } from '../moderation/prompt-moderator.ts';
 import type { CostControl } from '../cost/service.ts';
 import type { BatchStore } from '../batches/batch-store.ts';
 import type { MetadataDb } from '../store/database.ts';
-import { registerRateLimits } from '../cost/rate-limits.ts';
+import { registerRateLimits } from './rate-limits.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { batchRoutes } from './routes/batches.ts';

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { ApiError } from '../core/errors.ts';
 import type { JobError } from '../core/job.ts';
 import type { BackendRegistry } from '../backends/registry.ts';
-import type { BatchesConfig } from '../cost/config.ts';
+import type { BatchesConfig } from './config.ts';
 import { CapReached } from '../cost/service.ts';
 import type { CostControl } from '../cost/service.ts';
 import type { JobQueue } from '../queue/job-queue.ts';

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { openDatabase, migrate } from '../store/database.ts';
 import { PriceTable } from '../pricing/price-table.ts';
 import { priceRules } from '../pricing/schema.ts';
-import { costReport, formatCostReport } from '../cost/usage.ts';
+import { costReport, formatCostReport } from '../observability/usage.ts';
 import { configOrExit } from './main.ts';
 import type { GlobalOpts } from './main.ts';
 import { databaseUrl } from './migrate.ts';

@@ -14,9 +14,14 @@ import { onnxBackendConfigSchema } from '../backends/onnx/options.ts';
 import { comfyuiBackendConfigSchema } from '../backends/comfyui/options.ts';
 import { a1111BackendConfigSchema } from '../backends/a1111/options.ts';
 import { pricingConfigSchema } from '../pricing/schema.ts';
-import {
-  batchesConfigSchema, budgetsConfigSchema, cacheConfigSchema, checkCostConfig, costModelConfigSchema, metricsConfigSchema, modelRoutingFields, rateLimitsConfigSchema, routingConfigSchema,
-} from '../cost/config.ts';
+import { batchesConfigSchema } from '../batches/config.ts';
+import { budgetsConfigSchema } from '../budgets/config.ts';
+import { cacheConfigSchema } from '../cache/config.ts';
+import { checkCostConfig } from './cross-checks.ts';
+import { costModelConfigSchema } from '../pricing/cost-model-config.ts';
+import { metricsConfigSchema } from '../observability/config.ts';
+import { modelRoutingFields, routingConfigSchema } from '../routing/config.ts';
+import { rateLimitsConfigSchema } from '../api/rate-limit-config.ts';
 
 const seconds = (def: number) => z.number().positive().default(def);
 

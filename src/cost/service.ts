@@ -19,17 +19,17 @@ import type { JobQueue } from '../queue/job-queue.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 import type { MetadataDb } from '../store/database.ts';
 import type { ApiKey, JobStore } from '../store/job-store.ts';
-import { BudgetLedger, fromMicros, keyBudgetRows, refusalMessage, toMicros, windowPeriod } from './budgets.ts';
-import type { LedgerRow } from './budgets.ts';
-import { CACHE_POLICIES, ImageCache, cacheKeys, encodeEmbedding } from './cache.ts';
-import type { CacheHit, CachePolicy } from './cache.ts';
-import { CircuitBreakers } from './circuit.ts';
-import { CostModel } from './cost-model.ts';
-import { createEmbedder } from './embedders.ts';
-import type { Embedder } from './embedders.ts';
-import { CostMetrics } from './metrics.ts';
-import { Router } from './router.ts';
-import type { ChainEntry, RouteDecision, RouteInput, RoutingRecord } from './router.ts';
+import { BudgetLedger, fromMicros, keyBudgetRows, refusalMessage, toMicros, windowPeriod } from '../budgets/ledger.ts';
+import type { LedgerRow } from '../budgets/ledger.ts';
+import { CACHE_POLICIES, ImageCache, cacheKeys, encodeEmbedding } from '../cache/image-cache.ts';
+import type { CacheHit, CachePolicy } from '../cache/image-cache.ts';
+import { CircuitBreakers } from '../routing/circuit.ts';
+import { CostModel } from '../pricing/cost-model.ts';
+import { createEmbedder } from '../cache/embedders.ts';
+import type { Embedder } from '../cache/embedders.ts';
+import { CostMetrics } from '../observability/metrics.ts';
+import { Router } from '../routing/router.ts';
+import type { ChainEntry, RouteDecision, RouteInput, RoutingRecord } from '../routing/router.ts';
 import type { AttemptRoute, CallOutcome, JobOutcome, WorkerCostHooks } from './worker-hooks.ts';
 
 /** Failures that say the backend (not the request) is in trouble: they count against its circuit and may fall back. */

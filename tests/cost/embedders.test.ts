@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { OnnxClipEmbedder, createEmbedder, normalizeVector } from '../../src/cost/embedders.ts';
+import { OnnxClipEmbedder, createEmbedder, normalizeVector } from '../../src/cache/embedders.ts';
 import { buildTinyModel } from '../onnx/support/tiny-models.ts';
 
 describe('the ONNX CLIP text-encoder embedder', () => {

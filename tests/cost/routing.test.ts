@@ -9,8 +9,8 @@ import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { DEFAULT_STANDIN_KEY, startOpenAIStandin } from '../support/openai-standin.ts';
 import type { OpenAIStandin } from '../support/openai-standin.ts';
-import { inferTextInImage, inferTier, promptNeedsText, snapSize } from '../../src/cost/router.ts';
-import { CircuitBreakers } from '../../src/cost/circuit.ts';
+import { inferTextInImage, inferTier, promptNeedsText, snapSize } from '../../src/routing/router.ts';
+import { CircuitBreakers } from '../../src/routing/circuit.ts';
 import { fakeGpuFactories, gpuControl, sleep, until } from './support.ts';
 
 describe('router helpers', () => {

@@ -22,8 +22,8 @@ import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import { idempotencyKeyOf } from '../idempotency.ts';
 import type { Batch, BatchStore, ItemBody } from '../../batches/batch-store.ts';
-import { CACHE_POLICIES } from '../../cost/cache.ts';
-import type { CachePolicy } from '../../cost/cache.ts';
+import { CACHE_POLICIES } from '../../cache/image-cache.ts';
+import type { CachePolicy } from '../../cache/image-cache.ts';
 
 type Deps = ApiDeps & { views: JobViews; batches: BatchStore };
 

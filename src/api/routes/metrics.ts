@@ -1,11 +1,11 @@
 /**
- * GET /metrics — Prometheus text format (see src/cost/metrics.ts for what is exported). Open like a
+ * GET /metrics — Prometheus text format (see src/observability/metrics.ts for what is exported). Open like a
  * health check unless `metrics.bearerToken` is set; off with `metrics.enabled: false`.
  */
 import type { FastifyInstance } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../../core/errors.ts';
-import type { CostMetrics } from '../../cost/metrics.ts';
+import type { CostMetrics } from '../../observability/metrics.ts';
 
 export function tokenMatches(header: string | undefined, token: string): boolean {
   const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;

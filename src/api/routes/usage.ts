@@ -10,10 +10,10 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, invalidParam } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
-import { costReport, usage } from '../../cost/usage.ts';
+import { costReport, usage } from '../../observability/usage.ts';
 import { PriceTable } from '../../pricing/price-table.ts';
 import { priceRules } from '../../pricing/schema.ts';
-import { fromMicros } from '../../cost/budgets.ts';
+import { fromMicros } from '../../budgets/ledger.ts';
 import type { MetadataDb } from '../../store/database.ts';
 
 const DAY = 86_400_000;

@@ -12,7 +12,7 @@ import { sql } from 'kysely';
 import type { EaselConfig } from '../config/schema.ts';
 import type { MetadataDb } from '../store/database.ts';
 import type { PriceTable } from '../pricing/price-table.ts';
-import { CostModel } from './cost-model.ts';
+import { CostModel } from '../pricing/cost-model.ts';
 
 const DAY = 86_400_000;
 const r6 = (x: number) => Math.round(x * 1e6) / 1e6;

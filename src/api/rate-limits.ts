@@ -14,8 +14,8 @@ import type { Redis } from 'ioredis';
 import { loadOptional } from '../core/optional-module.ts';
 import type { Logger } from 'pino';
 import { ApiError } from '../core/errors.ts';
-import type { RateLimitEndpoint, RateLimitsConfig } from './config.ts';
-import type { CostMetrics } from './metrics.ts';
+import type { RateLimitEndpoint, RateLimitsConfig } from './rate-limit-config.ts';
+import type { CostMetrics } from '../observability/metrics.ts';
 
 const GENERATION_ROUTES = new Set(['/v1/images/generations', '/v1/images/edits', '/v1/images/variations', '/v1/images/drafts', '/v1/images/refine']);
 

@@ -12,9 +12,9 @@
 import type { Kysely } from 'kysely';
 import type { ImageSize } from '../core/image-request.ts';
 import type { ImageBackend } from '../backends/image-backend.ts';
-import type { PriceTable } from '../pricing/price-table.ts';
+import type { PriceTable } from './price-table.ts';
 import type { MetadataDb } from '../store/database.ts';
-import type { CostModelConfig } from './config.ts';
+import type { CostModelConfig } from './cost-model-config.ts';
 
 const MP = 1024 * 1024;
 /** Megapixels of an image for GPU-time scaling; small images are not proportionally cheaper (fixed overheads). */

@@ -14,7 +14,7 @@ import type { BackendHealth } from '../backends/image-backend.ts';
 import type { JobStatus } from '../core/job.ts';
 import type { JobQueue } from '../queue/job-queue.ts';
 import type { JobStore } from '../store/job-store.ts';
-import type { CircuitState } from './circuit.ts';
+import type { CircuitState } from '../routing/circuit.ts';
 
 export interface MetricSources {
   store?: Pick<JobStore, 'countByStatus'>;

@@ -26,7 +26,7 @@ import { OPENAI_MODEL_RULES, openaiFamily } from '../backends/openai/model-rules
 import type { AliasConfig, RoutingConfig, Tier } from './config.ts';
 import { TIERS } from './config.ts';
 import type { CircuitBreakers } from './circuit.ts';
-import type { CostModel, Estimate } from './cost-model.ts';
+import type { CostModel, Estimate } from '../pricing/cost-model.ts';
 
 /** Aliases shipped with easel; `routing.aliases` adds to and overrides them (null removes one). */
 export const DEFAULT_ALIASES: Record<string, AliasConfig> = {
