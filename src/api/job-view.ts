@@ -3,6 +3,7 @@
  * ImagesResponse (`created`, `data[].url|b64_json`, `revised_prompt`).
  */
 import type { Job, StoredImage } from '../core/job.ts';
+import { toWarning } from '../core/job.ts';
 import { formatSize } from '../core/image-request.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 
@@ -96,7 +97,7 @@ export class JobViews {
       webhook_url: job.webhookUrl,
       cost_usd: job.costUsd,
       result: job.status === 'succeeded' && images ? await this.imagesResponse(job, images) : null,
-      warnings: job.result?.warnings ?? [],
+      warnings: (job.result?.warnings ?? []).map(toWarning),
       error: job.error,
       ...(this.extras ? await this.extras(job) : {}),
     };

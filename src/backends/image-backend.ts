@@ -5,21 +5,17 @@
  * capabilities and health.
  */
 import type { ImageSize, OutputFormat } from '../core/image-request.ts';
+import type { JobWarning } from '../core/job.ts';
+import type { BackendModelSpec, ModelCapabilities } from './model-spec.ts';
 
-export interface BackendCapabilities {
-  /** Text-to-image. */
-  generate: boolean;
-  /** Accepts input images with a prompt (edits / img2img). */
-  edit: boolean;
-  /** Accepts a mask with the first input image (inpainting). */
-  mask: boolean;
-  /** Image-to-image variations with no prompt. */
-  variation: boolean;
-  /** How many input images one call may take (0 when edits are unsupported). */
-  maxInputImages: number;
+/** What a backend as a whole can do at most (the union of its models); per model, see `modelSpec()`. */
+export interface BackendCapabilities extends ModelCapabilities {
   /** Most images one backend call can return; the worker splits larger `n`. */
   maxImagesPerCall: number;
 }
+
+/** A setting the backend could not honour as asked (see JobWarning). */
+export type BackendWarning = JobWarning;
 
 export interface BackendImageInput {
   data: Uint8Array;
@@ -64,7 +60,7 @@ export interface BackendImage {
 export interface BackendResult {
   images: BackendImage[];
   /** Settings the backend could not honour, said rather than silently dropped. */
-  warnings: string[];
+  warnings: (BackendWarning | string)[];
   /** Cost in USD where the backend knows it (a provider-reported price wins over the price table). */
   costUsd?: number;
   providerMetadata?: Record<string, unknown>;
@@ -114,6 +110,11 @@ export interface ImageBackend {
   /** The backend type (`openai`, `comfyui`, …). */
   readonly type: string;
   readonly capabilities: BackendCapabilities;
+  /**
+   * What one of its models accepts (capabilities, sizes, qualities, most images per call, provider
+   * options, pricing). Admission, routing and the worker read it; config may narrow it.
+   */
+  modelSpec(model: string): BackendModelSpec;
   generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult>;
   health(): Promise<BackendHealth>;
   close?(): Promise<void>;

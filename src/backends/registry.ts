@@ -14,10 +14,11 @@ import { loadOptional } from '../core/optional-module.ts';
 import { OnnxBackend } from './onnx/onnx-backend.ts';
 import { ComfyUIBackend } from './comfyui/comfyui-backend.ts';
 import { A1111Backend } from './a1111/a1111-backend.ts';
-import type { HostedBackendDeps } from './http/hosted-backend.ts';
+import { completeSpec } from './model-spec.ts';
+import type { ModelSpec } from './model-spec.ts';
+import type { BackendFactoryDeps } from './definition.ts';
 
-/** What the runtime hands every factory besides the backend's own config (logger, public URL for provider webhooks). */
-export type BackendFactoryDeps = Pick<HostedBackendDeps, 'log' | 'publicUrl'>;
+export type { BackendFactoryDeps } from './definition.ts';
 
 export type BackendFactory = (config: BackendConfig, deps: BackendFactoryDeps) => ImageBackend;
 
@@ -44,6 +45,8 @@ export interface ResolvedModel {
   backend: ImageBackend;
   /** The backend's own model id. */
   backendModel: string;
+  /** What the model accepts: the backend's declaration, narrowed by its `models[]` entry. */
+  spec: ModelSpec;
 }
 
 export interface ModelInfo {
@@ -56,13 +59,13 @@ export interface ModelInfo {
 
 export class BackendRegistry {
   private readonly backends = new Map<string, ImageBackend>();
-  private readonly models = new Map<string, { backend: string; model: string; description?: string }>();
+  private readonly models = new Map<string, { backend: string; model: string; description?: string; config: ModelConfig }>();
   private readonly defaultName: string | undefined;
   private readonly healthCache = new Map<string, { value: BackendHealth; until: number }>();
 
   constructor(backends: ImageBackend[], models: ModelConfig[]) {
     for (const b of backends) this.backends.set(b.name, b);
-    for (const m of models) this.models.set(m.name, { backend: m.backend, model: m.model ?? m.name, description: m.description });
+    for (const m of models) this.models.set(m.name, { backend: m.backend, model: m.model ?? m.name, description: m.description, config: m });
     this.defaultName = models.find((m) => m.default)?.name ?? models[0]?.name;
   }
 
@@ -91,7 +94,12 @@ export class BackendRegistry {
     const entry = this.models.get(name);
     const backend = entry && this.backends.get(entry.backend);
     if (!entry || !backend) return undefined;
-    return { name, backend, backendModel: entry.model };
+    return { name, backend, backendModel: entry.model, spec: this.specOf(backend, entry.model, entry.config) };
+  }
+
+  /** A model's spec: asked of its backend each time (a backend may learn, e.g. the LoRAs a host has), then config applied. */
+  private specOf(backend: ImageBackend, model: string, config: ModelConfig): ModelSpec {
+    return completeSpec(backend.modelSpec(model), model, { tier: config.tier, textInImage: config.textInImage, sizes: config.sizes });
   }
 
   hasModel(name: string): boolean {

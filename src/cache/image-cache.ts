@@ -247,7 +247,7 @@ export class ImageCache {
       }),
     );
     const won = await this.store.completeJob(job.id, started.attempt, {
-      result: { images: images.map((i) => ({ imageId: i.id, revisedPrompt: i.revisedPrompt ?? undefined })), warnings: [`answered from the ${hit.kind} cache (job ${hit.sourceJobId}${hit.similarity !== undefined ? `, similarity ${hit.similarity}` : ''})`] },
+      result: { images: images.map((i) => ({ imageId: i.id, revisedPrompt: i.revisedPrompt ?? undefined })), warnings: [{ type: 'other', detail: `answered from the ${hit.kind} cache (job ${hit.sourceJobId}${hit.similarity !== undefined ? `, similarity ${hit.similarity}` : ''})` }] },
       images,
       costUsd: 0,
     });

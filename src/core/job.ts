@@ -29,10 +29,26 @@ export interface JobImageRef {
   revisedPrompt?: string;
 }
 
+/**
+ * A setting that was not honoured as asked, said rather than dropped: `unsupported` (ignored),
+ * `compatibility` (honoured differently, e.g. a quality word mapped to the model's own), `other`.
+ */
+export interface JobWarning {
+  type: 'unsupported' | 'compatibility' | 'other';
+  /** The request setting concerned (`style`, `quality`, `provider_options.x`…), when there is one. */
+  setting?: string;
+  detail: string;
+}
+
 export interface JobResult {
   images: JobImageRef[];
-  /** What the backend reported alongside the images (warnings, provider metadata). */
-  warnings?: string[];
+  /** Settings the backend (or easel) could not honour as asked. */
+  warnings?: JobWarning[];
+}
+
+/** Reads a stored warning: rows written before warnings were structured hold plain sentences. */
+export function toWarning(w: JobWarning | string): JobWarning {
+  return typeof w === 'string' ? { type: 'other', detail: w } : w;
 }
 
 export interface Job {

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { newImageId } from '../core/ids.ts';
-import { isTerminal } from '../core/job.ts';
+import { isTerminal, toWarning } from '../core/job.ts';
 import type { Job, JobError, StoredImage } from '../core/job.ts';
 import { MEDIA_TYPES } from '../core/image-request.ts';
 import type { BackendImageInput, BackendRequest, BackendResult } from '../backends/image-backend.ts';
@@ -144,7 +144,7 @@ export class Worker {
       const done = {
         result: {
           images: images.map((img) => ({ imageId: img.id, revisedPrompt: img.revisedPrompt ?? undefined })),
-          warnings: result.warnings.length ? result.warnings : undefined,
+          warnings: result.warnings.length ? result.warnings.map(toWarning) : undefined,
         },
         images,
         costUsd: result.costUsd ?? null,

@@ -43,6 +43,7 @@ function progressBackends(opts: { expectedMs: number; partials: boolean; png: ()
         name: inner.name,
         type: inner.type,
         capabilities: inner.capabilities,
+        modelSpec: (model: string) => inner.modelSpec(model),
         health: () => inner.health(),
         async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
           const started = Date.now();

@@ -114,7 +114,7 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
     assert.equal(sent.body?.output_format, undefined);
     assert.equal(sent.body?.background, undefined);
     assert.equal(result.warnings.length, 1);
-    assert.match(result.warnings[0], /background/);
+    assert.match(JSON.stringify(result.warnings[0]), /background/);
     assert.ok(!standin.requests.some((r) => r.path.startsWith('/files/')), 'no second download');
   });
 
@@ -149,7 +149,7 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
     assert.equal(result.images.length, 1, 'strict OpenAI stand-in accepted the body');
     assert.equal(result.warnings.length, 4);
     for (const field of ['negative_prompt', 'seed', 'steps', 'guidance_scale']) {
-      assert.ok(result.warnings.some((w) => w.includes(field)), `warns about ${field}`);
+      assert.ok(result.warnings.some((w) => JSON.stringify(w).includes(field)), `warns about ${field}`);
       assert.equal(imageRequests(standin)[0].body?.[field], undefined);
     }
   });

@@ -43,6 +43,7 @@ function consoleBackends(): Record<string, BackendFactory> {
         name: inner.name,
         type: inner.type,
         capabilities: inner.capabilities,
+        modelSpec: (model: string) => inner.modelSpec(model),
         async health() {
           const h = await inner.health();
           return { ...h, message: h.ok ? '1/1 hosts up; 0 waiting' : h.message, details: { waiting: 0, hosts: [{ name: 'sim-gpu-0', url: 'http://127.0.0.1:1', status: h.ok ? 'up' : 'down', running, loaded: request0?.model ?? null, busyMs, calls: 0, images: 0 }] } };

@@ -3,6 +3,8 @@
  * time a test controls. Configured as `type: openai` backends whose name starts with `gpu` (so the
  * config schema accepts them); the factory swaps in the fake and leaves real OpenAI backends alone.
  */
+import { uniformSpec } from '../../src/backends/model-spec.ts';
+import type { BackendModelSpec } from '../../src/backends/model-spec.ts';
 import type { BackendFactory } from '../../src/backends/registry.ts';
 import type { BackendConfig } from '../../src/config/schema.ts';
 import { OpenAIBackend } from '../../src/backends/openai/openai-backend.ts';
@@ -37,6 +39,10 @@ class FakeGpuBackend implements ImageBackend {
     this.control = control;
     const caps = (config as { capabilities?: { edit?: boolean; maxInputImages?: number } }).capabilities ?? {};
     this.capabilities = { generate: true, edit: caps.edit ?? false, mask: false, variation: false, maxInputImages: caps.edit ? (caps.maxInputImages ?? 1) : 0, maxImagesPerCall: 4 };
+  }
+
+  modelSpec(): BackendModelSpec {
+    return uniformSpec(this.capabilities, 'gpu-time');
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

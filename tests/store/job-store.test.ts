@@ -220,7 +220,7 @@ function defineSuite(name: string, target: () => Promise<Target>): void {
 
       const images = [makeImage(j.id, keyId, 0), makeImage(j.id, keyId, 1)];
       const done = {
-        result: { images: images.map((i) => ({ imageId: i.id, revisedPrompt: i.revisedPrompt ?? undefined })), warnings: ['w'] },
+        result: { images: images.map((i) => ({ imageId: i.id, revisedPrompt: i.revisedPrompt ?? undefined })), warnings: [{ type: 'other' as const, detail: 'w' }] },
         images,
         costUsd: 0.04,
       };

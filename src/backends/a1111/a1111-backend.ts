@@ -27,6 +27,8 @@ import { hostRequest, readJson, sleep, sniffImageType } from '../pool/http.ts';
 import type { HostHttp } from '../pool/http.ts';
 import { a1111BackendConfigSchema } from './options.ts';
 import type { A1111BackendConfig, A1111BackendConfigInput } from './options.ts';
+import { uniformSpec } from '../model-spec.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
 
 /** Body keys easel sets itself; provider options may not override them. */
 const RESERVED = new Set([
@@ -68,6 +70,10 @@ export class A1111Backend implements ImageBackend {
       poolOptionsFrom(c, { maxConcurrentPerHost: 1, log: deps.log }),
       { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
     );
+  }
+
+  modelSpec(_model: string): BackendModelSpec {
+    return uniformSpec(this.capabilities, 'gpu-time');
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

@@ -43,6 +43,8 @@ import { FAMILY_DEFAULTS, TEMPLATE_OUTPUT_NODE, buildTemplate, guessFamily } fro
 import type { ApiGraph } from './templates.ts';
 import { applyWorkflow, loadWorkflow } from './workflows.ts';
 import type { LoadedWorkflow } from './workflows.ts';
+import { uniformSpec } from '../model-spec.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
 
 /** What `/history/{id}` holds for a finished prompt. */
 export interface HistoryEntry {
@@ -165,6 +167,10 @@ export class ComfyUIBackend implements ImageBackend {
       poolOptionsFrom(c, { maxConcurrentPerHost: c.maxConcurrentPerHost, queueAhead: c.queueAheadPerHost, log: deps.log }),
       { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
     );
+  }
+
+  modelSpec(_model: string): BackendModelSpec {
+    return uniformSpec(this.capabilities, 'gpu-time');
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

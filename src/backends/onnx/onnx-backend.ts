@@ -24,6 +24,9 @@ import type { OnnxBackendConfig, OnnxBackendConfigInput } from './options.ts';
 import { EngineHost, EngineThreadError } from './engine-host.ts';
 import type { EngineItem, EngineRequest, EngineResult } from './engine.ts';
 import { readDecoderFolder, readModelFolder, resolveModelDir } from './model-folder.ts';
+import { uniformSpec } from '../model-spec.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import type { z } from 'zod';
 
 export interface OnnxBackendDeps {
   /** Where the one-line notices go (CUDA fallback); default: `log`, else stderr. */
@@ -108,6 +111,10 @@ export class OnnxBackend implements ImageBackend {
       .filter((d) => d.isDirectory() && existsSync(join(this.modelsDir, d.name, 'unet', 'model.onnx')))
       .map((d) => d.name)
       .sort();
+  }
+
+  modelSpec(_model: string): BackendModelSpec {
+    return uniformSpec(this.capabilities, 'gpu-time', onnxProviderOptionsSchema as z.ZodType<Record<string, unknown>>);
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

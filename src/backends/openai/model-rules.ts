@@ -16,7 +16,10 @@
  * DALL·E is asked for `b64_json` (and GPT image models never for a response format) by the backend
  * itself; `revised_prompt` is passed through where it comes back.
  */
-import type { BackendRequest } from '../image-backend.ts';
+import { z } from 'zod';
+import type { BackendCapabilities, BackendRequest } from '../image-backend.ts';
+import { uniformSpec } from '../model-spec.ts';
+import type { BackendModelSpec, PricingKind } from '../model-spec.ts';
 import { BackendError } from '../image-backend.ts';
 
 export type OpenAIFamily = 'dall-e-2' | 'dall-e-3' | 'gpt-image' | 'gpt-image-2' | 'other';
@@ -167,4 +170,44 @@ export function applyOpenAIModelRules(request: BackendRequest, backend: string):
   const calls: number[] = [];
   for (let left = request.n; left > 0; left -= rule.maxN) calls.push(Math.min(rule.maxN, left));
   return { request: out, calls, warnings };
+}
+
+/** OpenAI's own provider options: the ones its Images API takes beyond easel's request fields. */
+export const openaiProviderOptionsSchema = z
+  .object({
+    moderation: z.enum(['low', 'auto']).optional(),
+    input_fidelity: z.enum(['high', 'low']).optional(),
+  })
+  .strict();
+
+/**
+ * The spec of one model behind an `openai` backend: with the model rules on (api.openai.com, or
+ * `modelRules: on`), the family's sizes, qualities, styles, prompt length and edit/variation support;
+ * otherwise (LocalAI, another easel, an unknown model) what the backend's config declares.
+ */
+export function openaiModelSpec(model: string, backend: BackendCapabilities, rulesOn: boolean, pricing: PricingKind): BackendModelSpec {
+  const family = openaiFamily(model);
+  if (!rulesOn || family === 'other') {
+    return uniformSpec(backend, pricing, openaiProviderOptionsSchema);
+  }
+  const rule = OPENAI_MODEL_RULES[family];
+  const edit = backend.edit && rule.edit;
+  const map = QUALITY_MAP[family] ?? {};
+  return {
+    capabilities: {
+      generate: backend.generate,
+      edit,
+      mask: edit && backend.mask,
+      variation: backend.variation && rule.variation,
+      maxInputImages: edit ? Math.min(backend.maxInputImages, rule.maxEditImages) : 0,
+    },
+    maxImagesPerCall: backend.maxImagesPerCall,
+    sizes: rule.sizes ? { kind: 'list', sizes: rule.sizes, auto: true } : { kind: 'range', minSide: 16, maxSide: 3840, multipleOf: 16, maxPixels: 3840 * 2160, maxAspect: 3 },
+    qualities: rule.qualities,
+    qualityFor: (q) => (rule.qualities.includes(q) ? q : (map[q] ?? undefined)),
+    ...(rule.styles ? { styles: rule.styles } : {}),
+    maxPromptChars: rule.maxPromptChars,
+    pricing,
+    providerOptions: model.startsWith('gpt-image') || model.startsWith('chatgpt-image') ? openaiProviderOptionsSchema : openaiProviderOptionsSchema.pick({ moderation: true }),
+  };
 }

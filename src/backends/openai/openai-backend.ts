@@ -29,7 +29,8 @@ import { BackendError } from '../image-backend.ts';
 import { MEDIA_TYPES } from '../../core/image-request.ts';
 import { openaiBackendConfigSchema } from './options.ts';
 import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
-import { applyOpenAIModelRules, rulesApply } from './model-rules.ts';
+import { applyOpenAIModelRules, openaiModelSpec, rulesApply } from './model-rules.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
 import type { BackendConfig } from '../../config/schema.ts';
 import { createPooledFetch } from '../../net/pooled-fetch.ts';
 
@@ -138,6 +139,16 @@ export class OpenAIBackend implements ImageBackend {
    * With model rules on, the request is checked and adapted to the model first, and an `n` larger
    * than the model takes per call (dall-e-3: 1) is split into parallel calls.
    */
+  /**
+   * OpenAI's own endpoint is priced by its list prices; any other OpenAI-compatible endpoint (LocalAI,
+   * vLLM-Omni, another easel) is a GPU somebody runs: costed by measured time unless the price table
+   * names this backend.
+   */
+  modelSpec(model: string): BackendModelSpec {
+    const official = rulesApply('auto', this.config.baseUrl);
+    return openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
+  }
+
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (!rulesApply(this.config.modelRules, this.config.baseUrl)) return this.generateOnce(request, ctx);
     const ruled = applyOpenAIModelRules(request, this.name);
