@@ -36,10 +36,23 @@ import type { Readiness } from './api/routes/health.ts';
 import { RetentionScheduler } from './retention/scheduler.ts';
 import { PriceTable } from './pricing/price-table.ts';
 import { priceRules } from './pricing/schema.ts';
-import { CostControl } from './cost/service.ts';
 import { BatchStore } from './batches/batch-store.ts';
 import { BatchPump } from './batches/pump.ts';
 import { startMetricsServer } from './observability/metrics-server.ts';
+import { CostMetrics } from './observability/metrics.ts';
+import { jobMetricsListener } from './observability/job-metrics.ts';
+import { CostModel } from './pricing/cost-model.ts';
+import { CircuitBreakers } from './routing/circuit.ts';
+import { Router } from './routing/router.ts';
+import { AttemptRouting } from './routing/fallback.ts';
+import { ImageCache } from './cache/image-cache.ts';
+import { createEmbedder } from './cache/embedders.ts';
+import type { Embedder } from './cache/embedders.ts';
+import { BudgetGate } from './budgets/gate.ts';
+import { BudgetLedger } from './budgets/ledger.ts';
+import { JobCosts } from './jobs/job-costs.ts';
+import { JobSettler } from './jobs/settle.ts';
+import { Submissions } from './submissions/submissions.ts';
 
 export interface Roles {
   api: boolean;
@@ -87,9 +100,23 @@ export class Runtime {
   readonly retention: RetentionScheduler | undefined;
   /** Set when nothing can generate: the one line saying which command fetches a model. */
   readonly setupHint: string | undefined;
-  /** Cost control: routing, budgets, cache, cost model, metrics (src/cost). */
-  readonly cost: CostControl;
+  /** Routing: aliases, candidates, fallback chains, circuit breakers (src/routing). */
+  readonly router: Router;
+  /** Budgets: reservations at admission, settlement at the end (src/budgets). */
+  readonly budgets: BudgetGate;
+  /** The image cache (src/cache). */
+  readonly cache: ImageCache;
+  /** What jobs cost: price table, self-hosted GPU time, estimates (src/pricing). */
+  readonly costs: CostModel;
+  readonly metrics: CostMetrics;
+  readonly jobCosts: JobCosts;
+  /** Where every job ends. */
+  readonly settler: JobSettler;
+  /** The one way in. */
+  readonly submissions: Submissions;
   readonly batches: BatchStore;
+  private readonly embedder: Embedder | undefined;
+  private cacheTimer: NodeJS.Timeout | undefined;
   /** Worker role: moves batch requests onto the queue under their caps. */
   readonly batchPump: BatchPump | undefined;
   private metricsServer: { close(): Promise<void> } | undefined;
@@ -145,28 +172,51 @@ export class Runtime {
       publicUrl: config.server.publicUrl,
     });
     this.prices = new PriceTable(priceRules(config.pricing));
-    this.cost = new CostControl({
-      config, mdb: this.mdb, store: this.store, storage: this.storage, backends: this.backends, queue: this.queue, events: this.events, prices: this.prices,
-      log: this.log.child({ component: 'cost' }), models: embedded.models,
-    });
+    this.costs = new CostModel({ config: config.costModel, prices: this.prices, unpricedImageUsd: config.budgets.unpricedImageUsd, mdb: this.mdb });
+    this.metrics = new CostMetrics();
+    const circuits = new CircuitBreakers(config.routing.circuit);
+    const costLog = this.log.child({ component: 'cost' });
+    circuits.onChange = (backend, state) => costLog.warn({ backend, circuit: state }, `circuit of backend ${backend} is ${state}`);
+    this.router = new Router({ registry: this.backends, models: embedded.models, config: config.routing, costs: this.costs, circuits });
+    this.metrics.attach({ store: this.store, queue: this.queue, health: () => this.router.backendHealth(), circuits: () => circuits.snapshot() });
+    this.embedder = config.cache.semantic.enabled ? createEmbedder(config.cache.semantic.embedder ?? { type: 'hashed', dimensions: 256 }) : undefined;
+    this.cache = new ImageCache({ mdb: this.mdb, store: this.store, storage: this.storage, config: config.cache, embedder: this.embedder, log: costLog });
+    this.cache.onLookup = (kind, hit) => this.metrics.cacheLookups.inc({ kind, result: hit ? 'hit' : 'miss' });
+    this.budgets = new BudgetGate({ ledger: new BudgetLedger(this.mdb), config: config.budgets, log: costLog, onRefusal: (scope) => this.metrics.budgetRefusals.inc({ scope }) });
+    this.jobCosts = new JobCosts(this.mdb);
     this.batches = new BatchStore(this.mdb);
 
-    this.worker = roles.worker
-      ? new Worker(
-          { store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, events: this.events, log: this.log, prices: this.prices, costHooks: this.cost },
-          { concurrency: config.worker.concurrency, jobTimeoutMs: config.worker.jobTimeoutSeconds * 1000, maxAttempts: config.queue.maxAttempts },
-        )
-      : undefined;
+    // One way out: the state change, then budgets and cache, then the event, then metrics and webhooks.
+    this.settler = new JobSettler({ store: this.store, events: this.events, jobCosts: this.jobCosts, log: this.log });
+    this.settler.listen(this.budgets.listener);
+    this.settler.listen(this.cache.listener);
+    this.settler.listen(jobMetricsListener(this.metrics, this.costs));
 
     this.webhooks = new WebhookService({
       config, mdb: this.mdb, store: this.store, storage: this.storage, events: this.events, log: this.log, dataDir, deliver: roles.worker,
     });
+    this.settler.listen(this.webhooks.listener);
+
+    const moderator = new PromptModerator(config.moderation);
+    // One way in: every door (HTTP routes, retries, batch requests) submits through this.
+    this.submissions = new Submissions({
+      store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, router: this.router, budgets: this.budgets, cache: this.cache,
+      jobCosts: this.jobCosts, settler: this.settler, moderator, checkWebhookUrl: (url) => this.webhooks.checkWebhookUrl(url), uploads: config.uploads,
+      log: this.log.child({ component: 'submissions' }),
+    });
+
+    this.worker = roles.worker
+      ? new Worker(
+          {
+            store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, events: this.events, log: this.log,
+            settler: this.settler, routing: new AttemptRouting({ router: this.router, jobCosts: this.jobCosts, metrics: this.metrics, log: costLog }), costs: this.costs, jobCosts: this.jobCosts,
+          },
+          { concurrency: config.worker.concurrency, jobTimeoutMs: config.worker.jobTimeoutSeconds * 1000, maxAttempts: config.queue.maxAttempts },
+        )
+      : undefined;
 
     this.batchPump = roles.worker
-      ? new BatchPump({
-          batches: this.batches, store: this.store, keys: this.keys, queue: this.queue, backends: this.backends, cost: this.cost,
-          moderator: new PromptModerator(config.moderation), config: config.batches, log: this.log.child({ component: 'batches' }),
-        })
+      ? new BatchPump({ batches: this.batches, store: this.store, keys: this.keys, submissions: this.submissions, config: config.batches, log: this.log.child({ component: 'batches' }) })
       : undefined;
 
     this.retention = roles.worker
@@ -187,10 +237,15 @@ export class Runtime {
           publicUrl: () => this.publicUrl(),
           readiness: () => this.readiness(),
           verifyFileSignature: verify,
-          moderator: new PromptModerator(config.moderation),
+          moderator,
           checkWebhookUrl: (url) => this.webhooks.checkWebhookUrl(url),
           webhookInfo: (jobId) => this.webhooks.webhookInfo(jobId),
-          cost: this.cost,
+          submissions: this.submissions,
+          settler: this.settler,
+          jobCosts: this.jobCosts,
+          budgets: this.budgets,
+          router: this.router,
+          metrics: this.metrics,
           batches: this.batches,
           mdb: this.mdb,
         })
@@ -260,11 +315,13 @@ export class Runtime {
       this.worker.start();
       if (!this.roles.api) this.relayProviderWebhooks();
       this.retention?.start();
-      this.cost.start();
+      this.budgets.start(this.config.budgets.sweepIntervalSeconds * 1000);
+      this.cacheTimer = setInterval(() => void this.cache.purgeExpired().catch(() => {}), 3600_000);
+      this.cacheTimer.unref();
       this.batchPump?.start();
       // A worker-only process has no API to serve /metrics on: it gets its own port when configured.
       if (!this.server && this.config.metrics.enabled && this.config.metrics.workerPort) {
-        this.metricsServer = await startMetricsServer(this.cost.metrics, { host: this.config.server.host, port: this.config.metrics.workerPort, bearerToken: this.config.metrics.bearerToken });
+        this.metricsServer = await startMetricsServer(this.metrics, { host: this.config.server.host, port: this.config.metrics.workerPort, bearerToken: this.config.metrics.bearerToken });
       }
     }
     if (this.server) {
@@ -318,7 +375,10 @@ export class Runtime {
     this.unsubscribeRelay?.();
     if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
     await this.webhooks.stop(graceMs).catch((err) => this.log.error({ err }, 'webhook stop failed'));
-    await this.cost.stop().catch(() => {});
+    this.budgets.stop();
+    clearInterval(this.cacheTimer);
+    await this.cache.flush().catch((err) => this.log.warn({ err }, 'writing cache entries failed'));
+    await this.embedder?.close?.().catch(() => {});
     await this.queue.close().catch(() => {});
     await this.events.close().catch(() => {});
     await this.backends.close().catch(() => {});

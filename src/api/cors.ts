@@ -4,7 +4,7 @@
  */
 import cors from '@fastify/cors';
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
 
 export function originAllowed(origins: string[], origin: string | undefined): boolean {
   if (!origin) return false;
@@ -15,7 +15,7 @@ export function registerCors(app: FastifyInstance, origins: string[]): void {
   app.addHook('onRequest', async (req) => {
     const origin = req.headers.origin;
     if (req.method === 'OPTIONS' && origin && req.headers['access-control-request-method'] && !originAllowed(origins, origin)) {
-      throw new ApiError(403, `Origin ${origin} may not call this API from a browser; add it to cors.origins in the config.`, { code: 'cors_origin_refused' });
+      throw new DomainError('forbidden', `Origin ${origin} may not call this API from a browser; add it to cors.origins in the config.`, { code: 'cors_origin_refused' });
     }
   });
   // @fastify/cors is not encapsulated: registered on the root it covers every route.

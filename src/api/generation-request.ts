@@ -3,7 +3,8 @@
  * zod into the normalised ImageRequest. Each invalid field becomes a 400 that names it in `param`.
  */
 import { z } from 'zod';
-import { invalidParam, ApiError } from '../core/errors.ts';
+import { DomainError, invalidParam } from '../core/errors.ts';
+import { zodToDomainError } from '../core/zod-errors.ts';
 import { parseSize } from '../core/image-request.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Priority } from '../core/job.ts';
@@ -60,21 +61,6 @@ export interface ParsedGeneration {
   metadata: Record<string, string> | null;
 }
 
-/** Turns the first zod issue into an OpenAI-style 400 naming the field. */
-export function zodToApiError(error: z.ZodError): ApiError {
-  const issue = error.issues[0]!;
-  if (issue.code === 'unrecognized_keys') {
-    const key = issue.keys[0]!;
-    const where = issue.path.length ? `${issue.path.join('.')}.${key}` : key;
-    return invalidParam(where, `Unrecognized request argument supplied: ${where}`, 'unknown_parameter');
-  }
-  const param = issue.path.map(String).join('.') || null;
-  if (!param) return new ApiError(400, `Invalid request body: ${issue.message}`, { code: 'invalid_request' });
-  const missing = issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined;
-  if (missing) return invalidParam(param, `Missing required parameter: '${param}'.`, 'missing_required_parameter');
-  return invalidParam(param, `Invalid value for '${param}': ${issue.message}.`);
-}
-
 // Building a zod schema costs far more than using it (zod 4 compiles a fast path on first use), so
 // each distinct set of limits gets one, built on first use: the config never changes at runtime.
 const schemas = new Map<string, ReturnType<typeof generationBodySchema>>();
@@ -90,10 +76,10 @@ function schemaFor(limits: RequestLimits): ReturnType<typeof generationBodySchem
 
 export function parseGeneration(body: unknown, limits: RequestLimits, preferAsync: boolean): ParsedGeneration {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ApiError(400, 'The request body must be a JSON object.', { code: 'invalid_request' });
+    throw new DomainError('invalid', 'The request body must be a JSON object.', { code: 'invalid_request' });
   }
-  const parsed = schemaFor(limits).safeParse(body);
-  if (!parsed.success) throw zodToApiError(parsed.error);
+  const parsed = schemaFor(limits).safeParse(body, { reportInput: true });
+  if (!parsed.success) throw zodToDomainError(parsed.error);
   const b = parsed.data;
 
   let size: ImageRequest['size'];

@@ -11,7 +11,7 @@
  * sends the job id in `x-easel-job-id`.
  */
 import type { FastifyReply } from 'fastify';
-import type { ErrorBody } from '../core/errors.ts';
+import type { ErrorBody } from './http-errors.ts';
 import type { Job, StoredImage } from '../core/job.ts';
 import { isTerminal } from '../core/job.ts';
 import type { JobEventBus, PartialImageEvent } from '../events/job-events.ts';

@@ -13,17 +13,34 @@ import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import { loadOptional } from '../core/optional-module.ts';
 import type { Logger } from 'pino';
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
+import { RATE_LIMIT_ENDPOINTS } from './rate-limit-config.ts';
 import type { RateLimitEndpoint, RateLimitsConfig } from './rate-limit-config.ts';
 import type { CostMetrics } from '../observability/metrics.ts';
 
-const GENERATION_ROUTES = new Set(['/v1/images/generations', '/v1/images/edits', '/v1/images/variations', '/v1/images/drafts', '/v1/images/refine']);
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The rate-limit group of a /v1 route (not `rateLimit`: @fastify/rate-limit reads that): `generations` (anything that submits work), `batches`,
+     * or `reads`. Every POST route must declare one (registration fails otherwise), so no route
+     * that submits work can be limited as a read by omission.
+     */
+    limitGroup?: RateLimitEndpoint;
+  }
+}
 
 export function endpointOf(req: FastifyRequest): RateLimitEndpoint {
-  const url = req.routeOptions?.url ?? req.url.split('?')[0]!;
-  if (req.method === 'POST' && GENERATION_ROUTES.has(url)) return 'generations';
-  if (req.method === 'POST' && url === '/v1/images/batches') return 'batches';
-  return 'reads';
+  return req.routeOptions?.config?.limitGroup ?? 'reads';
+}
+
+/** Refuses, at registration, a POST route under /v1 that does not say which limit it counts against. */
+export function requireRateLimitGroups(v1: FastifyInstance): void {
+  v1.addHook('onRoute', (route) => {
+    const methods = [route.method].flat();
+    const group = (route.config as { limitGroup?: string } | undefined)?.limitGroup;
+    if (methods.includes('POST') && !group) throw new Error(`route POST ${route.url} must declare config.limitGroup (generations, batches or reads)`);
+    if (group && !(RATE_LIMIT_ENDPOINTS as readonly string[]).includes(group)) throw new Error(`route ${route.url}: unknown rate-limit group "${group}"`);
+  });
 }
 
 interface Outcome {
@@ -104,9 +121,9 @@ export async function registerRateLimits(
     if (exceeded.length) {
       opts.metrics?.rateLimited.inc({ endpoint, scope: tightest.name });
       const who = tightest.name === 'per-key' ? 'this API key' : 'your address';
-      throw new ApiError(429, `Rate limit reached for ${endpoint}: ${tightest.max} requests per ${tightest.windowSeconds}s for ${who}. Retry in ${tightest.ttlSeconds}s.`, {
+      throw new DomainError('rate_limited', `Rate limit reached for ${endpoint}: ${tightest.max} requests per ${tightest.windowSeconds}s for ${who}. Retry in ${tightest.ttlSeconds}s.`, {
         code: 'rate_limit_exceeded',
-        headers: { 'retry-after': String(Math.max(1, tightest.ttlSeconds)) },
+        retryAfterSeconds: Math.max(1, tightest.ttlSeconds),
       });
     }
   });

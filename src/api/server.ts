@@ -5,7 +5,9 @@
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
+import { bodyFor, toHttp } from './http-errors.ts';
+import { asDomainError } from './fastify-errors.ts';
 import type { ApiKey, JobStore, KeyStore } from '../store/job-store.ts';
 import type { JobQueue } from '../queue/job-queue.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
@@ -32,10 +34,16 @@ import { registerCors } from './cors.ts';
 import type { Readiness } from './routes/health.ts';
 import { ulid } from '../core/ids.ts';
 import type { PromptModerator } from '../moderation/prompt-moderator.ts';
-import type { CostControl } from '../cost/service.ts';
+import type { Submissions } from '../submissions/submissions.ts';
+import type { JobSettler } from '../jobs/settle.ts';
+import type { JobCosts } from '../jobs/job-costs.ts';
+import type { BudgetGate } from '../budgets/gate.ts';
+import type { CostMetrics } from '../observability/metrics.ts';
+import type { Router } from '../routing/router.ts';
+import { jobExtras } from './job-extras.ts';
 import type { BatchStore } from '../batches/batch-store.ts';
 import type { MetadataDb } from '../store/database.ts';
-import { registerRateLimits } from './rate-limits.ts';
+import { registerRateLimits, requireRateLimitGroups } from './rate-limits.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { batchRoutes } from './routes/batches.ts';
@@ -55,15 +63,21 @@ export interface ApiDeps {
   publicUrl: () => string;
   readiness: () => Promise<Readiness>;
   /** Refuses prompts by the configured blocklist, patterns or moderation endpoint. */
-  moderator?: PromptModerator;
-  /** Refuses webhook URLs easel must not call (private addresses); throws an ApiError naming `webhook_url`. */
+  moderator: PromptModerator;
+  /** Refuses webhook URLs easel must not call (private addresses); throws a DomainError naming `webhook_url`. */
   checkWebhookUrl?: (url: string) => Promise<void>;
   /** Webhook deliveries and their attempts for a job, shown on the job object. */
   webhookInfo?: (jobId: string) => Promise<unknown>;
   /** Verifies a signed local file URL (absent for S3, whose URLs point at the store). */
   verifyFileSignature?: (key: string, expires: string, signature: string) => boolean;
-  /** Cost control (src/cost): routing, budgets, cache, usage, metrics. Absent: every request runs as asked. */
-  cost?: CostControl;
+  /** The one admission pipeline every submission goes through (src/submissions). */
+  submissions: Submissions;
+  /** Where jobs end (cancels through the API). */
+  settler: JobSettler;
+  jobCosts: JobCosts;
+  budgets: BudgetGate;
+  router: Router;
+  metrics: CostMetrics;
   /** Batches (src/batches) and the database usage reports read. */
   batches?: BatchStore;
   mdb?: MetadataDb;
@@ -85,7 +99,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && req.headers['x-request-id'].length <= 128 ? req.headers['x-request-id'] : `req_${ulid()}`),
     routerOptions: { ignoreTrailingSlash: true },
   });
-  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, deps.cost ? (job) => deps.cost!.jobExtras(job) : undefined);
+  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, jobExtras(deps.jobCosts, deps.budgets.ledger));
 
   app.decorateRequest('apiKey', null as unknown as ApiKey);
   // JSON only (multipart joins for uploads); anything else is a clear 415.
@@ -94,36 +108,22 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     reply.header('x-request-id', req.id);
   });
 
-  app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
-    if (err instanceof ApiError) {
-      for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
-      return reply.status(err.status).send(err.toBody());
-    }
-    const status = err.statusCode ?? 500;
-    if (status === 413 || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.status(413).send(new ApiError(413, `Request body is larger than this server accepts (${deps.config.server.bodyLimitBytes} bytes).`, { code: 'request_too_large' }).toBody());
-    }
-    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      return reply.status(415).send(new ApiError(415, `Unsupported Content-Type "${req.headers['content-type'] ?? ''}"; send application/json.`, { code: 'unsupported_media_type' }).toBody());
-    }
-    if (status >= 400 && status < 500) {
-      const invalidJson = err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY';
-      const message = invalidJson ? `We could not parse the JSON body of your request: ${err.message}` : err.message;
-      return reply.status(status).send(new ApiError(status, message, { code: invalidJson ? 'invalid_json' : 'invalid_request' }).toBody());
-    }
-    req.log.error({ err }, 'unhandled error');
-    return reply.status(500).send(new ApiError(500, 'The server had an error while processing your request.', { code: 'internal_error' }).toBody());
+  const location = (jobId: string) => `${deps.publicUrl()}/v1/images/jobs/${jobId}`;
+  app.setErrorHandler((err: FastifyError | DomainError, req, reply) => {
+    const http = toHttp(asDomainError(err, req, deps.config.server.bodyLimitBytes), location);
+    if (http.status >= 500 && !(err instanceof DomainError)) req.log.error({ err }, 'unhandled error');
+    return reply.status(http.status).headers(http.headers).send(http.body);
   });
 
   app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send(new ApiError(404, `Unknown route: ${req.method} ${req.url.split('?')[0]}`, { code: 'unknown_route' }).toBody());
+    reply.status(404).send(bodyFor('not_found', `Unknown route: ${req.method} ${req.url.split('?')[0]}`, 'unknown_route'));
   });
 
   registerCors(app, deps.config.cors.origins);
   app.register(healthRoutes, { readiness: deps.readiness });
   app.register(docsRoutes, deps);
   app.register(fileRoutes, deps);
-  if (deps.cost && deps.config.metrics.enabled) app.register(metricsRoutes, { metrics: deps.cost.metrics, bearerToken: deps.config.metrics.bearerToken });
+  if (deps.config.metrics.enabled) app.register(metricsRoutes, { metrics: deps.metrics, bearerToken: deps.config.metrics.bearerToken });
   // Provider webhooks (Replicate, fal) carry the provider's signature, not an easel key.
   app.register(providerWebhookRoutes, { backends: deps.backends, log: deps.log, events: deps.events });
   app.register(async (v1) => {
@@ -131,14 +131,15 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
       const header = req.headers.authorization;
       const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
       if (!m) {
-        throw new ApiError(401, "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.", { code: 'missing_api_key' });
+        throw new DomainError('unauthenticated', "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.", { code: 'missing_api_key' });
       }
       const key = await deps.auth.authenticate(m[1]!);
-      if (!key) throw new ApiError(401, 'Incorrect API key provided, or the key was revoked.', { code: 'invalid_api_key' });
+      if (!key) throw new DomainError('unauthenticated', 'Incorrect API key provided, or the key was revoked.', { code: 'invalid_api_key' });
       req.apiKey = key;
     });
     // Per key and per address, per endpoint; after auth (the key is known), before the body is read.
-    await registerRateLimits(v1, { config: deps.config.rateLimits, redisUrl: deps.config.redis.url, redisPrefix: deps.config.redis.prefix, metrics: deps.cost?.metrics, log: deps.log });
+    requireRateLimitGroups(v1);
+    await registerRateLimits(v1, { config: deps.config.rateLimits, redisUrl: deps.config.redis.url, redisPrefix: deps.config.redis.prefix, metrics: deps.metrics, log: deps.log });
     v1.register(modelRoutes, deps);
     v1.register(imageRoutes, { ...deps, views });
     v1.register(editRoutes, { ...deps, views });

@@ -23,6 +23,8 @@ export interface Batch {
   hourlyCapUsd: number | null;
   metadata: Record<string, string> | null;
   idempotencyKey: string | null;
+  /** Digest of what an idempotent submission asked for. */
+  idempotencyFingerprint: string | null;
   createdAt: Date;
   canceledAt: Date | null;
   completedAt: Date | null;
@@ -79,6 +81,7 @@ function rowToBatch(r: any): Batch {
     hourlyCapUsd: r.hourly_cap_usd == null ? null : Number(r.hourly_cap_usd),
     metadata: r.metadata ? JSON.parse(r.metadata) : null,
     idempotencyKey: r.idempotency_key ?? null,
+    idempotencyFingerprint: r.idempotency_fingerprint ?? null,
     createdAt: toDate(r.created_at)!,
     canceledAt: toDate(r.canceled_at),
     completedAt: toDate(r.completed_at),
@@ -104,13 +107,13 @@ export class BatchStore {
     this.db = mdb.db;
   }
 
-  async create(input: { keyId: string; priority: Priority; hourlyCapUsd: number | null; metadata: Record<string, string> | null; idempotencyKey: string | null; items: { customId: string | null; body: ItemBody }[] }): Promise<Batch> {
+  async create(input: { keyId: string; priority: Priority; hourlyCapUsd: number | null; metadata: Record<string, string> | null; idempotencyKey: string | null; idempotencyFingerprint?: string | null; items: { customId: string | null; body: ItemBody }[] }): Promise<Batch> {
     const id = `batch_${ulid()}`;
     const now = Date.now();
     await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('batches')
-        .values({ id, key_id: input.keyId, status: 'in_progress', total: input.items.length, priority: input.priority, hourly_cap_usd: input.hourlyCapUsd, metadata: input.metadata ? JSON.stringify(input.metadata) : null, idempotency_key: input.idempotencyKey, created_at: now, canceled_at: null, completed_at: null })
+        .values({ id, key_id: input.keyId, status: 'in_progress', total: input.items.length, priority: input.priority, hourly_cap_usd: input.hourlyCapUsd, metadata: input.metadata ? JSON.stringify(input.metadata) : null, idempotency_key: input.idempotencyKey, idempotency_fingerprint: input.idempotencyFingerprint ?? null, created_at: now, canceled_at: null, completed_at: null })
         .execute();
       for (let i = 0; i < input.items.length; i += 200) {
         await trx

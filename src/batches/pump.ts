@@ -10,34 +10,30 @@
  * moderation, an unknown model) ends `failed` with that reason. A batch with nothing waiting and
  * nothing in flight is completed. Everything is in the database, so a restarted worker carries on
  * where the last one stopped.
+ *
+ * Each request is admitted by the same submission pipeline as an HTTP request (src/submissions):
+ * the pump adds nothing of its own but the batch's window cap and the job id its claim assigned.
  */
 import type { Logger } from 'pino';
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
 import type { JobError } from '../core/job.ts';
-import type { BackendRegistry } from '../backends/registry.ts';
 import type { BatchesConfig } from './config.ts';
-import { CapReached } from '../cost/service.ts';
-import type { CostControl } from '../cost/service.ts';
-import type { JobQueue } from '../queue/job-queue.ts';
+import { CapReached } from '../budgets/gate.ts';
 import type { JobStore, KeyStore } from '../store/job-store.ts';
-import { isUniqueViolation } from '../store/sql-job-store.ts';
-import type { PromptModerator } from '../moderation/prompt-moderator.ts';
+import type { Submissions } from '../submissions/submissions.ts';
 import type { Batch, BatchItem, BatchStore } from './batch-store.ts';
 
 export interface BatchPumpDeps {
   batches: BatchStore;
   store: JobStore;
   keys: KeyStore;
-  queue: JobQueue;
-  backends: BackendRegistry;
-  cost: CostControl;
-  moderator?: PromptModerator;
+  submissions: Submissions;
   config: BatchesConfig;
   log: Logger;
 }
 
 const errorOf = (err: unknown): JobError =>
-  err instanceof ApiError ? { code: err.code ?? 'invalid_request', message: err.message } : { code: 'internal_error', message: (err as Error)?.message ?? String(err) };
+  err instanceof DomainError ? { code: err.code ?? 'invalid_request', message: err.message } : { code: 'internal_error', message: (err as Error)?.message ?? String(err) };
 
 export class BatchPump {
   private readonly deps: BatchPumpDeps;
@@ -133,71 +129,42 @@ export class BatchPump {
   }
 
   private async admit(batch: Batch, key: { id: string; name: string }, item: BatchItem): Promise<'submitted' | 'failed' | 'cap'> {
-    const { batches, cost, store, queue } = this.deps;
+    const { batches, store, submissions } = this.deps;
     const jobId = item.jobId!;
-    const fail = async (error: JobError) => {
-      await batches.setStatus(batch.id, item.index, 'failed', { error, clearJob: true });
-      return 'failed' as const;
-    };
     // A claim recovered after a crash may already have its job.
-    const existing = await store.getJob(jobId);
-    if (existing) {
+    if (await store.getJob(jobId)) {
       await batches.setStatus(batch.id, item.index, 'submitted');
       return 'submitted';
     }
     const body = item.body;
-    const decision = await cost.route({ model: body.model, kind: 'generation', request: body.request });
-    if (!decision) return fail({ code: 'model_not_found', message: `The model '${body.model ?? '(default)'}' does not exist on this server.` });
-    if (!decision.route.backend.capabilities.generate) return fail({ code: 'unsupported_capability', message: `Model '${decision.route.name}' cannot generate images from a prompt alone.` });
     try {
-      await this.deps.moderator?.assertAllowed(body.request.prompt, 'prompt');
-      if (body.request.negativePrompt) await this.deps.moderator?.assertAllowed(body.request.negativePrompt, 'negative_prompt');
-    } catch (err) {
-      return fail(errorOf(err));
-    }
-    let admission;
-    try {
-      admission = await cost.admit({
-        jobId,
-        key,
-        kind: 'generation',
-        decision,
-        route: decision.route,
-        request: decision.request,
-        cachePolicy: body.cache,
-        batch: { id: batch.id, capUsd: batch.hourlyCapUsd, windowSeconds: this.deps.config.capWindowSeconds },
-      });
+      await submissions.submit(
+        {
+          entry: 'batch',
+          kind: 'generation',
+          model: body.model,
+          request: body.request,
+          priority: batch.priority,
+          webhookUrl: body.webhookUrl,
+          metadata: body.metadata,
+          cachePolicy: body.cache,
+          batch: { id: batch.id, capUsd: batch.hourlyCapUsd, windowSeconds: this.deps.config.capWindowSeconds, jobId },
+        },
+        { keyId: key.id, keyName: key.name, admin: false },
+      );
     } catch (err) {
       if (err instanceof CapReached) {
         this.pausedUntil.set(batch.id, err.resetsAt.getTime());
         this.deps.log.info({ batchId: batch.id, until: err.resetsAt.toISOString() }, 'batch spend cap reached; resuming in the next window');
         return 'cap';
       }
-      return fail(errorOf(err));
-    }
-    let job;
-    try {
-      job = await store.createJob({
-        id: jobId,
-        keyId: batch.keyId,
-        kind: 'generation',
-        priority: batch.priority,
-        model: decision.route.name,
-        request: decision.request,
-        metadata: body.metadata,
-        webhookUrl: body.webhookUrl,
-        idempotencyKey: null,
-      });
-    } catch (err) {
-      if (!isUniqueViolation(err)) {
-        await cost.abandon(admission);
-        throw err;
-      }
-      job = (await store.getJob(jobId))!;
-    }
-    await cost.recordAdmission(job, admission).catch((err) => this.deps.log.warn({ err, jobId }, 'could not record the job\'s routing and cost'));
-    if (!(admission.hit && (await cost.fulfil(job, admission)))) {
-      await queue.enqueue({ jobId, priority: job.priority });
+      if (!(err instanceof DomainError)) throw err;
+      // Refused (a budget, moderation, a model gone since submission): the request ends failed with the reason.
+      // A job that exists (its enqueue failed) has been failed by the submission; the item follows it.
+      const exists = await store.getJob(jobId).catch(() => undefined);
+      if (exists) await batches.setStatus(batch.id, item.index, 'submitted');
+      else await batches.setStatus(batch.id, item.index, 'failed', { error: errorOf(err), clearJob: true });
+      return 'failed';
     }
     await batches.setStatus(batch.id, item.index, 'submitted');
     return 'submitted';

@@ -81,7 +81,8 @@ export function keyBudgetRows(config: BudgetsConfig, key: { id: string; name: st
       rows.push({ scope, period: p.period, limitMicros: toMicros(limit.monthlyUsd), label: `${who} monthly budget`, resetsAt: p.resetsAt });
     }
   };
-  add(`key:${key.id}`, `key '${key.name}'`, config.keys[key.id] ?? config.keys[key.name] ?? config.default);
+  const own = (k: string) => (Object.hasOwn(config.keys, k) ? config.keys[k] : undefined);
+  add(`key:${key.id}`, `key '${key.name}'`, own(key.id) ?? own(key.name) ?? config.default);
   for (const [name, group] of Object.entries(config.groups)) {
     if (group.keys.includes(key.id) || group.keys.includes(key.name)) add(`group:${name}`, `group '${name}'`, group);
   }

@@ -26,6 +26,7 @@ import type { MetadataDb } from '../store/database.ts';
 import type { ApiKey, JobStore } from '../store/job-store.ts';
 import { imageKey, thumbKey } from '../images/keys.ts';
 import type { CacheConfig } from './config.ts';
+import type { SettleListener } from '../jobs/settle.ts';
 import type { Embedder } from './embedders.ts';
 import { cosine } from './embedders.ts';
 
@@ -204,11 +205,6 @@ export class ImageCache {
     return undefined;
   }
 
-  /**
-   * Completes a freshly created (queued, never enqueued) job from a hit: its images are copied from
-   * the source under the job's own keys. False when the source's bytes are gone (the caller then
-   * runs the job normally) or the job is no longer queued.
-   */
   /** Reads the hit's image bytes; undefined (and the entry dropped) when any is gone from storage. */
   async load(hit: CacheHit): Promise<CacheHit | undefined> {
     const copies: NonNullable<CacheHit['copies']> = [];
@@ -223,14 +219,43 @@ export class ImageCache {
     return { ...hit, copies };
   }
 
-  async fulfil(job: Job, hit: CacheHit): Promise<boolean> {
+  /**
+   * Admission's lookup: the exact cache (seeded requests, `reuse`), then the semantic one (`similar`).
+   * A hit is only a hit once its bytes are read. Returns the prompt's embedding too when one was
+   * made, so the job's entry need not embed it again.
+   */
+  async lookup(input: { key: Pick<ApiKey, 'id' | 'name'>; kind: JobKind; model: string; request: ImageRequest; policy: CachePolicy }): Promise<{ hit?: CacheHit; embedding?: string }> {
+    const elig = this.eligibility(input.key, input.kind, input.request, input.policy);
+    if (!elig.exact && !elig.semantic) return {};
+    const keys = cacheKeys(input.model, input.request);
+    const loaded = async (h: CacheHit | undefined) => (h ? await this.load(h) : undefined);
+    let hit: CacheHit | undefined;
+    if (elig.exact) {
+      hit = await this.lookupExact(keys, input.key.id).then(loaded).catch((err) => (this.log.warn({ err }, 'cache lookup failed'), undefined));
+      this.onLookup('exact', !!hit);
+      if (hit) return { hit };
+    }
+    if (!elig.semantic) return {};
+    const v = await this.embed(input.request.prompt);
+    if (!v) return {};
+    const embedding = encodeEmbedding(this.embedder!.id, v);
+    hit = await this.lookupSemantic(keys, input.key.id, v).then(loaded).catch((err) => (this.log.warn({ err }, 'semantic cache lookup failed'), undefined));
+    this.onLookup('semantic', !!hit);
+    return { hit, embedding };
+  }
+
+  /** Called per lookup (metrics). */
+  onLookup: (kind: 'exact' | 'semantic', hit: boolean) => void = () => {};
+
+  /**
+   * The hit's images copied under the job's own keys (so retention of the source cannot break it);
+   * undefined when the source's bytes are gone.
+   */
+  async copyFor(job: Job, hit: CacheHit): Promise<StoredImage[] | undefined> {
     const loaded = hit.copies ? hit : await this.load(hit);
-    if (!loaded) return false;
-    const copies = loaded.copies!;
-    const started = await this.store.startAttempt(job.id, 'cache');
-    if (!started) return false;
-    const images: StoredImage[] = await Promise.all(
-      copies.map(async ({ from, data, contentType }) => {
+    if (!loaded) return undefined;
+    return Promise.all(
+      loaded.copies!.map(async ({ from, data, contentType }) => {
         const ext = from.storageKey.split('.').pop() ?? 'png';
         const storageKey = imageKey(job.id, from.index, ext);
         await this.storage.put(storageKey, data, contentType);
@@ -246,14 +271,23 @@ export class ImageCache {
         return { ...from, id: newImageId(), jobId: job.id, keyId: job.keyId, storageKey, thumbKey: thumb, createdAt: new Date() };
       }),
     );
-    const won = await this.store.completeJob(job.id, started.attempt, {
-      result: { images: images.map((i) => ({ imageId: i.id, revisedPrompt: i.revisedPrompt ?? undefined })), warnings: [{ type: 'other', detail: `answered from the ${hit.kind} cache (job ${hit.sourceJobId}${hit.similarity !== undefined ? `, similarity ${hit.similarity}` : ''})` }] },
-      images,
-      costUsd: 0,
-    });
-    if (won) await this.db.updateTable('image_cache').set((eb) => ({ hits: eb('hits', '+', 1) })).where('id', '=', hit.entryId).execute().catch(() => {});
-    return won;
   }
+
+  /** Counts an answered hit on its entry. */
+  async countHit(entryId: string): Promise<void> {
+    await this.db.updateTable('image_cache').set((eb) => ({ hits: eb('hits', '+', 1) })).where('id', '=', entryId).execute();
+  }
+
+  /** Fills the cache with a finished generation (not one the cache answered), unless its policy says not to. */
+  readonly listener: SettleListener = {
+    name: 'cache',
+    phase: 'ledger',
+    onSettled: async ({ job, end, costs }) => {
+      if (end.status !== 'succeeded' || end.cache || costs?.cache_kind) return;
+      if (!this.storable(job.kind, costs?.cache_policy)) return;
+      await this.record(job, end.costUsd, costs?.embedding ?? null);
+    },
+  };
 
   /** Adds a finished generation to the cache. */
   async record(job: Job, costUsd: number | null, embedding: string | null): Promise<void> {

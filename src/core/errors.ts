@@ -1,56 +1,77 @@
 /**
- * Errors in OpenAI's shape: {"error":{"message","type","param","code"}}.
- * Anything thrown inside the API that is not an ApiError becomes a 500 with a generic message.
+ * Errors the domain raises: a kind (what went wrong, in the domain's words), a stable code, and the
+ * request field at fault. How a kind becomes an HTTP status and OpenAI's error shape is decided in
+ * `src/api/http-errors.ts` only; nothing below the API knows about HTTP.
  */
-export type ErrorType =
-  | 'invalid_request_error'
-  | 'authentication_error'
-  | 'permission_error'
-  | 'not_found_error'
-  | 'rate_limit_error'
-  | 'server_error'
-  | 'service_unavailable'
-  | 'timeout_error';
+export type ErrorKind =
+  /** The request is malformed or asks for something the model or server does not offer. */
+  | 'invalid'
+  /** No credentials, or credentials that are not valid. */
+  | 'unauthenticated'
+  /** Valid credentials without the right to do this. */
+  | 'forbidden'
+  /** The thing does not exist (or belongs to another key, which reads the same). */
+  | 'not_found'
+  /** The thing is in a state that does not allow this now. */
+  | 'conflict'
+  /** The thing existed and is gone for good. */
+  | 'gone'
+  | 'too_large'
+  | 'unsupported_media'
+  /** Understood and well-formed, but refused: an idempotency key reused with another request. */
+  | 'unprocessable'
+  /** A budget would be exceeded. */
+  | 'quota'
+  /** Too many requests in a window. */
+  | 'rate_limited'
+  /** Refused by moderation. */
+  | 'policy'
+  /** Something easel depends on cannot take work now; trying again later may work. */
+  | 'unavailable'
+  | 'timeout'
+  /** A backend failed the work. */
+  | 'upstream'
+  | 'internal';
 
-export interface ErrorBody {
-  error: { message: string; type: string; param: string | null; code: string | null };
+export interface DomainErrorOptions {
+  param?: string | null;
+  code?: string | null;
+  /** Whether the same request may succeed later (`x-should-retry`); unset: the kind's default. */
+  retryable?: boolean;
+  /** Seconds until a retry may succeed. */
+  retryAfterSeconds?: number;
+  /** The job concerned, when the error is about one that exists (a timeout, a failed job). */
+  jobId?: string;
+  /** A budget refusal: what is left of the tightest limit, and when it resets. */
+  budget?: { remainingUsd: number; resetsAt: Date };
+  cause?: unknown;
 }
 
-export class ApiError extends Error {
-  readonly status: number;
-  readonly type: ErrorType;
+export class DomainError extends Error {
+  readonly kind: ErrorKind;
   readonly param: string | null;
   readonly code: string | null;
-  readonly headers: Record<string, string>;
+  readonly retryable: boolean | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  readonly jobId: string | undefined;
+  readonly budget: DomainErrorOptions['budget'];
 
-  constructor(
-    status: number,
-    message: string,
-    opts: { type?: ErrorType; param?: string | null; code?: string | null; headers?: Record<string, string> } = {},
-  ) {
-    super(message);
-    this.name = 'ApiError';
-    this.status = status;
-    this.type = opts.type ?? defaultType(status);
+  constructor(kind: ErrorKind, message: string, opts: DomainErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'DomainError';
+    this.kind = kind;
     this.param = opts.param ?? null;
     this.code = opts.code ?? null;
-    this.headers = opts.headers ?? {};
-  }
-
-  toBody(): ErrorBody {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    this.retryable = opts.retryable;
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+    this.jobId = opts.jobId;
+    this.budget = opts.budget;
   }
 }
 
-function defaultType(status: number): ErrorType {
-  if (status === 401) return 'authentication_error';
-  if (status === 403) return 'permission_error';
-  if (status === 404) return 'not_found_error';
-  if (status === 429) return 'rate_limit_error';
-  if (status === 503) return 'service_unavailable';
-  if (status >= 500) return 'server_error';
-  return 'invalid_request_error';
-}
+export const invalidParam = (param: string, message: string, code: string | null = 'invalid_value'): DomainError =>
+  new DomainError('invalid', message, { param, code });
 
-export const invalidParam = (param: string, message: string, code: string | null = 'invalid_value'): ApiError =>
-  new ApiError(400, message, { param, code });
+/** A key sees only its own things: another key's answers exactly like a missing one. */
+export const notFound = (what: string, id: string, param: string | null = 'id', code = `${what}_not_found`): DomainError =>
+  new DomainError('not_found', `No ${what} with id '${id.length > 80 ? `${id.slice(0, 80)}…` : id}'.`, { param, code });

@@ -3,7 +3,7 @@
  * then optionally an OpenAI-compatible moderations endpoint. A refusal is a 400
  * `content_policy_violation`, as OpenAI answers.
  */
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
 import type { EaselConfig } from '../config/schema.ts';
 
 export interface ModerationVerdict {
@@ -80,7 +80,7 @@ export class PromptModerator {
       verdict = await this.checkEndpoint(text);
     } catch (err) {
       if (!this.endpoint.failClosed) return;
-      throw new ApiError(503, `The prompt could not be checked by the moderation service (${(err as Error).message}); nothing was queued. Retry shortly.`, {
+      throw new DomainError('unavailable', `The prompt could not be checked by the moderation service (${(err as Error).message}); nothing was queued. Retry shortly.`, {
         code: 'moderation_unavailable',
       });
     }
@@ -88,10 +88,9 @@ export class PromptModerator {
   }
 }
 
-function refusal(param: string, reasons: string[]): ApiError {
-  return new ApiError(400, `Your request was rejected by this server's content policy (${reasons.join(', ')}).`, {
+function refusal(param: string, reasons: string[]): DomainError {
+  return new DomainError('policy', `Your request was rejected by this server's content policy (${reasons.join(', ')}).`, {
     param,
     code: 'content_policy_violation',
-    headers: { 'x-should-retry': 'false' },
   });
 }

@@ -142,7 +142,7 @@ export async function costReport(mdb: MetadataDb, config: EaselConfig, prices: P
   const data = await rows(mdb, { from, to });
   const costs = new CostModel({ config: config.costModel, prices, unpricedImageUsd: config.budgets.unpricedImageUsd });
   const typeOf = new Map(config.backends.map((b) => [b.name, b.type]));
-  const isSelf = (backend: string) => costs.isSelfHosted({ name: backend, type: typeOf.get(backend) ?? '' });
+  const isSelf = (backend: string) => costs.isSelfHosted({ backend: { name: backend, type: typeOf.get(backend) ?? '' } });
 
   const byModel = new Map<string, CostReport['models'][number] & { gpuTotal: number; gpuImages: number }>();
   for (const r of data) {

@@ -4,7 +4,8 @@
  * - Hosted backends: the price table (`PriceTable.priceFor`, defaults + `pricing.overrides`); a cost
  *   the provider reports wins at settlement. A model the table does not know is estimated at
  *   `budgets.unpricedImageUsd` per image.
- * - Self-hosted backends (types in `costModel.selfHostedTypes`, or named in `costModel.backends`):
+ * - Self-hosted backends (models whose spec says `gpu-time`, types in `costModel.selfHostedTypes`, or
+ *   backends named in `costModel.backends`; a price override naming the backend wins):
  *   $ per GPU-hour (per backend, or per host of a GPU pool) × measured GPU-seconds. Admission
  *   estimates use the 90th percentile of recently measured images of that backend and model (per
  *   megapixel) times `costModel.estimateMargin`, or `estimateGpuSecondsPerImage` before any was measured.
@@ -12,6 +13,7 @@
 import type { Kysely } from 'kysely';
 import type { ImageSize } from '../core/image-request.ts';
 import type { ImageBackend } from '../backends/image-backend.ts';
+import type { PricingKind } from '../backends/model-spec.ts';
 import type { PriceTable } from './price-table.ts';
 import type { MetadataDb } from '../store/database.ts';
 import type { CostModelConfig } from './cost-model-config.ts';
@@ -25,6 +27,24 @@ export interface Estimate {
   /** How it was worked out: `price table`, `GPU time`, `unpriced`. */
   basis: 'price_table' | 'gpu_time' | 'unpriced';
   selfHosted: boolean;
+}
+
+/** A model as costing sees it: its backend, the backend's id for it and (when known) how its spec says it is priced. */
+export interface CostedModel {
+  backend: Pick<ImageBackend, 'name' | 'type'>;
+  backendModel: string;
+  spec?: { pricing: PricingKind };
+}
+
+/** What one call produced, for its cost. */
+export interface CallCostInput {
+  /** The provider's own figure for the call, when it reports one (it wins). */
+  reportedUsd?: number;
+  gpuSeconds: number;
+  host?: string;
+  images: number;
+  size: ImageSize | undefined;
+  quality: string | undefined;
 }
 
 interface Observed {
@@ -47,14 +67,29 @@ export class CostModel {
     this.db = opts.mdb?.db;
   }
 
-  isSelfHosted(backend: Pick<ImageBackend, 'name' | 'type'>): boolean {
-    return backend.name in this.config.backends || this.config.selfHostedTypes.includes(backend.type);
+  isSelfHosted(model: Pick<CostedModel, 'backend' | 'spec'>): boolean {
+    return Object.hasOwn(this.config.backends, model.backend.name) || this.config.selfHostedTypes.includes(model.backend.type) || model.spec?.pricing === 'gpu-time';
+  }
+
+  /**
+   * A price override that names this backend (not its type): an operator pricing an endpoint on
+   * purpose (a proxy in front of a paid API) wins over GPU time.
+   */
+  private namedPrice(model: CostedModel, size: ImageSize | undefined, quality: string | undefined, n: number): number | undefined {
+    return this.prices.priceFor({ type: '', name: model.backend.name }, model.backendModel, size, quality, n);
+  }
+
+  /** The cost of one finished call: the provider's figure, else GPU time (self-hosted), else the price table. */
+  callCost(model: CostedModel, c: CallCostInput): number | undefined {
+    if (c.reportedUsd !== undefined) return c.reportedUsd;
+    if (this.isSelfHosted(model)) return this.namedPrice(model, c.size, c.quality, c.images) ?? this.gpuCost(model.backend.name, c.gpuSeconds, c.host);
+    return this.prices.priceFor({ type: model.backend.type, name: model.backend.name }, model.backendModel, c.size, c.quality, c.images);
   }
 
   /** $ per GPU-hour of a self-hosted backend (of one of its hosts when named). */
   ratePerGpuHour(backendName: string, host?: string): number {
-    const b = this.config.backends[backendName];
-    if (host && b?.hosts[host] !== undefined) return b.hosts[host]!;
+    const b = Object.hasOwn(this.config.backends, backendName) ? this.config.backends[backendName] : undefined;
+    if (host && b && Object.hasOwn(b.hosts, host)) return b.hosts[host]!;
     return b?.usdPerGpuHour ?? this.config.defaultUsdPerGpuHour;
   }
 
@@ -64,8 +99,11 @@ export class CostModel {
   }
 
   /** What `n` images are expected to cost on this backend and model. */
-  async estimate(backend: Pick<ImageBackend, 'name' | 'type'>, backendModel: string, size: ImageSize | undefined, quality: string | undefined, n: number): Promise<Estimate> {
-    if (this.isSelfHosted(backend)) {
+  async estimate(model: CostedModel, size: ImageSize | undefined, quality: string | undefined, n: number): Promise<Estimate> {
+    const { backend, backendModel } = model;
+    if (this.isSelfHosted(model)) {
+      const named = this.namedPrice(model, size, quality, n);
+      if (named !== undefined) return { usd: named, basis: 'price_table', selfHosted: true };
       const perMp = await this.secondsPerMegapixel(backend.name, backendModel);
       const seconds = perMp * megapixels(size) * n;
       return { usd: this.gpuCost(backend.name, seconds), basis: 'gpu_time', selfHosted: true };
@@ -95,7 +133,8 @@ export class CostModel {
       o = { samples: samples && samples.length ? samples : (o?.samples ?? []), loadedAt: Date.now() };
       this.observed.set(key, o);
     }
-    const fallback = this.config.backends[backendName]?.estimateGpuSecondsPerImage ?? this.config.estimateGpuSecondsPerImage;
+    const configured = Object.hasOwn(this.config.backends, backendName) ? this.config.backends[backendName] : undefined;
+    const fallback = configured?.estimateGpuSecondsPerImage ?? this.config.estimateGpuSecondsPerImage;
     if (!o || o.samples.length === 0) return fallback;
     // The 90th percentile of recent images, with a margin: budgets reserve enough, routing stays realistic.
     const sorted = [...o.samples].sort((a, b) => a - b);

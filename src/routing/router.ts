@@ -22,7 +22,7 @@ import type { JobKind } from '../core/job.ts';
 import type { BackendHealth, ImageBackend } from '../backends/image-backend.ts';
 import type { BackendRegistry, ResolvedModel } from '../backends/registry.ts';
 import type { ModelConfig } from '../config/schema.ts';
-import { OPENAI_MODEL_RULES, openaiFamily } from '../backends/openai/model-rules.ts';
+import { capabilityProblem, inferTextInImage as inferText, inferTier as inferModelTier, providerOptionsProblem, sizeProblem } from '../backends/model-spec.ts';
 import type { AliasConfig, RoutingConfig, Tier } from './config.ts';
 import { TIERS } from './config.ts';
 import type { CircuitBreakers } from './circuit.ts';
@@ -47,18 +47,9 @@ const TIER_FALLBACK: Record<Tier, Tier[]> = {
   premium: ['premium', 'standard', 'preview'],
 };
 
-/** A model's tier from its id when config does not say. */
-export function inferTier(backendModel: string): Tier {
-  const m = backendModel.toLowerCase();
-  if (/dall-e-2|turbo|schnell|lightning|\blcm\b|-mini|fast|flash|tiny|sd-?1[.-]5/.test(m)) return 'preview';
-  if (/ultra|flux-?pro|flux-1\.1-pro|^gpt-image|chatgpt-image|imagen-4\.0-generate|sd3\.5-large$|kontext-max|ideogram/.test(m)) return 'premium';
-  return 'standard';
-}
-
-/** Whether a model renders legible text, from its id when config does not say. */
-export function inferTextInImage(backendModel: string): boolean {
-  return /gpt-image|chatgpt-image|dall-e-3|ideogram|imagen-4|flux-?(pro|dev|1\.1)|sd3|recraft|kontext/.test(backendModel.toLowerCase());
-}
+/** A model's tier from its id when neither its backend nor config says (see model-spec.ts). */
+export const inferTier = inferModelTier;
+export const inferTextInImage = inferText;
 
 /** A prompt that asks for words in the picture (quoted text, signs, captions, logos…). */
 export function promptNeedsText(prompt: string): boolean {
@@ -142,6 +133,7 @@ export interface RouteDecision {
 
 interface ModelMeta {
   tier: Tier;
+  /** Sizes offered as a list (for snapping an alias's size); undefined when any size (or a range) is taken. */
   sizes: readonly string[] | undefined;
   textInImage: boolean;
   fallback: string[];
@@ -182,23 +174,18 @@ export class Router {
   }
 
   isAlias(name: string | undefined): boolean {
-    return !!name && !this.registry.hasModel(name) && name in this.aliases;
+    return !!name && !this.registry.hasModel(name) && Object.hasOwn(this.aliases, name);
   }
 
   meta(name: string): ModelMeta {
     const cfg = this.models.get(name);
     const route = this.registry.resolve(name);
-    const backendModel = route?.backendModel ?? name;
-    let sizes = cfg?.sizes;
-    if (!sizes && route?.backend.type === 'openai') {
-      const family = openaiFamily(backendModel);
-      if (family !== 'other') sizes = OPENAI_MODEL_RULES[family].sizes;
-    }
+    const spec = route?.spec;
     return {
-      tier: cfg?.tier ?? inferTier(backendModel),
-      sizes,
-      textInImage: cfg?.textInImage ?? inferTextInImage(backendModel),
-      fallback: this.config.fallback[name] ?? cfg?.fallback ?? [],
+      tier: spec?.tier ?? cfg?.tier ?? inferTier(route?.backendModel ?? name),
+      sizes: spec?.sizes?.kind === 'list' ? spec.sizes.sizes : undefined,
+      textInImage: spec?.textInImage ?? cfg?.textInImage ?? inferTextInImage(route?.backendModel ?? name),
+      fallback: (Object.hasOwn(this.config.fallback, name) ? this.config.fallback[name] : undefined) ?? cfg?.fallback ?? [],
     };
   }
 
@@ -261,40 +248,28 @@ export class Router {
     return { models: [] };
   }
 
-  /** The quality word a model understands for an alias's quality (OpenAI families differ). */
+  /** The quality word a model understands for an alias's quality (model families differ). */
   private qualityFor(route: ResolvedModel, quality: string | undefined): string | undefined {
-    if (!quality || route.backend.type !== 'openai') return quality;
-    const family = openaiFamily(route.backendModel);
-    if (family === 'dall-e-2') return undefined;
-    if (family === 'dall-e-3') return quality === 'high' || quality === 'hd' ? 'hd' : 'standard';
-    return quality;
+    if (!quality || !route.spec.qualityFor) return quality;
+    return route.spec.qualityFor(quality);
   }
 
-  private capable(route: ResolvedModel, input: RouteInput): string | undefined {
-    const caps = { ...route.backend.capabilities };
-    // OpenAI's models differ behind one backend: dall-e-3 takes no input image, only dall-e-2 does variations.
-    if (route.backend.type === 'openai') {
-      const family = openaiFamily(route.backendModel);
-      if (family !== 'other') {
-        const rule = OPENAI_MODEL_RULES[family];
-        caps.edit = caps.edit && rule.edit;
-        caps.variation = caps.variation && rule.variation;
-        caps.maxInputImages = Math.min(caps.maxInputImages, rule.maxEditImages);
-      }
-    }
-    if (input.kind === 'generation' && !caps.generate) return 'cannot generate from a prompt';
-    if (input.kind === 'variation' && !caps.variation) return 'cannot do variations';
-    if (input.kind === 'edit') {
-      if (!caps.edit) return 'cannot edit (takes no input image)';
-      if (input.inputs?.mask && !caps.mask) return 'cannot take a mask';
-      if (input.inputs && input.inputs.images > caps.maxInputImages) return `takes at most ${caps.maxInputImages} input images`;
+  /** Why a model cannot take this job (its kind and inputs, its size, its provider options); undefined when it can. */
+  private capable(route: ResolvedModel, input: RouteInput, opts: { size?: boolean } = {}): string | undefined {
+    const problem =
+      capabilityProblem(route.name, route.spec, { kind: input.kind, inputImages: input.inputs?.images ?? 0, mask: input.inputs?.mask ?? false }) ??
+      providerOptionsProblem(route.name, route.spec, input.request.providerOptions);
+    if (problem) return problem.message;
+    if (opts.size !== false && input.request.size) {
+      const size = sizeProblem(route.spec.sizes, input.request.size);
+      if (size) return size;
     }
     return undefined;
   }
 
   /** Whether the model can take an input image (img2img / edit) for this many images. */
   canEdit(route: ResolvedModel, images = 1): boolean {
-    return this.capable(route, { model: route.name, kind: 'edit', request: { prompt: '', n: 1, responseFormat: 'url', outputFormat: 'png' }, inputs: { images, mask: false } }) === undefined;
+    return capabilityProblem(route.name, route.spec, { kind: 'edit', inputImages: images, mask: false }) === undefined;
   }
 
   /** Routes a request; undefined when the name is neither a model nor an alias (or nothing is configured). */
@@ -309,7 +284,7 @@ export class Router {
   private async routeConcrete(route: ResolvedModel, input: RouteInput, requested: string | null): Promise<RouteDecision> {
     const meta = this.meta(route.name);
     const chain: ChainEntry[] = meta.fallback.filter((m) => m !== route.name && this.registry.hasModel(m)).map((model) => ({ model }));
-    const estimate = await this.costs.estimate(route.backend, route.backendModel, input.request.size, input.request.quality, input.request.n);
+    const estimate = await this.costs.estimate(route, input.request.size, input.request.quality, input.request.n);
     const base: RoutingRecord = {
       requested,
       model: route.name,
@@ -326,7 +301,7 @@ export class Router {
     for (let i = 0; i < chain.length; i++) {
       const alt = this.registry.resolve(chain[i]!.model)!;
       if (this.capable(alt, input) || !this.availability(alt.backend.name).ok) continue;
-      const est = await this.costs.estimate(alt.backend, alt.backendModel, input.request.size, input.request.quality, input.request.n);
+      const est = await this.costs.estimate(alt, input.request.size, input.request.quality, input.request.n);
       return {
         route: alt,
         request: input.request,
@@ -357,14 +332,14 @@ export class Router {
     for (const model of models) {
       const route = this.registry.resolve(model)!;
       const meta = this.meta(model);
-      const incapable = this.capable(route, input);
+      const incapable = this.capable(route, input, { size: false });
       if (incapable) {
         rejected.push({ model, backend: route.backend.name, estimate_usd: 0, available: false, note: incapable });
         continue;
       }
       // The request's own size is honoured (models that do not offer it are out); else the alias's, snapped.
       let size = input.request.size;
-      if (size && meta.sizes && !meta.sizes.includes(sizeText(size))) {
+      if (size && sizeProblem(route.spec.sizes, size)) {
         rejected.push({ model, backend: route.backend.name, estimate_usd: 0, available: false, note: `does not offer ${sizeText(size)}` });
         continue;
       }
@@ -375,9 +350,9 @@ export class Router {
       if (quality) request.quality = quality;
       else delete request.quality;
       if (request.steps === undefined && alias.steps !== undefined) request.steps = alias.steps;
-      const estimate = await this.costs.estimate(route.backend, route.backendModel, request.size, request.quality, request.n);
+      const estimate = await this.costs.estimate(route, request.size, request.quality, request.n);
       const avail = this.availability(route.backend.name);
-      cands.push({ model, route, request, estimate, available: avail.ok, why: avail.why, text: meta.textInImage, edit: route.backend.capabilities.edit });
+      cands.push({ model, route, request, estimate, available: avail.ok, why: avail.why, text: meta.textInImage, edit: route.spec.capabilities.edit });
     }
     if (cands.length === 0) return undefined;
     let pool = cands;

@@ -12,7 +12,7 @@
  * - the dispatcher sends what is due (src/webhooks/dispatcher.ts).
  */
 import type { Logger } from 'pino';
-import { ApiError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
 import { ulid } from '../core/ids.ts';
 import { isTerminal } from '../core/job.ts';
 import type { Job } from '../core/job.ts';
@@ -28,6 +28,7 @@ import { WebhookDeliveryStore } from './delivery-store.ts';
 import type { DeliveryStatus, NewDelivery } from './delivery-store.ts';
 import { WebhookDispatcher } from './dispatcher.ts';
 import { loadOrCreateWebhookSecret } from './signing.ts';
+import type { SettleListener } from '../jobs/settle.ts';
 
 export const newMessageId = (): string => `msg_${ulid()}`;
 
@@ -104,7 +105,7 @@ export class WebhookService {
     } catch (err) {
       if (!(err instanceof UnsafeUrlError)) throw err;
       const hint = err.reason === 'address' ? ' (webhooks.allowPrivateAddresses in the server config allows such addresses)' : '';
-      throw new ApiError(400, `Invalid 'webhook_url': ${err.message}${hint}.`, { param: 'webhook_url', code: 'invalid_webhook_url' });
+      throw new DomainError('invalid', `Invalid 'webhook_url': ${err.message}${hint}.`, { param: 'webhook_url', code: 'invalid_webhook_url' });
     }
   }
 
@@ -132,6 +133,18 @@ export class WebhookService {
       views.length === 0 || views.some((v) => v.status === 'pending') ? 'pending' : views.some((v) => v.status === 'failed') ? 'failed' : 'delivered';
     return { url, status, deliveries: views };
   }
+
+  /**
+   * A job ended in this process: its delivery is created by the next sweep (which only a delivering
+   * process runs; jobs that end elsewhere reach it through their status event or the timer).
+   */
+  readonly listener: SettleListener = {
+    name: 'webhooks',
+    phase: 'notify',
+    onSettled: ({ job }) => {
+      if (job.webhookUrl) this.requestSweep();
+    },
+  };
 
   /** Worker role: subscribe to job ends, sweep now and every few seconds, and start dispatching. */
   async start(): Promise<void> {

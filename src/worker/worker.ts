@@ -7,8 +7,9 @@
 import type { Logger } from 'pino';
 import { newImageId } from '../core/ids.ts';
 import { isTerminal, toWarning } from '../core/job.ts';
-import type { Job, JobError, StoredImage } from '../core/job.ts';
+import type { Job, JobError, JobWarning, StoredImage } from '../core/job.ts';
 import { MEDIA_TYPES } from '../core/image-request.ts';
+import type { ImageSize } from '../core/image-request.ts';
 import type { BackendImageInput, BackendRequest, BackendResult } from '../backends/image-backend.ts';
 import { BackendError } from '../backends/image-backend.ts';
 import type { BackendRegistry } from '../backends/registry.ts';
@@ -20,10 +21,12 @@ import { normalizeImage } from '../images/encode.ts';
 import { THUMB_MAX_SIDE, makeThumbnail } from '../images/thumbnail.ts';
 import { imageKey, thumbKey } from '../images/keys.ts';
 import { createHash } from 'node:crypto';
-import type { PriceTable } from '../pricing/price-table.ts';
-import type { AttemptRoute, WorkerCostHooks } from '../cost/worker-hooks.ts';
-import { measuredGpuMs } from '../cost/worker-hooks.ts';
 import type { ResolvedModel } from '../backends/registry.ts';
+import type { JobSettler } from '../jobs/settle.ts';
+import type { JobCosts } from '../jobs/job-costs.ts';
+import type { AttemptRoute, AttemptRouting } from '../routing/fallback.ts';
+import type { CostModel } from '../pricing/cost-model.ts';
+import { measuredGpuMs } from './gpu-time.ts';
 
 export interface WorkerOptions {
   concurrency: number;
@@ -40,10 +43,14 @@ export interface WorkerDeps {
   backends: BackendRegistry;
   events: JobEventBus;
   log: Logger;
-  /** Prices images the backend reports no cost for (a provider-reported cost always wins). */
-  prices?: Pick<PriceTable, 'priceFor'>;
-  /** Cost control (src/cost): fallback routing, circuit breakers, GPU-time costs, budget settlement, cache fill. */
-  costHooks?: WorkerCostHooks;
+  /** Where every job ends (state change, event, then budgets, cache, metrics, webhooks). */
+  settler: JobSettler;
+  /** Fallback chains, circuit breakers, backend call metrics. */
+  routing: AttemptRouting;
+  /** What a call costs: the provider's figure, GPU time (self-hosted), or the price table. */
+  costs: Pick<CostModel, 'callCost' | 'isSelfHosted'>;
+  /** Self-hosted GPU time, recorded before the job shows as succeeded. */
+  jobCosts: Pick<JobCosts, 'recordGpuTime'>;
 }
 
 /** Why a running job's signal was aborted; decides its final state. */
@@ -98,25 +105,18 @@ export class Worker {
     const current = created && delivery.deliveryCount === 1 ? created : await store.getJob(jobId);
     if (!current || isTerminal(current.status)) return; // duplicate delivery of a finished job
 
+    const { settler } = this.deps;
     if (current.attempt >= this.opts.maxAttempts) {
       // Every earlier delivery died mid-run (or was handed back); stop the crash loop.
-      const error = { code: 'worker_lost', message: `job ${jobId} was interrupted ${current.attempt} times (worker crashed or was stopped); giving up` };
-      if (await store.failJob(jobId, null, error)) {
-        this.publishStatus(jobId, 'failed', current);
-        await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
-      }
+      await settler.fail(current, null, { status: 'failed', error: { code: 'worker_lost', message: `job ${jobId} was interrupted ${current.attempt} times (worker crashed or was stopped); giving up` } });
       return;
     }
 
-    // Cost control may send this attempt down the job's fallback chain (circuit open, backend overloaded, failed before).
-    const picked = await this.deps.costHooks?.beforeAttempt(current).catch((err) => (log.warn({ err, jobId }, 'routing hook failed'), undefined));
+    // This attempt may run down the job's fallback chain (circuit open, backend overloaded, failed before).
+    const picked = await this.deps.routing.beforeAttempt(current).catch((err) => (log.warn({ err, jobId }, 'routing the attempt failed'), undefined));
     const route = picked?.route ?? this.deps.backends.resolve(current.model);
     if (!route) {
-      const error = { code: 'model_not_found', message: `model "${current.model}" is no longer served by this worker's configuration` };
-      if (await store.failJob(jobId, null, error)) {
-        this.publishStatus(jobId, 'failed', current);
-        await this.deps.costHooks?.finished(current, { status: 'failed', costUsd: null });
-      }
+      await settler.fail(current, null, { status: 'failed', error: { code: 'model_not_found', message: `model "${current.model}" is no longer served by this worker's configuration` } });
       return;
     }
 
@@ -124,7 +124,7 @@ export class Worker {
     if (!job) return;
     const jlog = log.child({ jobId, attempt: job.attempt, backend: route.backend.name });
     jlog.debug('job started');
-    this.publishStatus(jobId, 'running');
+    events.publish({ type: 'status', jobId, status: 'running', at: Date.now() });
 
     const controller = new AbortController();
     this.running.set(jobId, controller);
@@ -135,42 +135,38 @@ export class Worker {
 
     const started = performance.now();
     try {
-      const result = await this.run(job, route.backendModel, controller.signal, picked ?? { route });
-      this.deps.costHooks?.afterCall({ job, route, ok: true, ms: result.backendMs ?? performance.now() - started });
+      const result = await this.run(job, route, controller.signal, picked);
+      this.deps.routing.afterCall({ job, route, ok: true, ms: result.backendMs ?? performance.now() - started });
       this.throwIfStopped(controller.signal);
       const bytes = new Map<string, Uint8Array>();
       const images = await this.storeImages(job, result, bytes);
-      const finishedAt = Date.now();
-      const done = {
-        result: {
-          images: images.map((img) => ({ imageId: img.id, revisedPrompt: img.revisedPrompt ?? undefined })),
-          warnings: result.warnings.length ? result.warnings.map(toWarning) : undefined,
-        },
+      const warnings = [...result.warnings.map(toWarning), ...sizeWarnings(job.request.size, images)];
+      const end = {
+        status: 'succeeded',
+        result: { images: images.map((img) => ({ imageId: img.id, revisedPrompt: img.revisedPrompt ?? undefined })), warnings: warnings.length ? warnings : undefined },
         images,
+        bytes,
         costUsd: result.costUsd ?? null,
-        finishedAt,
-      };
-      const outcome = { status: 'succeeded', costUsd: result.costUsd ?? null, route, gpuSeconds: result.gpuSeconds, host: result.host, images: images.length } as const;
+        finishedAt: Date.now(),
+        route,
+        gpuSeconds: result.gpuSeconds,
+        host: result.host,
+      } as const;
       // GPU time is on record before the job shows as succeeded to anyone reading it.
-      await this.deps.costHooks?.beforeComplete(job, outcome);
-      const won = await store.completeJob(jobId, job.attempt, done);
-      if (won) {
-        // Budget settled (and the cache filled) before anyone waiting is told, so they see it settled.
-        await this.deps.costHooks?.finished(job, outcome);
-        const at = new Date(finishedAt);
-        const finished: Job = { ...job, status: 'succeeded', progress: 1, result: done.result, costUsd: done.costUsd, finishedAt: at, updatedAt: at };
-        this.publishStatus(jobId, 'succeeded', job, { job: finished, images, bytes });
-        jlog.info({ images: images.length }, 'job succeeded');
-      } else if (await store.finishCanceled(jobId, job.attempt)) {
-        this.publishStatus(jobId, 'canceled', job);
-        await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null, route });
+      if (result.gpuSeconds !== undefined && this.deps.costs.isSelfHosted(route)) {
+        const mp = job.request.size ? (job.request.size.width * job.request.size.height) / (1024 * 1024) : 1;
+        await this.deps.jobCosts
+          .recordGpuTime(job, { backend: route.backend.name, backendModel: route.backendModel, images: images.length, megapixels: mp, gpuSeconds: result.gpuSeconds })
+          .catch((err) => jlog.warn({ err }, 'recording GPU time failed'));
       }
+      if (await settler.succeed(job, job.attempt, end)) jlog.info({ images: images.length }, 'job succeeded');
+      else if (await settler.stopped(job, job.attempt, { status: 'canceled', route })) jlog.info('job canceled');
     } catch (err) {
-      if (this.deps.costHooks && !(err instanceof StopSignal && err.reason !== 'timeout')) {
+      if (!(err instanceof StopSignal && err.reason !== 'timeout')) {
         const timedOut = controller.signal.aborted && controller.signal.reason instanceof StopSignal && controller.signal.reason.reason === 'timeout';
-        this.deps.costHooks.afterCall({ job, route, ok: false, error: timedOut ? controller.signal.reason : err, ms: performance.now() - started });
+        this.deps.routing.afterCall({ job, route, ok: false, error: timedOut ? controller.signal.reason : err, ms: performance.now() - started });
       }
-      await this.settleFailure(job, controller.signal, err, jlog);
+      await this.settleFailure(job, route, controller.signal, err, jlog);
     } finally {
       clearTimeout(timer);
       delivery.signal.removeEventListener('abort', onLeaseLost);
@@ -182,8 +178,8 @@ export class Worker {
     if (signal.aborted) throw signal.reason instanceof StopSignal ? signal.reason : new StopSignal('lease_lost');
   }
 
-  private async settleFailure(job: Job, signal: AbortSignal, err: unknown, jlog: Logger): Promise<void> {
-    const { store } = this.deps;
+  private async settleFailure(job: Job, route: ResolvedModel, signal: AbortSignal, err: unknown, jlog: Logger): Promise<void> {
+    const { settler } = this.deps;
     const reason = signal.aborted && signal.reason instanceof StopSignal ? signal.reason.reason : err instanceof StopSignal ? err.reason : undefined;
     if (reason === 'lease_lost') {
       // This worker no longer owns the delivery (shutdown or lost lease): hand it back untouched.
@@ -191,10 +187,7 @@ export class Worker {
       throw err;
     }
     if (reason === 'canceled') {
-      if (await store.finishCanceled(job.id, job.attempt)) {
-        this.publishStatus(job.id, 'canceled', job);
-        await this.deps.costHooks?.finished(job, { status: 'canceled', costUsd: null });
-      }
+      await settler.stopped(job, job.attempt, { status: 'canceled', route });
       jlog.info('job canceled');
       return;
     }
@@ -213,20 +206,17 @@ export class Worker {
     }
     // A backend in trouble with a fallback left: the next attempt runs further down the job's chain.
     const cause = reason === 'timeout' ? new StopSignal('timeout') : err;
-    if (this.deps.costHooks && job.attempt < this.opts.maxAttempts && (await this.deps.costHooks.shouldFallBack(job, cause).catch(() => false))) {
+    if (job.attempt < this.opts.maxAttempts && (await this.deps.routing.shouldFallBack(job, cause).catch(() => false))) {
       jlog.warn({ code: error.code }, 'backend failure; job goes back to the queue for its fallback');
       throw err instanceof Error ? err : cause;
     }
-    if (await store.failJob(job.id, job.attempt, error)) {
-      this.publishStatus(job.id, 'failed', job);
-      await this.deps.costHooks?.finished(job, { status: 'failed', costUsd: null });
-    }
+    await settler.fail(job, job.attempt, { status: 'failed', error, route });
     jlog.info({ code: error.code }, 'job failed');
   }
 
-  private async run(job: Job, backendModel: string, signal: AbortSignal, picked?: AttemptRoute): Promise<BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number }> {
-    const route: ResolvedModel = picked?.route ?? this.deps.backends.resolve(job.model)!;
+  private async run(job: Job, route: ResolvedModel, signal: AbortSignal, picked?: AttemptRoute): Promise<BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number }> {
     const backend = route.backend;
+    const backendModel = route.backendModel;
     const req = picked?.request ? { ...job.request, ...picked.request } : job.request;
     const inputImages = await Promise.all((req.inputImages ?? []).map((k) => this.loadInput(k)));
     const mask = req.mask ? await this.loadInput(req.mask) : undefined;
@@ -252,7 +242,7 @@ export class Worker {
     };
 
     // Split n across calls the backend can take; progress is the share of images done.
-    const perCall = Math.max(1, backend.capabilities.maxImagesPerCall);
+    const perCall = Math.max(1, route.spec.maxImagesPerCall);
     const out: BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number } = { images: [], warnings: [] };
     // The attempt's start counts as a write: a job that finishes within one interval writes no
     // progress at all (completion sets it to 1), which saves a write and an event per fast job.
@@ -296,10 +286,14 @@ export class Worker {
       out.host = gpu.host ?? out.host;
       out.images.push(...res.images.slice(0, n));
       out.warnings.push(...res.warnings);
-      const cost =
-        res.costUsd ??
-        this.deps.costHooks?.costOf(backend, gpu.ms / 1000, gpu.host) ??
-        this.deps.prices?.priceFor({ type: backend.type, name: backend.name }, backendModel, req.size, req.quality, Math.min(n, res.images.length));
+      const cost = this.deps.costs.callCost(route, {
+        reportedUsd: res.costUsd,
+        gpuSeconds: gpu.ms / 1000,
+        host: gpu.host,
+        images: Math.min(n, res.images.length),
+        size: req.size,
+        quality: req.quality,
+      });
       if (cost !== undefined) out.costUsd = Math.round(((out.costUsd ?? 0) + cost) * 1e6) / 1e6;
       done += n;
       if (res.images.length === 0) throw new BackendError(`backend ${backend.name} returned no images`, { code: 'backend_error' });
@@ -357,10 +351,13 @@ export class Worker {
       return null;
     }
   }
+}
 
-  /** `job` (on terminal statuses) tells the webhook sweeper whether there is anything to deliver. */
-  private publishStatus(jobId: string, status: Job['status'], job?: Job, local?: { job: Job; images: StoredImage[]; bytes?: Map<string, Uint8Array> }): void {
-    const webhook = job ? { webhook: job.webhookUrl != null } : {};
-    this.deps.events.publish({ type: 'status', jobId, status, at: Date.now(), ...webhook, ...(local ? { local } : {}) });
-  }
+/** A size asked for that the backend did not deliver, said on the job rather than passed over. */
+function sizeWarnings(asked: ImageSize | undefined, images: StoredImage[]): JobWarning[] {
+  if (!asked) return [];
+  const off = images.filter((i) => i.width !== asked.width || i.height !== asked.height);
+  if (off.length === 0) return [];
+  const got = [...new Set(off.map((i) => `${i.width}x${i.height}`))].join(', ');
+  return [{ type: 'compatibility', setting: 'size', detail: `asked for ${asked.width}x${asked.height}; the backend returned ${got}` }];
 }

@@ -124,7 +124,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
 
       test('100 concurrent requests against a budget that fits 10: exactly 10 admitted, ledger never above the limit', async () => {
         const { secret, key } = await createApiKey(easel.runtime.keys, { name: 'budgeted' });
-        const rows = easel.runtime.cost.budgetRows(key);
+        const rows = easel.runtime.budgets.rows(key);
         assert.equal(rows.length, 1);
         const limit = rows[0]!.limitMicros;
         let samples = 0;
@@ -132,7 +132,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
         let sampling = true;
         const sampler = (async () => {
           while (sampling) {
-            const [s] = await easel.runtime.cost.ledger.state(rows);
+            const [s] = await easel.runtime.budgets.ledger.state(rows);
             worst = Math.max(worst, s!.spentMicros + s!.reservedMicros);
             samples++;
             await sleep(2);
@@ -154,12 +154,12 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
 
         const jobs = await Promise.all(admitted.map((id) => waitForJob(easel, id, { key: secret })));
         assert.ok(jobs.every((j) => j.status === 'succeeded'));
-        await until('the reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
+        await until('the reservation to be released', async () => (await easel.runtime.budgets.ledger.state(rows))[0]!.reservedMicros === 0);
         sampling = false;
         await sampler;
         assert.ok(samples > 5);
         assert.ok(worst <= limit, `ledger reached ${worst} > limit ${limit}`);
-        const [end] = await easel.runtime.cost.ledger.state(rows);
+        const [end] = await easel.runtime.budgets.ledger.state(rows);
         assert.equal(end!.reservedMicros, 0, 'every reservation was settled');
         assert.equal(end!.spentMicros, limit);
         // The job shows what it cost and what its budget did (settled just after the job ends).
@@ -177,16 +177,16 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
 
       test('failed jobs release their reservations; the freed budget admits new work', async () => {
         const { secret, key } = await createApiKey(easel.runtime.keys, { name: 'flaky' });
-        const rows = easel.runtime.cost.budgetRows(key);
+        const rows = easel.runtime.budgets.rows(key);
         assert.equal(rows.length, 2, 'daily and monthly');
         easel.standin.failNext(10, 400, moderationBlocked);
         const first = await Promise.all(Array.from({ length: 10 }, (_, i) => submit(secret, `flaky ${i}`)));
         assert.ok(first.every((r) => r.status === 202));
         const failed = await Promise.all(first.map(async (r) => waitForJob(easel, ((await r.json()) as any).id, { key: secret })));
         assert.ok(failed.every((j) => j.status === 'failed'));
-        await until('every reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows)).every((s) => s.reservedMicros === 0));
+        await until('every reservation to be released', async () => (await easel.runtime.budgets.ledger.state(rows)).every((s) => s.reservedMicros === 0));
         assert.equal((await waitForJob(easel, failed[0].id, { key: secret })).cost.budget.status, 'released');
-        for (const s of await easel.runtime.cost.ledger.state(rows)) {
+        for (const s of await easel.runtime.budgets.ledger.state(rows)) {
           assert.equal(s.reservedMicros, 0);
           assert.equal(s.spentMicros, 0);
         }
@@ -198,7 +198,7 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
       test('a job canceled while queued gives its reservation back', async () => {
         // A key with no budget configured has no ledger rows at all.
         const { key: free } = await createApiKey(easel.runtime.keys, { name: 'unbudgeted' });
-        assert.equal(easel.runtime.cost.budgetRows(free).length, 0);
+        assert.equal(easel.runtime.budgets.rows(free).length, 0);
         const { secret: bs, key: bk } = await createApiKey(easel.runtime.keys, { name: 'budgeted-cancel' });
         try {
           easel.standin.setLatency(1500);
@@ -207,9 +207,9 @@ function suite(name: string, databaseUrl: () => Promise<{ url: string | undefine
           await easel.api(`/v1/images/jobs/${a.id}/cancel`, { method: 'POST', key: bs });
           const done = await waitForJob(easel, a.id, { key: bs });
           assert.equal(done.status, 'canceled');
-          const rows = easel.runtime.cost.budgetRows(bk);
-          await until('the reservation to be released', async () => (await easel.runtime.cost.ledger.state(rows))[0]!.reservedMicros === 0);
-          const [s] = await easel.runtime.cost.ledger.state(rows);
+          const rows = easel.runtime.budgets.rows(bk);
+          await until('the reservation to be released', async () => (await easel.runtime.budgets.ledger.state(rows))[0]!.reservedMicros === 0);
+          const [s] = await easel.runtime.budgets.ledger.state(rows);
           assert.equal(s!.reservedMicros, 0);
           assert.equal(s!.spentMicros, 0);
           assert.equal((await submit(bs, 'room again')).status, 202);

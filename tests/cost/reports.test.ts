@@ -43,7 +43,7 @@ describe('usage, metrics and cost reports', () => {
     // The harness's stand-in plus a self-hosted "GPU" backend at $2/GPU-hour.
     config = {
       backends: [
-        { type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true },
+        { type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true, modelRules: 'on', listPrices: true },
         { type: 'openai', name: 'gpu', baseUrl: 'http://127.0.0.1:9/v1' },
       ],
       models: [

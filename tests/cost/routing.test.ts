@@ -76,7 +76,7 @@ describe('routing through the API', () => {
     standin = await startOpenAIStandin({ strict: false });
     gpu.gpuMs = 3000;
     gpu.host = 'gpu-host-a';
-    const standinBackend = { type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true };
+    const standinBackend = { type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true, modelRules: 'on', listPrices: true };
     const fake = (name: string, extra = {}) => ({ type: 'openai', name, baseUrl: 'http://127.0.0.1:9/v1', ...extra });
     easel = await startEasel({
       existingStandin: standin,
@@ -120,7 +120,7 @@ describe('routing through the API', () => {
   const setHealth = async (c: typeof gpu, healthy: boolean, overloaded = false) => {
     c.healthy = healthy;
     c.overloaded = overloaded;
-    await easel.runtime.cost.router.refreshHealth();
+    await easel.runtime.router.refreshHealth();
   };
 
   test('an alias picks the cheapest healthy model, and the job says why', async () => {
@@ -201,12 +201,12 @@ describe('routing through the API', () => {
     assert.match(job.routing.fallbacks[0].reason, /backend gpu3 failed the previous attempt/);
     // A non-retryable backend failure (bad credentials) falls back too; a refusal of the request does not.
     await sleep(1100); // let gpu3's circuit (2 failures) stay closed for the next check
-    easel.runtime.cost.circuits.success('gpu3');
+    easel.runtime.router.circuits.success('gpu3');
     gpu3.failures.push({ code: 'backend_auth', retryable: false });
     const auth = await generate({ prompt: 'bad credentials', model: 'flaky-model' });
     assert.equal(auth.status, 'succeeded');
     assert.equal(auth.backend, 'standin');
-    easel.runtime.cost.circuits.success('gpu3');
+    easel.runtime.router.circuits.success('gpu3');
     gpu3.failures.push({ code: 'content_policy_violation', retryable: false });
     const refused = await generate({ prompt: 'refused', model: 'flaky-model' });
     assert.equal(refused.status, 'failed');
@@ -214,7 +214,7 @@ describe('routing through the API', () => {
   });
 
   test('a circuit opens on a backend that keeps failing and closes after a good trial', async () => {
-    const circuits = easel.runtime.cost.circuits;
+    const circuits = easel.runtime.router.circuits;
     circuits.success('gpu3');
     gpu3.failures.push({ code: 'backend_unavailable', retryable: true }, { code: 'backend_unavailable', retryable: true });
     await generate({ prompt: 'first failure', model: 'flaky-model' });

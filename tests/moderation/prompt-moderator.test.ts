@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PromptModerator } from '../../src/moderation/prompt-moderator.ts';
-import { ApiError } from '../../src/core/errors.ts';
+import { DomainError } from '../../src/core/errors.ts';
 
 const base = { blocklist: [] as string[], patterns: [] as string[] };
 
@@ -26,8 +26,8 @@ test('patterns are case-insensitive regular expressions; a bad one names its key
 test('a refusal is a 400 content_policy_violation naming the field', async () => {
   const m = new PromptModerator({ ...base, blocklist: ['gore'] });
   await assert.rejects(m.assertAllowed('gore', 'negative_prompt'), (err: unknown) => {
-    assert.ok(err instanceof ApiError);
-    assert.equal(err.status, 400);
+    assert.ok(err instanceof DomainError);
+    assert.equal(err.kind, 'policy');
     assert.equal(err.code, 'content_policy_violation');
     assert.equal(err.param, 'negative_prompt');
     return true;
@@ -65,7 +65,7 @@ test('the moderation endpoint is asked, and its categories are named', async () 
 test('an unreachable endpoint refuses with 503 when failing closed, allows when failing open', async () => {
   const dead = 'http://127.0.0.1:9/v1';
   const closed = new PromptModerator({ ...base, endpoint: { url: dead, model: 'm', timeoutSeconds: 2, failClosed: true } });
-  await assert.rejects(closed.assertAllowed('anything'), (err: any) => err.status === 503 && err.code === 'moderation_unavailable');
+  await assert.rejects(closed.assertAllowed('anything'), (err: any) => err.kind === 'unavailable' && err.code === 'moderation_unavailable');
   const open = new PromptModerator({ ...base, endpoint: { url: dead, model: 'm', timeoutSeconds: 2, failClosed: false } });
   await open.assertAllowed('anything');
 });

@@ -25,7 +25,8 @@ export interface TestEasel {
 
 export function standinBackendConfig(standin: OpenAIStandin) {
   return {
-    backends: [{ type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true }],
+    // The stand-in plays OpenAI itself: OpenAI's per-model rules apply and its list prices are charged.
+    backends: [{ type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY, extraBodyFields: true, modelRules: 'on', listPrices: true }],
     models: [
       { name: 'test-model', backend: 'standin', model: 'gpt-image-1', default: true },
       { name: 'dall-e-3', backend: 'standin', model: 'dall-e-3' },

@@ -12,7 +12,7 @@ import type { OpenAIStandin } from '../support/openai-standin.ts';
 import { openDatabase, migrate } from '../../src/store/database.ts';
 import { SqlJobStore } from '../../src/store/sql-job-store.ts';
 import { newJobId } from '../../src/core/ids.ts';
-import { ApiError } from '../../src/core/errors.ts';
+import { DomainError } from '../../src/core/errors.ts';
 import { generateWebhookSecret, loadOrCreateWebhookSecret, signWebhook } from '../../src/webhooks/signing.ts';
 import { decideOutcome } from '../../src/webhooks/dispatcher.ts';
 import { postWebhook, parseRetryAfter } from '../../src/webhooks/http.ts';
@@ -462,8 +462,8 @@ describe('SSRF refusals (private addresses not allowed)', () => {
     const rt = easel.runtime;
     const service = new WebhookService({ config: rt.config, mdb: rt.mdb, store: rt.store, storage: rt.storage, events: rt.events, log: rt.log, dataDir: easel.dataDir, deliver: false, resolver });
     await assert.rejects(service.checkWebhookUrl('https://hooks.internal.example/easel'), (err: unknown) => {
-      assert.ok(err instanceof ApiError);
-      assert.equal(err.status, 400);
+      assert.ok(err instanceof DomainError);
+      assert.equal(err.kind, 'invalid');
       assert.equal(err.param, 'webhook_url');
       assert.equal(err.code, 'invalid_webhook_url');
       assert.match(err.message, /hooks\.internal\.example resolves to 10\.20\.30\.40, a private address/);

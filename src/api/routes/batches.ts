@@ -14,13 +14,15 @@
  * workers' batch pump admits the requests (src/batches/pump.ts).
  */
 import type { FastifyInstance } from 'fastify';
-import { ApiError, invalidParam } from '../../core/errors.ts';
+import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
 import { PRIORITIES } from '../../core/job.ts';
 import type { Priority } from '../../core/job.ts';
 import { parseGeneration } from '../generation-request.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import { idempotencyKeyOf } from '../idempotency.ts';
+import { fingerprint } from '../../submissions/fingerprint.ts';
+import type { SubmitCommand } from '../../submissions/command.ts';
 import type { Batch, BatchStore, ItemBody } from '../../batches/batch-store.ts';
 import { CACHE_POLICIES } from '../../cache/image-cache.ts';
 import type { CachePolicy } from '../../cache/image-cache.ts';
@@ -91,9 +93,19 @@ function parseItem(raw: unknown, i: number, deps: Deps, opts: BatchOptions, labe
       body: { model: parsed.model, request: parsed.request, cache, webhookUrl: parsed.webhookUrl, metadata: parsed.metadata ?? opts.metadata },
     };
   } catch (err) {
-    if (err instanceof ApiError) throw new ApiError(400, `${label}: ${err.message}`, { param: where(err.param), code: err.code });
-    throw err;
+    throw relabel(err, i, label);
   }
+}
+
+/** An error about one request of the batch, naming `requests[i].field` and the request. */
+function relabel(err: unknown, i: number, label: string): unknown {
+  if (!(err instanceof DomainError)) return err;
+  return new DomainError(err.kind, `${label}: ${err.message}`, { param: err.param ? `requests[${i}].${err.param}` : `requests[${i}]`, code: err.code });
+}
+
+/** A batch request as the submission it becomes (what the pump will submit). */
+export function itemCommand(body: ItemBody, batch: { priority: Priority }): SubmitCommand {
+  return { entry: 'batch', kind: 'generation', model: body.model, request: body.request, priority: batch.priority, webhookUrl: body.webhookUrl, metadata: body.metadata, cachePolicy: body.cache };
 }
 
 export async function batchRoutes(app: FastifyInstance, deps: Deps) {
@@ -124,16 +136,12 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
 
   const own = async (id: string, keyId: string): Promise<Batch> => {
     const b = await batches.get(id);
-    if (!b || b.keyId !== keyId) throw new ApiError(404, `No batch with id '${id}'.`, { param: 'id', code: 'batch_not_found' });
+    if (!b || b.keyId !== keyId) throw notFound('batch', id);
     return b;
   };
 
-  app.post<{ Querystring: Record<string, string | undefined> }>('/images/batches', async (req, reply) => {
+  app.post<{ Querystring: Record<string, string | undefined> }>('/images/batches', { config: { limitGroup: 'batches' } }, async (req, reply) => {
     const idem = idempotencyKeyOf(req);
-    if (idem) {
-      const existing = await batches.findByIdempotencyKey(req.apiKey.id, idem);
-      if (existing) return reply.status(200).header('idempotent-replayed', 'true').send(await view(existing));
-    }
     const defaults = { priority: deps.config.batches.defaultPriority };
     let rawItems: unknown[];
     let opts: BatchOptions;
@@ -164,7 +172,7 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
       rawItems = b.requests;
       labelOf = (i) => `Request ${i}`;
     } else {
-      throw new ApiError(400, 'Send a JSON object with "requests", a JSON array, or JSONL (Content-Type: application/jsonl).', { code: 'invalid_request' });
+      throw new DomainError('invalid', 'Send a JSON object with "requests", a JSON array, or JSONL (Content-Type: application/jsonl).', { code: 'invalid_request' });
     }
     if (rawItems.length === 0) throw invalidParam('requests', 'A batch needs at least one request.');
     const max = deps.config.batches.maxRequests;
@@ -176,38 +184,47 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
       if (customIds.has(it.customId)) throw invalidParam(`requests[${i}].custom_id`, `${labelOf(i)}: custom_id '${it.customId}' is used twice.`, 'duplicate_custom_id');
       customIds.add(it.customId);
     });
-    if (deps.checkWebhookUrl) {
-      for (const url of new Set(items.map((i) => i.body.webhookUrl).filter((u): u is string => !!u))) await deps.checkWebhookUrl(url);
-    }
-    // Models are checked now so a typo fails the submission, not every request later.
-    for (const [i, it] of items.entries()) {
-      const name = it.body.model;
-      if (name !== undefined && !deps.backends.hasModel(name) && !deps.cost?.router.isAlias(name)) {
-        throw new ApiError(404, `${labelOf(i)}: the model '${name}' does not exist or you do not have access to it.`, { param: `requests[${i}].model`, code: 'model_not_found' });
+    // The same key with the same batch answers the batch it created; with another batch, 422.
+    const print = idem ? fingerprint({ opts, items }) : null;
+    const replay = async () => {
+      const existing = idem ? await batches.findByIdempotencyKey(req.apiKey.id, idem) : undefined;
+      if (!existing) return undefined;
+      if (existing.idempotencyFingerprint !== print) {
+        throw new DomainError('unprocessable', `Idempotency-Key '${idem}' was already used for batch ${existing.id} with a different request. Use a new key for a new batch.`, { param: 'Idempotency-Key', code: 'idempotency_key_reused' });
       }
+      return reply.status(200).header('idempotent-replayed', 'true').send(await view(existing));
+    };
+    const replayed = await replay();
+    if (replayed) return replayed;
+    // Every request passes the submission's checks now (model, capability, provider options,
+    // moderation, webhook URL), so a bad one fails the batch, not one request of it later.
+    for (const [i, it] of items.entries()) {
+      await deps.submissions.check(itemCommand(it.body, opts)).catch((err) => {
+        throw relabel(err, i, labelOf(i));
+      });
     }
     let batch: Batch;
     try {
-      batch = await batches.create({ keyId: req.apiKey.id, priority: opts.priority, hourlyCapUsd: opts.hourlyCapUsd, metadata: opts.metadata, idempotencyKey: idem ?? null, items });
+      batch = await batches.create({ keyId: req.apiKey.id, priority: opts.priority, hourlyCapUsd: opts.hourlyCapUsd, metadata: opts.metadata, idempotencyKey: idem ?? null, idempotencyFingerprint: print, items });
     } catch (err) {
-      const existing = idem ? await batches.findByIdempotencyKey(req.apiKey.id, idem) : undefined;
-      if (existing) return reply.status(200).header('idempotent-replayed', 'true').send(await view(existing));
+      const again = await replay();
+      if (again) return again;
       throw err;
     }
     req.log.info({ batchId: batch.id, requests: items.length, keyId: req.apiKey.id, cap: opts.hourlyCapUsd }, 'batch accepted');
     return reply.status(201).header('location', `${deps.publicUrl()}/v1/images/batches/${batch.id}`).send(await view(batch));
   });
 
-  app.get<{ Querystring: Record<string, string | undefined> }>('/images/batches', async (req) => {
+  app.get<{ Querystring: Record<string, string | undefined> }>('/images/batches', { config: { limitGroup: 'reads' } }, async (req) => {
     const limit = req.query.limit === undefined ? 20 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 100.");
     const page = await batches.list(req.apiKey.id, limit, req.query.after);
     return { object: 'list', data: await Promise.all(page.batches.map(view)), has_more: page.hasMore, last_id: page.batches.at(-1)?.id ?? null };
   });
 
-  app.get<{ Params: { id: string } }>('/images/batches/:id', async (req) => view(await own(req.params.id, req.apiKey.id)));
+  app.get<{ Params: { id: string } }>('/images/batches/:id', { config: { limitGroup: 'reads' } }, async (req) => view(await own(req.params.id, req.apiKey.id)));
 
-  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/images/batches/:id/results', async (req) => {
+  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/images/batches/:id/results', { config: { limitGroup: 'reads' } }, async (req) => {
     const b = await own(req.params.id, req.apiKey.id);
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 500.");
@@ -227,19 +244,11 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     return { object: 'list', data, has_more: page.hasMore, last_index: page.items.at(-1)?.index ?? null };
   });
 
-  app.post<{ Params: { id: string } }>('/images/batches/:id/cancel', async (req) => {
+  app.post<{ Params: { id: string } }>('/images/batches/:id/cancel', { config: { limitGroup: 'reads' } }, async (req) => {
     const b = await own(req.params.id, req.apiKey.id);
-    if (b.status === 'completed') throw new ApiError(409, `Batch ${b.id} already completed.`, { code: 'batch_already_finished' });
+    if (b.status === 'completed') throw new DomainError('conflict', `Batch ${b.id} already completed.`, { code: 'batch_already_finished' });
     const active = await batches.cancel(b.id);
-    for (const jobId of active) {
-      const out = await deps.store.cancelJob(jobId);
-      if (out.outcome === 'canceled') {
-        await deps.queue.remove(jobId).catch(() => false);
-        deps.events.publish({ type: 'status', jobId, status: 'canceled', at: Date.now(), webhook: out.job.webhookUrl != null });
-      } else if (out.outcome === 'cancel_requested') {
-        deps.events.publish({ type: 'cancel_requested', jobId, at: Date.now() });
-      }
-    }
+    for (const jobId of active) await deps.settler.cancel(jobId, (id) => deps.queue.remove(id));
     req.log.info({ batchId: b.id, jobs: active.length }, 'batch canceled');
     return view((await batches.get(b.id))!);
   });

@@ -13,8 +13,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
-import { ApiError, invalidParam } from '../../core/errors.ts';
-import type { ImageRequest } from '../../core/image-request.ts';
+import { DomainError, invalidParam } from '../../core/errors.ts';
 import type { JobKind } from '../../core/job.ts';
 import { z } from 'zod';
 import { generationBodySchema, parseGeneration } from '../generation-request.ts';
@@ -22,13 +21,10 @@ import type { MultipartOperation } from '../openapi.ts';
 import type { ParsedGeneration } from '../generation-request.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
-import { checkUploads, multipartOptions, readUploadForm } from '../upload-validation.ts';
-import type { UploadLimits } from '../upload-validation.ts';
-import { prefersAsync, submitJob } from './images.ts';
-import { fingerprint } from '../idempotency.ts';
-import { createHash } from 'node:crypto';
-
-const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+import { multipartOptions, readUploadForm } from '../upload-form.ts';
+import type { UploadLimits } from '../upload-form.ts';
+import { prefersAsync, submitAndAnswer } from '../submit-answer.ts';
+import { commandOf } from './images.ts';
 
 type Deps = ApiDeps & { views: JobViews };
 
@@ -125,11 +121,9 @@ export function parseImageForm(kind: 'edit' | 'variation', fields: Map<string, u
   return parsed;
 }
 
-export const inputKey = (jobId: string, name: string): string => `inputs/${jobId}/${name}`;
-
 async function handle(kind: Extract<JobKind, 'edit' | 'variation'>, deps: Deps, limits: UploadLimits, req: FastifyRequest, reply: FastifyReply) {
   if (!req.isMultipart()) {
-    throw new ApiError(415, `Unsupported Content-Type "${req.headers['content-type'] ?? ''}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' });
+    throw new DomainError('unsupported_media', `Unsupported Content-Type "${String(req.headers['content-type'] ?? '').slice(0, 100)}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' });
   }
   const form = await readUploadForm(req, limits, { allowMask: kind === 'edit' });
   if (form.images.length === 0) {
@@ -139,43 +133,8 @@ async function handle(kind: Extract<JobKind, 'edit' | 'variation'>, deps: Deps, 
     throw invalidParam('image', `A variation takes exactly one image; got ${form.images.length}.`);
   }
   const parsed = parseImageForm(kind, form.fields, deps, prefersAsync(req));
-
-  const stored: string[] = [];
-  let jobId: string | undefined;
-  const prepare = async (id: string): Promise<Partial<ImageRequest>> => {
-    jobId = id;
-    const checked = await checkUploads(form.images, form.mask, limits);
-    const puts = checked.images.map((img, i) => ({ key: inputKey(id, `${i}.${img.format}`), img }));
-    if (checked.mask) puts.push({ key: inputKey(id, 'mask.png'), img: checked.mask });
-    try {
-      await Promise.all(
-        puts.map(async ({ key, img }) => {
-          await deps.storage.put(key, img.file.data, img.mediaType);
-          stored.push(key);
-        }),
-      );
-    } catch (err) {
-      req.log.error({ err, jobId: id }, 'storing uploads failed');
-      throw new ApiError(503, 'Image storage is unreachable; the uploads could not be saved and nothing was queued. Retry shortly.', { code: 'storage_unavailable' });
-    }
-    return { inputImages: puts.filter((p) => p.img !== checked.mask).map((p) => p.key), ...(checked.mask ? { mask: inputKey(id, 'mask.png') } : {}) };
-  };
-
-  try {
-    return await submitJob(deps, req, reply, {
-      kind,
-      ...parsed,
-      inputs: { images: form.images.length, mask: form.mask !== undefined },
-      prepare,
-      uploadDigest: fingerprint({ images: form.images.map((f) => sha256(f.data)), mask: form.mask ? sha256(form.mask.data) : null }),
-    });
-  } catch (err) {
-    // Uploads stored for a job that never came to exist would be orphans: remove them.
-    if (jobId && stored.length && !(await deps.store.getJob(jobId).catch(() => 'unknown'))) {
-      await Promise.all(stored.map((key) => deps.storage.delete(key).catch(() => {})));
-    }
-    throw err;
-  }
+  const cmd = commandOf(req, kind === 'edit' ? 'edits' : 'variations', kind, parsed);
+  return submitAndAnswer(deps, req, reply, { ...cmd, inputs: { kind: 'uploads', images: form.images, ...(form.mask ? { mask: form.mask } : {}) } }, parsed);
 }
 
 export async function editRoutes(app: FastifyInstance, deps: Deps) {
@@ -184,11 +143,11 @@ export async function editRoutes(app: FastifyInstance, deps: Deps) {
   // JSON and anything else is a clear 415 here (generations keep their JSON parser: this plugin is encapsulated).
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('*', (req, _payload, done) => {
-    done(new ApiError(415, `Unsupported Content-Type "${req.headers['content-type'] ?? ''}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' }), undefined);
+    done(new DomainError('unsupported_media', `Unsupported Content-Type "${String(req.headers['content-type'] ?? '').slice(0, 100)}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' }), undefined);
   });
 
-  app.post('/images/edits', (req, reply) => handle('edit', deps, limits, req, reply));
-  app.post('/images/variations', (req, reply) => handle('variation', deps, limits, req, reply));
+  app.post('/images/edits', { config: { limitGroup: 'generations' } }, (req, reply) => handle('edit', deps, limits, req, reply));
+  app.post('/images/variations', { config: { limitGroup: 'generations' } }, (req, reply) => handle('variation', deps, limits, req, reply));
 }
 
 /** The multipart operations for the OpenAPI document, from the same field lists and schema. */

@@ -20,7 +20,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
-import { ApiError } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import { isTerminal } from '../../core/job.ts';
 import type { Job, JobStatus } from '../../core/job.ts';
 import {
@@ -38,6 +38,7 @@ import type { BusEvent } from '../../events/job-events.ts';
 import { SSE_HEADERS, sseComment, sseEvent, sseRetry } from '../../events/sse.ts';
 import { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
+import { jobExtras } from '../job-extras.ts';
 
 /** Stream timings; tests shorten them. */
 export const streamTiming = {
@@ -220,7 +221,7 @@ class JobEventStream {
 
 export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
   // The same job object GET answers, cost control's fields included.
-  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, deps.cost ? (job) => deps.cost!.jobExtras(job) : undefined);
+  const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, jobExtras(deps.jobCosts, deps.budgets.ledger));
   const render: Render = async (job) => {
     const view = await views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
     if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;
@@ -247,7 +248,7 @@ export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
     }
     if (!job || job.keyId !== req.apiKey.id) {
       stream.end();
-      throw new ApiError(404, `No job with id '${jobId}'.`, { param: 'id', code: 'job_not_found' });
+      throw new DomainError('not_found', `No job with id '${jobId}'.`, { param: 'id', code: 'job_not_found' });
     }
     if (isTerminal(job.status) && lastId >= TERMINAL_EVENT_ID) {
       stream.end();

@@ -3,7 +3,7 @@
  * local twin of S3 presigned URLs). The bytes at a key never change, so they cache as immutable.
  */
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
 
 export async function fileRoutes(app: FastifyInstance, deps: ApiDeps) {
@@ -13,10 +13,10 @@ export async function fileRoutes(app: FastifyInstance, deps: ApiDeps) {
     const key = req.params['*'];
     const { expires, signature } = req.query;
     if (!expires || !signature || !verify(key, expires, signature)) {
-      throw new ApiError(403, 'This image link is invalid or has expired; fetch the job again for a fresh one.', { code: 'invalid_signature' });
+      throw new DomainError('forbidden', 'This image link is invalid or has expired; fetch the job again for a fresh one.', { code: 'invalid_signature' });
     }
     const obj = await deps.storage.get(key);
-    if (!obj) throw new ApiError(404, 'No such image.', { code: 'image_not_found' });
+    if (!obj) throw new DomainError('not_found', 'No such image.', { code: 'image_not_found' });
     return reply
       .header('content-type', obj.contentType)
       .header('cache-control', `public, max-age=${deps.config.storage.cacheMaxAgeSeconds}, immutable`)

@@ -1,6 +1,6 @@
 /** The async job API: fetch, list (cursor pagination, status filter) and cancel a key's jobs. */
 import type { FastifyInstance } from 'fastify';
-import { ApiError, invalidParam } from '../../core/errors.ts';
+import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
 import { JOB_STATUSES } from '../../core/job.ts';
 import type { Job, JobStatus } from '../../core/job.ts';
 import type { JobViews } from '../job-view.ts';
@@ -10,7 +10,7 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
   /** A key sees only its own jobs; anyone else's answer exactly like a missing one. */
   const ownJob = async (id: string, keyId: string): Promise<Job> => {
     const job = await deps.store.getJob(id);
-    if (!job || job.keyId !== keyId) throw new ApiError(404, `No job with id '${id}'.`, { param: 'id', code: 'job_not_found' });
+    if (!job || job.keyId !== keyId) throw notFound('job', id);
     return job;
   };
   const render = async (job: Job) => {
@@ -40,17 +40,12 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     };
   });
 
-  app.post<{ Params: { id: string } }>('/images/jobs/:id/cancel', async (req) => {
+  app.post<{ Params: { id: string } }>('/images/jobs/:id/cancel', { config: { limitGroup: 'reads' } }, async (req) => {
     await ownJob(req.params.id, req.apiKey.id);
-    const out = await deps.store.cancelJob(req.params.id);
-    if (out.outcome === 'not_found') throw new ApiError(404, `No job with id '${req.params.id}'.`, { param: 'id', code: 'job_not_found' });
-    if (out.outcome === 'canceled') {
-      await deps.queue.remove(out.job.id).catch(() => false);
-      deps.events.publish({ type: 'status', jobId: out.job.id, status: 'canceled', at: Date.now(), webhook: out.job.webhookUrl != null });
-    } else if (out.outcome === 'cancel_requested') {
-      deps.events.publish({ type: 'cancel_requested', jobId: out.job.id, at: Date.now() });
-    } else {
-      throw new ApiError(409, `Job ${out.job.id} already ended with status '${out.job.status}'.`, { code: 'job_already_finished' });
+    const out = await deps.settler.cancel(req.params.id, (id) => deps.queue.remove(id));
+    if (out.outcome === 'not_found') throw notFound('job', req.params.id);
+    if (out.outcome === 'already_terminal') {
+      throw new DomainError('conflict', `Job ${out.job.id} already ended with status '${out.job.status}'.`, { code: 'job_already_finished' });
     }
     return render(out.job);
   });

@@ -11,7 +11,7 @@
  * admin key first), so the console cannot lock its user out by accident.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ApiError, invalidParam } from '../../core/errors.ts';
+import { DomainError, invalidParam } from '../../core/errors.ts';
 import { createApiKey } from '../../auth/api-keys.ts';
 import type { ApiKey } from '../../store/job-store.ts';
 import type { ApiDeps } from '../server.ts';
@@ -24,7 +24,7 @@ export function keyView(k: ApiKey) {
 }
 
 function requireAdmin(req: FastifyRequest): void {
-  if (!req.apiKey.admin) throw new ApiError(403, 'Only admin keys can manage API keys.', { code: 'admin_required' });
+  if (!req.apiKey.admin) throw new DomainError('forbidden', 'Only admin keys can manage API keys.', { code: 'admin_required' });
 }
 
 export async function keyRoutes(app: FastifyInstance, deps: ApiDeps) {
@@ -36,10 +36,10 @@ export async function keyRoutes(app: FastifyInstance, deps: ApiDeps) {
     return { object: 'list', data: keys.map(keyView) };
   });
 
-  app.post<{ Body: unknown }>('/keys', async (req, reply) => {
+  app.post<{ Body: unknown }>('/keys', { config: { limitGroup: 'reads' } }, async (req, reply) => {
     requireAdmin(req);
     const body = req.body;
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'Send a JSON object: {"name": "...", "admin": false}.', { code: 'invalid_request' });
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new DomainError('invalid', 'Send a JSON object: {"name": "...", "admin": false}.', { code: 'invalid_request' });
     const { name, admin, ...rest } = body as Record<string, unknown>;
     const unknown = Object.keys(rest)[0];
     if (unknown) throw invalidParam(unknown, `Unrecognized request argument supplied: ${unknown}`, 'unknown_parameter');
@@ -51,15 +51,15 @@ export async function keyRoutes(app: FastifyInstance, deps: ApiDeps) {
     return reply.status(201).send({ ...keyView(key), key: secret });
   });
 
-  app.post<{ Params: { id: string } }>('/keys/:id/revoke', async (req) => {
+  app.post<{ Params: { id: string } }>('/keys/:id/revoke', { config: { limitGroup: 'reads' } }, async (req) => {
     requireAdmin(req);
     const id = req.params.id;
     const key = KEY_ID.test(id) ? (await deps.keys.listKeys()).find((k) => k.id === id) : undefined;
-    if (!key) throw new ApiError(404, `No API key with id '${id}'.`, { param: 'id', code: 'key_not_found' });
+    if (!key) throw new DomainError('not_found', `No API key with id '${id}'.`, { param: 'id', code: 'key_not_found' });
     if (key.id === req.apiKey.id) {
-      throw new ApiError(409, 'A key cannot revoke itself: sign in with another admin key to revoke this one.', { code: 'cannot_revoke_own_key' });
+      throw new DomainError('conflict', 'A key cannot revoke itself: sign in with another admin key to revoke this one.', { code: 'cannot_revoke_own_key' });
     }
-    if (key.revokedAt) throw new ApiError(409, `API key '${key.name}' is already revoked.`, { code: 'key_already_revoked' });
+    if (key.revokedAt) throw new DomainError('conflict', `API key '${key.name}' is already revoked.`, { code: 'key_already_revoked' });
     await deps.keys.revokeKey(key.id);
     deps.auth.invalidate();
     req.log.info({ keyId: key.id, by: req.apiKey.id }, 'api key revoked');

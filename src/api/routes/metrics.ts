@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
-import { ApiError } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import type { CostMetrics } from '../../observability/metrics.ts';
 
 export function tokenMatches(header: string | undefined, token: string): boolean {
@@ -18,7 +18,7 @@ export function tokenMatches(header: string | undefined, token: string): boolean
 export async function metricsRoutes(app: FastifyInstance, opts: { metrics: CostMetrics; bearerToken?: string }) {
   app.get('/metrics', async (req, reply) => {
     if (opts.bearerToken && !tokenMatches(req.headers.authorization, opts.bearerToken)) {
-      throw new ApiError(401, 'GET /metrics needs the metrics bearer token (metrics.bearerToken).', { code: 'invalid_api_key' });
+      throw new DomainError('unauthenticated', 'GET /metrics needs the metrics bearer token (metrics.bearerToken).', { code: 'invalid_api_key' });
     }
     const text = await opts.metrics.text();
     return reply.header('content-type', opts.metrics.contentType).header('cache-control', 'no-store').send(text);

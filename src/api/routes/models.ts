@@ -1,6 +1,6 @@
 /** GET /v1/models in OpenAI's list shape. */
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
 
 const START = Math.floor(Date.now() / 1000);
@@ -19,7 +19,7 @@ export async function modelRoutes(app: FastifyInstance, deps: ApiDeps) {
   app.get('/models', async () => ({ object: 'list', data: deps.backends.listModels().map(view) }));
   app.get<{ Params: { id: string } }>('/models/:id', async (req) => {
     const m = deps.backends.listModels().find((x) => x.name === req.params.id);
-    if (!m) throw new ApiError(404, `The model '${req.params.id}' does not exist.`, { param: 'model', code: 'model_not_found' });
+    if (!m) throw new DomainError('not_found', `The model '${req.params.id}' does not exist.`, { param: 'model', code: 'model_not_found' });
     return view(m);
   });
 }

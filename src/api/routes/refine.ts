@@ -12,29 +12,25 @@
  * draft it came from (`refined_from` on the job) and the draft lists its `refinements`.
  */
 import type { FastifyInstance } from 'fastify';
-import { ApiError, invalidParam } from '../../core/errors.ts';
-import type { ImageRequest } from '../../core/image-request.ts';
+import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
 import { parseGeneration } from '../generation-request.ts';
-import type { JobViews } from '../job-view.ts';
-import type { ApiDeps } from '../server.ts';
-import { prefersAsync, submitJob } from './images.ts';
-import { inputKey } from './edits.ts';
-
-type Deps = ApiDeps & { views: JobViews };
+import { prefersAsync, submitAndAnswer } from '../submit-answer.ts';
+import type { AnswerDeps } from '../submit-answer.ts';
+import { commandOf } from './images.ts';
 
 function objectBody(body: unknown): Record<string, unknown> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'The request body must be a JSON object.', { code: 'invalid_request' });
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new DomainError('invalid', 'The request body must be a JSON object.', { code: 'invalid_request' });
   return { ...(body as Record<string, unknown>) };
 }
 
-export async function refineRoutes(app: FastifyInstance, deps: Deps) {
-  app.post('/images/drafts', async (req, reply) => {
+export async function refineRoutes(app: FastifyInstance, deps: AnswerDeps) {
+  app.post('/images/drafts', { config: { limitGroup: 'generations' } }, async (req, reply) => {
     const b = objectBody(req.body);
     const parsed = parseGeneration({ ...b, n: b.n ?? 4, model: b.model ?? 'preview' }, deps.config.limits, prefersAsync(req));
-    return submitJob(deps, req, reply, { kind: 'generation', ...parsed });
+    return submitAndAnswer(deps, req, reply, commandOf(req, 'drafts', 'generation', parsed), parsed);
   });
 
-  app.post('/images/refine', async (req, reply) => {
+  app.post('/images/refine', { config: { limitGroup: 'generations' } }, async (req, reply) => {
     const b = objectBody(req.body);
     const draftId = b.job_id;
     const index = b.index ?? 0;
@@ -48,38 +44,21 @@ export async function refineRoutes(app: FastifyInstance, deps: Deps) {
     if (b.n !== undefined && b.n !== 1) throw invalidParam('n', "Invalid value for 'n': a refinement makes one image.");
 
     const draft = await deps.store.getJob(draftId);
-    if (!draft || draft.keyId !== req.apiKey.id) throw new ApiError(404, `No job with id '${draftId}'.`, { param: 'job_id', code: 'job_not_found' });
-    if (draft.status !== 'succeeded') throw new ApiError(409, `Job ${draftId} has not succeeded (it is ${draft.status}); only finished drafts can be refined.`, { param: 'job_id', code: 'draft_not_ready' });
+    if (!draft || draft.keyId !== req.apiKey.id) throw notFound('job', draftId, 'job_id');
+    if (draft.status !== 'succeeded') throw new DomainError('conflict', `Job ${draftId} has not succeeded (it is ${draft.status}); only finished drafts can be refined.`, { param: 'job_id', code: 'draft_not_ready' });
     const images = await deps.store.listImagesForJob(draft.id);
     const image = images.find((i) => i.index === index);
     if (!image) throw invalidParam('index', `Job ${draftId} has ${images.length} image(s); there is no index ${index}.`);
 
     const parsed = parseGeneration({ ...b, prompt: b.prompt ?? draft.request.prompt, model: b.model ?? 'premium', n: 1 }, deps.config.limits, prefersAsync(req));
-    if (strength !== undefined) parsed.request.providerOptions = { ...parsed.request.providerOptions, strength };
     if (parsed.request.negativePrompt === undefined && draft.request.negativePrompt) parsed.request.negativePrompt = draft.request.negativePrompt;
-
-    // img2img when the refining model can take the draft as its input image.
-    const inputs = { images: 1, mask: false };
-    const asEdit = deps.cost
-      ? await deps.cost.route({ model: parsed.model, kind: 'edit', request: parsed.request, inputs, preferEdit: true })
-      : (() => {
-          const r = deps.backends.resolve(parsed.model);
-          return r ? { route: r } : undefined;
-        })();
-    const caps = asEdit?.route.backend.capabilities;
-    const img2img = !!asEdit && (deps.cost ? deps.cost.router.canEdit(asEdit.route) : !!caps && caps.edit && caps.maxInputImages >= 1);
-    const prepare = async (jobId: string): Promise<Partial<ImageRequest>> => {
-      const obj = await deps.storage.get(image.storageKey);
-      if (!obj) throw new ApiError(410, `The image of draft ${draftId} (index ${index}) is no longer stored.`, { param: 'job_id', code: 'draft_image_gone' });
-      const key = inputKey(jobId, `0.${image.storageKey.split('.').pop() ?? 'png'}`);
-      await deps.storage.put(key, obj.data, obj.contentType);
-      return { inputImages: [key] };
-    };
-    return submitJob(deps, req, reply, {
-      kind: img2img ? 'edit' : 'generation',
-      ...parsed,
-      ...(img2img ? { inputs, prepare, preferEdit: true } : {}),
-      parent: { jobId: draft.id, index },
-    });
+    // img2img from the draft where the refining model takes an input image (the submission decides).
+    return submitAndAnswer(
+      deps,
+      req,
+      reply,
+      { ...commandOf(req, 'refine', 'generation', parsed), inputs: { kind: 'stored', images: [image.storageKey] }, refine: { parent: { jobId: draft.id, index }, ...(strength !== undefined ? { strength } : {}) } },
+      parsed,
+    );
   });
 }

@@ -8,7 +8,7 @@
  * by model, GPU utilization of self-hosted backends, monthly break-even volume against hosted models).
  */
 import type { FastifyInstance } from 'fastify';
-import { ApiError, invalidParam } from '../../core/errors.ts';
+import { DomainError, invalidParam } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
 import { costReport, usage } from '../../observability/usage.ts';
 import { PriceTable } from '../../pricing/price-table.ts';
@@ -32,7 +32,7 @@ function parseWhen(name: string, v: string | undefined, endOfDay: boolean): Date
 export async function usageRoutes(app: FastifyInstance, deps: ApiDeps & { mdb: MetadataDb }) {
   const prices = new PriceTable(priceRules(deps.config.pricing));
   app.get<{ Querystring: Record<string, string | undefined> }>('/usage/report', async (req) => {
-    if (!req.apiKey.admin) throw new ApiError(403, 'Only an admin key may read the cost report.', { code: 'permission_denied' });
+    if (!req.apiKey.admin) throw new DomainError('forbidden', 'Only an admin key may read the cost report.', { code: 'permission_denied' });
     const raw = req.query.days;
     const days = raw === undefined || raw === '' ? 30 : Number(raw);
     if (!Number.isFinite(days) || days <= 0 || days > 3660) throw invalidParam('days', "Invalid value for 'days': expected a number of days between 0 and 3660.");
@@ -47,18 +47,18 @@ export async function usageRoutes(app: FastifyInstance, deps: ApiDeps & { mdb: M
     let key = req.apiKey;
     let all = false;
     if (q.key_id !== undefined && q.key_id !== key.id) {
-      if (!key.admin) throw new ApiError(403, 'Only an admin key may read the usage of other keys.', { param: 'key_id', code: 'permission_denied' });
+      if (!key.admin) throw new DomainError('forbidden', 'Only an admin key may read the usage of other keys.', { param: 'key_id', code: 'permission_denied' });
       if (q.key_id === 'all') all = true;
       else {
         const found = (await deps.keys.listKeys()).find((k) => k.id === q.key_id || k.name === q.key_id);
-        if (!found) throw new ApiError(404, `No key '${q.key_id}'.`, { param: 'key_id', code: 'key_not_found' });
+        if (!found) throw new DomainError('not_found', `No key '${q.key_id}'.`, { param: 'key_id', code: 'key_not_found' });
         key = found;
       }
     }
     const report = await usage(deps.mdb, { keyId: all ? undefined : key.id, from, to });
     let budgets: unknown[] = [];
-    if (!all && deps.cost) {
-      const rows = await deps.cost.ledger.state(deps.cost.budgetRows(key));
+    if (!all) {
+      const rows = await deps.budgets.ledger.state(deps.budgets.rows(key));
       budgets = rows.map((r) => ({
         budget: r.label,
         scope: r.scope,

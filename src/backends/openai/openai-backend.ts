@@ -145,7 +145,7 @@ export class OpenAIBackend implements ImageBackend {
    * names this backend.
    */
   modelSpec(model: string): BackendModelSpec {
-    const official = rulesApply('auto', this.config.baseUrl);
+    const official = this.config.listPrices === 'auto' ? rulesApply('auto', this.config.baseUrl) : this.config.listPrices;
     return openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
   }
 

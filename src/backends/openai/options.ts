@@ -32,6 +32,12 @@ export const openaiBackendConfigSchema = z
      * support), applied before a call: `auto` applies them when baseUrl is api.openai.com.
      */
     modelRules: z.enum(['auto', 'on', 'off']).default('auto'),
+    /**
+     * Charge OpenAI's list prices for images from this endpoint: `auto` does for api.openai.com only.
+     * Turn it on for a proxy in front of OpenAI; any other endpoint (LocalAI, vLLM-Omni, another
+     * easel) is a GPU somebody runs and is costed by measured time (`costModel`).
+     */
+    listPrices: z.union([z.literal('auto'), z.boolean()]).default('auto'),
     capabilities: z
       .object({
         edit: z.boolean().optional(),

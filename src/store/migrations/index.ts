@@ -8,6 +8,7 @@ import * as m006 from './006-retention.ts';
 import * as m007 from './007-cost-control.ts';
 import * as m008 from './008-batches.ts';
 import * as m009 from './009-thumbnails.ts';
+import * as m010 from './010-batch-fingerprint.ts';
 
 // Names sort in the order they must run.
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '007-cost-control': m007,
   '008-batches': m008,
   '009-thumbnails': m009,
+  '010-batch-fingerprint': m010,
 };

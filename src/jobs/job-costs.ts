@@ -1,0 +1,145 @@
+/**
+ * The `job_costs` table: what admission decided about a job (routing, estimate, reservation, cache
+ * policy and hit, the draft it refines, its batch), GPU time measured by self-hosted backends, and
+ * fallbacks taken at run time. Most jobs need no row; a process remembers the jobs it admitted
+ * without one, so its own worker and its 202 answers skip the read.
+ */
+import type { Kysely } from 'kysely';
+import type { Job } from '../core/job.ts';
+import type { MetadataDb } from '../store/database.ts';
+import type { RoutingRecord } from '../routing/router.ts';
+
+export interface JobCostRow {
+  job_id: string;
+  key_id: string;
+  requested_model: string | null;
+  routing: string | null;
+  estimate_usd: number | string | null;
+  reserved: number | string;
+  cache_policy: string | null;
+  embedding: string | null;
+  cache_kind: string | null;
+  cache_source_job: string | null;
+  cache_similarity: number | string | null;
+  saved_usd: number | string | null;
+  backend: string | null;
+  backend_model: string | null;
+  images: number | string | null;
+  megapixels: number | string | null;
+  gpu_seconds: number | string | null;
+  self_hosted: number | string;
+  parent_job_id: string | null;
+  parent_index: number | string | null;
+  batch_id: string | null;
+  created_at: number | string;
+}
+
+/** What admission decided, for the row. */
+export interface AdmissionRecord {
+  requestedModel: string | null;
+  /** Kept only when routing chose something worth showing (an alias, a fallback, a candidate). */
+  routing: RoutingRecord | null;
+  estimateUsd: number;
+  reserved: boolean;
+  cachePolicy: string;
+  embedding: string | null;
+  hit: { kind: string; sourceJobId: string; similarity?: number; savedUsd: number | null } | null;
+  parent: { jobId: string; index: number } | null;
+  batchId: string | null;
+}
+
+export const num = (v: number | string | null | undefined): number | null => (v == null ? null : Number(v));
+
+export class JobCosts {
+  private readonly db: Kysely<any>;
+  /**
+   * Jobs admitted by this process with nothing worth a row: a worker in the same process
+   * (`easel serve`) and the 202 answer then skip reading one. Bounded; other processes just read.
+   */
+  private readonly rowless = new Set<string>();
+
+  constructor(mdb: MetadataDb) {
+    this.db = mdb.db;
+  }
+
+  /** Writes the admission's row when there is anything to keep; remembers the job as rowless otherwise. */
+  async recordAdmission(job: Job, a: AdmissionRecord): Promise<void> {
+    const keep = !!a.routing || a.reserved || !!a.hit || !!a.batchId || !!a.parent || a.cachePolicy !== 'auto' || !!a.embedding;
+    if (!keep) {
+      this.rowless.add(job.id);
+      if (this.rowless.size > 50_000) this.rowless.delete(this.rowless.values().next().value!);
+      return;
+    }
+    await this.db
+      .insertInto('job_costs')
+      .values({
+        job_id: job.id,
+        key_id: job.keyId,
+        requested_model: a.requestedModel,
+        routing: a.routing ? JSON.stringify(a.routing) : null,
+        estimate_usd: a.estimateUsd,
+        reserved: a.reserved ? 1 : 0,
+        cache_policy: a.cachePolicy,
+        embedding: a.embedding,
+        cache_kind: a.hit?.kind ?? null,
+        cache_source_job: a.hit?.sourceJobId ?? null,
+        cache_similarity: a.hit?.similarity ?? null,
+        saved_usd: a.hit ? a.hit.savedUsd : null,
+        self_hosted: 0,
+        parent_job_id: a.parent?.jobId ?? null,
+        parent_index: a.parent?.index ?? null,
+        batch_id: a.batchId,
+        created_at: job.createdAt.getTime(),
+      })
+      .onConflict((oc) => oc.column('job_id').doNothing())
+      .execute();
+  }
+
+  /** Whether this process knows the job has no row (and so `get` needs no read). */
+  knownRowless(jobId: string): boolean {
+    return this.rowless.has(jobId);
+  }
+
+  /** Forgets a rowless job once its end has been handled. */
+  forget(jobId: string): boolean {
+    return this.rowless.delete(jobId);
+  }
+
+  async get(jobId: string): Promise<JobCostRow | undefined> {
+    if (this.rowless.has(jobId)) return undefined;
+    return (await this.db.selectFrom('job_costs').selectAll().where('job_id', '=', jobId).executeTakeFirst()) as JobCostRow | undefined;
+  }
+
+  /** A cache hit that could not be served after all: the job runs, so the row stops claiming a hit. */
+  async clearHit(jobId: string): Promise<void> {
+    await this.db.updateTable('job_costs').set({ cache_kind: null, cache_source_job: null, cache_similarity: null, saved_usd: null }).where('job_id', '=', jobId).execute();
+  }
+
+  /** Records a move down the job's fallback chain. */
+  async recordRouting(job: Job, record: RoutingRecord): Promise<void> {
+    this.rowless.delete(job.id);
+    const routing = JSON.stringify(record);
+    await this.db
+      .insertInto('job_costs')
+      .values({ job_id: job.id, key_id: job.keyId, requested_model: job.model, routing, reserved: 0, self_hosted: 0, created_at: job.createdAt.getTime() })
+      .onConflict((oc) => oc.column('job_id').doUpdateSet({ routing }))
+      .execute();
+  }
+
+  /** Self-hosted work: the GPU time it measured, on record before the job shows as succeeded. */
+  async recordGpuTime(job: Job, values: { backend: string; backendModel: string; images: number; megapixels: number; gpuSeconds: number }): Promise<void> {
+    this.rowless.delete(job.id);
+    const row = { backend: values.backend, backend_model: values.backendModel, images: values.images, megapixels: values.megapixels, gpu_seconds: values.gpuSeconds, self_hosted: 1 };
+    await this.db
+      .insertInto('job_costs')
+      .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...row })
+      .onConflict((oc) => oc.column('job_id').doUpdateSet(row))
+      .execute();
+  }
+
+  /** Jobs that refine this one (draft → refine links). */
+  async refinements(jobId: string, limit = 50): Promise<string[]> {
+    const rows = (await this.db.selectFrom('job_costs').select(['job_id']).where('parent_job_id', '=', jobId).orderBy('job_id').limit(limit).execute()) as { job_id: string }[];
+    return rows.map((r) => r.job_id);
+  }
+}
