@@ -125,6 +125,7 @@ export class Runtime {
   private listeningUrl: string | undefined;
   private stopping = false;
   private unsubscribeRelay: (() => void) | undefined;
+  private unsubscribeKeys: (() => void) | undefined;
 
   constructor(config: EaselConfig, roles: Roles, opts: RuntimeOptions = {}) {
     this.config = config;
@@ -309,6 +310,10 @@ export class Runtime {
     if (applied.length) this.log.info({ migrations: applied }, 'database migrated');
     if (this.roles.api) {
       this.createdAdminKey = await ensureAdminKey(this.keys, this.config.auth.adminKey);
+      // A key revoked through any API process stops working in this one at once.
+      this.unsubscribeKeys = this.events.subscribeAll((event) => {
+        if (event.type === 'key_revoked') this.auth.invalidate();
+      });
     }
     if (this.worker) {
       await this.requeueUnfinished();
@@ -373,6 +378,7 @@ export class Runtime {
     await this.batchPump?.stop().catch(() => {});
     await this.metricsServer?.close().catch(() => {});
     this.unsubscribeRelay?.();
+    this.unsubscribeKeys?.();
     if (this.worker) await this.worker.stop(graceMs).catch((err) => this.log.error({ err }, 'worker stop failed'));
     await this.webhooks.stop(graceMs).catch((err) => this.log.error({ err }, 'webhook stop failed'));
     this.budgets.stop();

@@ -31,6 +31,14 @@ export const rateLimitsConfigSchema = z
     batches: endpointLimitSchema(2, 5),
     /** Everything else under /v1 (job reads, lists, usage). */
     reads: endpointLimitSchema(600, 1200),
+    /**
+     * Requests with a missing or wrong key, per client address: past this many in a window, the
+     * address is refused (429) until the window ends, whatever key it sends.
+     */
+    failedAuth: z
+      .object({ perAddress: z.number().int().min(0).default(30), windowSeconds: positive(60) })
+      .strict()
+      .prefault({}),
     /** Per key (name or id): `perKey` per endpoint, replacing the defaults above for that key. */
     keys: z.record(z.string().min(1), z.object({ generations: z.number().int().min(0).optional(), batches: z.number().int().min(0).optional(), reads: z.number().int().min(0).optional() }).strict()).default({}),
   })

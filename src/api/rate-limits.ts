@@ -61,9 +61,9 @@ type Limiter = (req: FastifyRequest) => Promise<{ isAllowed: boolean; max?: numb
 export async function registerRateLimits(
   v1: FastifyInstance,
   opts: { config: RateLimitsConfig; redisUrl?: string; redisPrefix: string; metrics?: CostMetrics; log: Logger },
-): Promise<void> {
+): Promise<FailedAuthGuard | undefined> {
   const cfg = opts.config;
-  if (!cfg.enabled) return;
+  if (!cfg.enabled) return undefined;
   let redis: Redis | undefined;
   if (opts.redisUrl) {
     // Fail fast: a Redis outage lets requests through (skipOnError) rather than stalling the API.
@@ -82,8 +82,8 @@ export async function registerRateLimits(
   });
   const create = (v1 as unknown as { createRateLimit(o: object): Limiter }).createRateLimit.bind(v1);
 
-  const keyOverride = (req: FastifyRequest, endpoint: RateLimitEndpoint): number | undefined =>
-    (cfg.keys[req.apiKey.id] ?? cfg.keys[req.apiKey.name])?.[endpoint];
+  const own = (k: string) => (Object.hasOwn(cfg.keys, k) ? cfg.keys[k] : undefined);
+  const keyOverride = (req: FastifyRequest, endpoint: RateLimitEndpoint): number | undefined => (own(req.apiKey.id) ?? own(req.apiKey.name))?.[endpoint];
 
   const limiters = {} as Record<RateLimitEndpoint, { key: Limiter; address: Limiter }>;
   for (const endpoint of ['generations', 'batches', 'reads'] as const) {
@@ -108,7 +108,8 @@ export async function registerRateLimits(
       outcomes.push({ name, max, windowSeconds: lim.windowSeconds, remaining: r.remaining ?? 0, ttlSeconds: r.ttlInSeconds ?? lim.windowSeconds, exceeded: !!r.isExceeded });
     };
     await check('per-key', limiters[endpoint].key, perKey);
-    await check('per-address', limiters[endpoint].address, lim.perAddress);
+    // A request its key's limit refuses does not also use up its address's quota.
+    if (!outcomes.some((o) => o.exceeded)) await check('per-address', limiters[endpoint].address, lim.perAddress);
     if (outcomes.length === 0) return;
 
     reply.header('ratelimit-policy', outcomes.map((o) => `"${o.name}";q=${o.max};w=${o.windowSeconds}`).join(', '));
@@ -127,4 +128,49 @@ export async function registerRateLimits(
       });
     }
   });
+
+  return failedAuthGuard(create, cfg.failedAuth, opts.metrics);
+}
+
+/** What the authentication hook asks about failed attempts from an address. */
+export interface FailedAuthGuard {
+  /** Seconds an address must wait before it may try again (undefined: it may now). */
+  blocked(req: FastifyRequest): number | undefined;
+  /** Counts a failed attempt; true when it took the address past its limit. */
+  failed(req: FastifyRequest): Promise<boolean>;
+}
+
+/**
+ * Failed authentication per client address: counted (in Redis when configured, so across API
+ * processes) on every missing or wrong key; an address past its limit is refused at once, before
+ * any key is hashed, until its window ends. Addresses that behave are never slowed.
+ */
+function failedAuthGuard(create: (o: object) => Limiter, cfg: RateLimitsConfig['failedAuth'], metrics?: CostMetrics): FailedAuthGuard | undefined {
+  if (cfg.perAddress <= 0) return undefined;
+  const limiter = create({ timeWindow: cfg.windowSeconds * 1000, max: cfg.perAddress, keyGenerator: (req: FastifyRequest) => `auth:addr:${normalizeIP(req.ip)}` });
+  const until = new Map<string, number>();
+  return {
+    blocked(req) {
+      if (until.size === 0) return undefined;
+      const ip = normalizeIP(req.ip);
+      const t = until.get(ip);
+      if (t === undefined) return undefined;
+      const left = Math.ceil((t - Date.now()) / 1000);
+      if (left > 0) return left;
+      until.delete(ip);
+      return undefined;
+    },
+    async failed(req) {
+      const r = await limiter(req);
+      if (r.isAllowed || !r.isExceeded) return false;
+      if (until.size > 10_000) until.clear();
+      until.set(normalizeIP(req.ip), Date.now() + (r.ttlInSeconds ?? cfg.windowSeconds) * 1000);
+      metrics?.rateLimited.inc({ endpoint: 'auth', scope: 'per-address' });
+      return true;
+    },
+  };
+}
+
+export function tooManyFailedAttempts(seconds: number): DomainError {
+  return new DomainError('rate_limited', `Too many requests with a missing or wrong API key from your address. Retry in ${seconds}s.`, { code: 'rate_limit_exceeded', retryAfterSeconds: seconds });
 }

@@ -43,7 +43,8 @@ import type { Router } from '../routing/router.ts';
 import { jobExtras } from './job-extras.ts';
 import type { BatchStore } from '../batches/batch-store.ts';
 import type { MetadataDb } from '../store/database.ts';
-import { registerRateLimits, requireRateLimitGroups } from './rate-limits.ts';
+import { registerRateLimits, requireRateLimitGroups, tooManyFailedAttempts } from './rate-limits.ts';
+import type { FailedAuthGuard } from './rate-limits.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { batchRoutes } from './routes/batches.ts';
@@ -127,19 +128,24 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   // Provider webhooks (Replicate, fal) carry the provider's signature, not an easel key.
   app.register(providerWebhookRoutes, { backends: deps.backends, log: deps.log, events: deps.events });
   app.register(async (v1) => {
+    let guard: FailedAuthGuard | undefined;
     v1.addHook('onRequest', async (req) => {
+      const wait = guard?.blocked(req);
+      if (wait) throw tooManyFailedAttempts(wait);
       const header = req.headers.authorization;
       const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-      if (!m) {
-        throw new DomainError('unauthenticated', "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.", { code: 'missing_api_key' });
+      const key = m ? await deps.auth.authenticate(m[1]!) : undefined;
+      if (key) {
+        req.apiKey = key;
+        return;
       }
-      const key = await deps.auth.authenticate(m[1]!);
-      if (!key) throw new DomainError('unauthenticated', 'Incorrect API key provided, or the key was revoked.', { code: 'invalid_api_key' });
-      req.apiKey = key;
+      if (await guard?.failed(req)) throw tooManyFailedAttempts(guard!.blocked(req) ?? deps.config.rateLimits.failedAuth.windowSeconds);
+      if (!m) throw new DomainError('unauthenticated', "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.", { code: 'missing_api_key' });
+      throw new DomainError('unauthenticated', 'Incorrect API key provided, or the key was revoked.', { code: 'invalid_api_key' });
     });
     // Per key and per address, per endpoint; after auth (the key is known), before the body is read.
     requireRateLimitGroups(v1);
-    await registerRateLimits(v1, { config: deps.config.rateLimits, redisUrl: deps.config.redis.url, redisPrefix: deps.config.redis.prefix, metrics: deps.metrics, log: deps.log });
+    guard = await registerRateLimits(v1, { config: deps.config.rateLimits, redisUrl: deps.config.redis.url, redisPrefix: deps.config.redis.prefix, metrics: deps.metrics, log: deps.log });
     v1.register(modelRoutes, deps);
     v1.register(imageRoutes, { ...deps, views });
     v1.register(editRoutes, { ...deps, views });

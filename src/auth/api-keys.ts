@@ -43,7 +43,8 @@ export async function ensureAdminKey(keys: KeyStore, configured?: string): Promi
   if ((await keys.countKeys()) > 0) return undefined;
   try {
     const { secret } = await createApiKey(keys, { name: 'admin', admin: true, secret: configured });
-    return secret;
+    // The operator chose a configured key: it is theirs already and is never printed.
+    return configured ? undefined : secret;
   } catch (err) {
     // Several API instances starting at once on a fresh shared database all see no keys; with a
     // configured admin key all but the first then hit the unique hash. Someone made it: carry on.
@@ -53,15 +54,16 @@ export async function ensureAdminKey(keys: KeyStore, configured?: string): Promi
 }
 
 /**
- * Resolves bearer secrets to keys with a short cache: auth runs on every request, and a revoke
- * reaches other instances within `ttlMs`.
+ * Resolves bearer secrets to keys with a short cache: auth runs on every request. A revocation
+ * clears every API process's cache at once through the event bus (`key_revoked`); the cache's 1 s
+ * life bounds it where no bus reaches (a CLI revoke on an embedded install without Redis).
  */
 export class KeyAuthenticator {
   private readonly cache = new Map<string, { key: ApiKey | undefined; until: number }>();
   private readonly keys: KeyStore;
   private readonly ttlMs: number;
 
-  constructor(keys: KeyStore, ttlMs = 5000) {
+  constructor(keys: KeyStore, ttlMs = 1000) {
     this.keys = keys;
     this.ttlMs = ttlMs;
   }

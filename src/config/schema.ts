@@ -14,6 +14,7 @@ import { onnxBackendConfigSchema } from '../backends/onnx/options.ts';
 import { comfyuiBackendConfigSchema } from '../backends/comfyui/options.ts';
 import { a1111BackendConfigSchema } from '../backends/a1111/options.ts';
 import { pricingConfigSchema } from '../pricing/schema.ts';
+import { parseNetwork } from '../net/outbound-policy.ts';
 import { batchesConfigSchema } from '../batches/config.ts';
 import { budgetsConfigSchema } from '../budgets/config.ts';
 import { cacheConfigSchema } from '../cache/config.ts';
@@ -165,12 +166,27 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * What easel may call on a user's behalf beyond public addresses (webhook receivers on private
+     * networks). Cloud metadata endpoints are refused whatever this says.
+     */
+    outbound: z
+      .object({
+        /** Host names (`hooks.internal`, or `*.svc.cluster.local`) that may resolve to private addresses. */
+        allowHosts: z.array(z.string().min(1).max(253).regex(/^(\*\.)?[A-Za-z0-9.-]+$/, 'must be a host name, or *.suffix')).default([]),
+        /** Networks (CIDR: `10.20.0.0/16`, `fd00:1::/64`) that may be called although they are not public. */
+        allowNetworks: z.array(z.string().min(1).refine((v) => { try { parseNetwork(v); return true; } catch { return false; } }, 'must be a network such as 10.0.0.0/8 or fd00::/8')).default([]),
+      })
+      .strict()
+      .prefault({}),
     webhooks: z
       .object({
         /** Standard Webhooks signing secret (`whsec_` + base64). Generated into the data folder when absent. */
         secret: z.string().regex(/^whsec_[A-Za-z0-9+/=]{16,}$/, 'must be whsec_ followed by base64').optional(),
-        /** Allow webhook URLs that resolve to loopback, private or link-local addresses. */
-        allowPrivateAddresses: z.boolean().default(false),
+        /** Replaced by `outbound.allowHosts` / `outbound.allowNetworks`; kept only to say so. */
+        allowPrivateAddresses: z
+          .never({ error: 'was replaced by outbound.allowNetworks (CIDRs such as 10.0.0.0/8) and outbound.allowHosts (host names) for receivers on private networks' })
+          .optional(),
         /** Per-attempt timeout. */
         timeoutSeconds: seconds(15),
         /** Retries stop once this long has passed since the first attempt. */

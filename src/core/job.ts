@@ -136,4 +136,9 @@ export type JobEvent =
    * instances hold the waiting calls); they verify it again before using it. `jobId` is
    * `provider:<backend>`, so per-job listeners never see it.
    */
-  | { type: 'provider_webhook'; jobId: string; backend: string; headers: Record<string, string>; body: string; at: number };
+  | { type: 'provider_webhook'; jobId: string; backend: string; headers: Record<string, string>; body: string; at: number }
+  /**
+   * An API key was revoked: every API process drops its cached authentication at once. `jobId` is
+   * `keys`, so per-job listeners never see it.
+   */
+  | { type: 'key_revoked'; jobId: 'keys'; keyId: string; at: number };

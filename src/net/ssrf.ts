@@ -1,5 +1,6 @@
 /**
- * SSRF guard for URLs easel calls on a user's behalf (webhooks now, remote image URLs later).
+ * SSRF guard for URLs easel calls on a user's behalf (webhooks now, remote image URLs later). What
+ * may be called beyond public addresses is the operator's OutboundPolicy (src/net/outbound-policy.ts).
  *
  * Three pieces:
  * - `classifyAddress` says what kind of address an IPv4/IPv6 literal is (loopback, private, link-local,
@@ -16,6 +17,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { LookupFunction } from 'node:net';
+import { OutboundPolicy } from './outbound-policy.ts';
 
 export type AddressKind =
   | 'public'
@@ -208,8 +210,8 @@ export class UnsafeUrlError extends Error {
 }
 
 export interface GuardOptions {
-  /** Allow loopback, private, link-local and other non-public addresses. */
-  allowPrivate?: boolean;
+  /** Which non-public addresses may be called anyway (the operator's allowlist); metadata endpoints never. */
+  policy?: OutboundPolicy;
   /** Name resolution; the system resolver (getaddrinfo) by default. */
   resolver?: Resolver;
   /** Gives up on a slow resolver after this long (default 5 s). */
@@ -227,17 +229,27 @@ export function urlHost(url: URL): string {
   return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
 }
 
-function refuseAddress(host: string, address: string): UnsafeUrlError | undefined {
+function refuseAddress(host: string, address: string, policy: OutboundPolicy | undefined): UnsafeUrlError | undefined {
+  if (policy?.isMetadata(host) || policy?.isMetadata(address) || METADATA.isMetadata(host) || METADATA.isMetadata(address)) {
+    return new UnsafeUrlError('address', `${host === address ? address : `${host} (${address})`} is a cloud metadata endpoint, which easel never calls`);
+  }
   const kind = classifyAddress(address);
   if (kind === 'public') return undefined;
+  if (policy?.allowsPrivate(host, address)) return undefined;
   const what = host === address ? `${address} is` : `${host} resolves to ${address},`;
   return new UnsafeUrlError('address', `${what} ${describeKind(kind)}; only public addresses may be called`);
 }
 
-/** Throws UnsafeUrlError when `host` is an IP literal that is not public (no-op for names). */
+/** The metadata endpoints are refused even when no policy is given. */
+const METADATA = new OutboundPolicy();
+
+/** Throws UnsafeUrlError when `host` is an IP literal the policy does not allow (names are checked when resolved). */
 export function assertPublicHost(host: string, opts: GuardOptions = {}): void {
-  if (opts.allowPrivate || isIP(host) === 0) return;
-  const err = refuseAddress(host, host);
+  if (isIP(host) === 0) {
+    if (METADATA.isMetadata(host)) throw refuseAddress(host, host, opts.policy)!;
+    return;
+  }
+  const err = refuseAddress(host, host, opts.policy);
   if (err) throw err;
 }
 
@@ -265,19 +277,18 @@ async function resolveAll(host: string, family: 0 | 4 | 6, opts: GuardOptions): 
 /** Resolves `host` (a name or literal) and refuses it when any address is not public. */
 export async function resolvePublic(host: string, opts: GuardOptions = {}, family: 0 | 4 | 6 = 0): Promise<ResolvedAddress[]> {
   const literal = isIP(host);
+  if (!literal && METADATA.isMetadata(host)) throw refuseAddress(host, host, opts.policy)!;
   const addrs = literal ? [{ address: host, family: literal }] : await resolveAll(host, family, opts);
-  if (!opts.allowPrivate) {
-    for (const a of addrs) {
-      const err = refuseAddress(host, a.address);
-      if (err) throw err;
-    }
+  for (const a of addrs) {
+    const err = refuseAddress(host, a.address, opts.policy);
+    if (err) throw err;
   }
   return addrs;
 }
 
 /**
- * The early check: an absolute http(s) URL whose host resolves only to public addresses (any address
- * at all when `allowPrivate`, in which case nothing is resolved). Throws UnsafeUrlError saying why.
+ * The early check: an absolute http(s) URL whose host resolves only to addresses the policy allows
+ * (public ones, or what the operator listed). Throws UnsafeUrlError saying why.
  */
 export async function checkUrl(input: string | URL, opts: CheckUrlOptions = {}): Promise<URL> {
   let url: URL;
@@ -291,7 +302,7 @@ export async function checkUrl(input: string | URL, opts: CheckUrlOptions = {}):
   if (!protocols.includes(scheme)) throw new UnsafeUrlError('protocol', `scheme "${scheme}" is not allowed (use ${protocols.join(' or ')})`);
   const host = urlHost(url);
   if (!host) throw new UnsafeUrlError('invalid_url', 'has no host');
-  if (!opts.allowPrivate) await resolvePublic(host, opts);
+  await resolvePublic(host, opts);
   return url;
 }
 

@@ -5,6 +5,11 @@
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from './database.ts';
 import type { ApiKey, KeyStore, NewApiKey } from './job-store.ts';
+import { DomainError } from '../core/errors.ts';
+import { isUniqueViolation } from './sql-job-store.ts';
+
+const keyNameTaken = (name: string) =>
+  new DomainError('conflict', `An API key named '${name}' already exists; names are unique among live keys (revoke it first, or choose another name).`, { param: 'name', code: 'key_name_taken' });
 
 interface KeyRow {
   id: string;
@@ -35,8 +40,11 @@ export class SqlKeyStore implements KeyStore {
     this.db = mdb.db;
   }
 
+  /** Creates a key; a live key of the same name is a `conflict` (names are unique among live keys). */
   async createKey(key: NewApiKey): Promise<ApiKey> {
     const now = Date.now();
+    const taken = await this.db.selectFrom('api_keys').select('id').where('name', '=', key.name).where('revoked_at', 'is', null).executeTakeFirst();
+    if (taken) throw keyNameTaken(key.name);
     await this.db
       .insertInto('api_keys')
       .values({
@@ -48,7 +56,11 @@ export class SqlKeyStore implements KeyStore {
         created_at: now,
         revoked_at: null,
       })
-      .execute();
+      .execute()
+      .catch((err) => {
+        // Two creations with one name raced past the check: the unique index decides.
+        throw isUniqueViolation(err) ? keyNameTaken(key.name) : err;
+      });
     return { id: key.id, name: key.name, prefix: key.prefix, admin: key.admin, createdAt: new Date(now), revokedAt: null };
   }
 
@@ -68,15 +80,22 @@ export class SqlKeyStore implements KeyStore {
     return (rows as KeyRow[]).map(rowToKey);
   }
 
-  /** Revokes the live key with this id, or every live key with this name. */
+  /**
+   * Revokes the live key with this id, or the live key with this name. A name that matches more than
+   * one live key (possible only on data written before names were unique) is refused, not guessed.
+   */
   async revokeKey(idOrName: string): Promise<boolean> {
-    const now = Date.now();
-    const r = await this.db
-      .updateTable('api_keys')
-      .set({ revoked_at: now })
+    const matches = await this.db
+      .selectFrom('api_keys')
+      .select(['id'])
       .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)]))
       .where('revoked_at', 'is', null)
-      .executeTakeFirst();
+      .execute();
+    if (matches.length === 0) return false;
+    if (matches.length > 1) {
+      throw new DomainError('conflict', `"${idOrName}" names ${matches.length} live keys; revoke one by its id (${matches.map((m) => m.id).join(', ')}).`, { code: 'ambiguous_key_name' });
+    }
+    const r = await this.db.updateTable('api_keys').set({ revoked_at: Date.now() }).where('id', '=', matches[0]!.id).where('revoked_at', 'is', null).executeTakeFirst();
     return r.numUpdatedRows > 0n;
   }
 

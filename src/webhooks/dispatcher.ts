@@ -17,10 +17,11 @@ import type { AttemptOutcome, DeliveryRow, WebhookDeliveryStore } from './delive
 import { postWebhook } from './http.ts';
 import type { PostResult } from './http.ts';
 import { signWebhook, webhookKey } from './signing.ts';
+import type { OutboundPolicy } from '../net/outbound-policy.ts';
 
 export interface DispatcherOptions {
   secret: string;
-  allowPrivate: boolean;
+  policy: OutboundPolicy;
   timeoutMs: number;
   retryForMs: number;
   initialBackoffMs: number;
@@ -182,7 +183,7 @@ export class WebhookDispatcher {
     const at = Date.now();
     const res = await postWebhook(row.url, row.payload, headers, {
       timeoutMs: this.opts.timeoutMs,
-      allowPrivate: this.opts.allowPrivate,
+      policy: this.opts.policy,
       resolver: this.opts.resolver,
       signal,
     });

@@ -29,6 +29,7 @@ import type { DeliveryStatus, NewDelivery } from './delivery-store.ts';
 import { WebhookDispatcher } from './dispatcher.ts';
 import { loadOrCreateWebhookSecret } from './signing.ts';
 import type { SettleListener } from '../jobs/settle.ts';
+import { OutboundPolicy } from '../net/outbound-policy.ts';
 
 export const newMessageId = (): string => `msg_${ulid()}`;
 
@@ -92,8 +93,12 @@ export class WebhookService {
   private started = false;
   private stopping = false;
 
+  /** What webhook receivers may be (public, or the operator's allowlist; never a metadata endpoint). */
+  private readonly policy: OutboundPolicy;
+
   constructor(deps: WebhookServiceDeps) {
     this.deps = deps;
+    this.policy = new OutboundPolicy(deps.config.outbound);
     this.deliveries = new WebhookDeliveryStore(deps.mdb);
     this.views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds);
   }
@@ -101,10 +106,10 @@ export class WebhookService {
   /** The submission-time check; throws a 400 naming `webhook_url` (ApiDeps.checkWebhookUrl). */
   async checkWebhookUrl(url: string): Promise<void> {
     try {
-      await checkUrl(url, { allowPrivate: this.deps.config.webhooks.allowPrivateAddresses, resolver: this.deps.resolver });
+      await checkUrl(url, { policy: this.policy, resolver: this.deps.resolver });
     } catch (err) {
       if (!(err instanceof UnsafeUrlError)) throw err;
-      const hint = err.reason === 'address' ? ' (webhooks.allowPrivateAddresses in the server config allows such addresses)' : '';
+      const hint = err.reason === 'address' && !/metadata/.test(err.message) ? ' (outbound.allowHosts or outbound.allowNetworks in the server config allow receivers on private networks)' : '';
       throw new DomainError('invalid', `Invalid 'webhook_url': ${err.message}${hint}.`, { param: 'webhook_url', code: 'invalid_webhook_url' });
     }
   }
@@ -165,7 +170,7 @@ export class WebhookService {
     }
     this.dispatcher = new WebhookDispatcher(this.deliveries, log.child({ component: 'webhooks' }), {
       secret,
-      allowPrivate: wh.allowPrivateAddresses,
+      policy: this.policy,
       timeoutMs: wh.timeoutSeconds * 1000,
       retryForMs: wh.retryForSeconds * 1000,
       initialBackoffMs: wh.initialBackoffSeconds * 1000,

@@ -122,7 +122,8 @@ describe('scale-out: 2 api + 3 worker processes, Redis, Postgres, S3; workers ki
       server: { host: '127.0.0.1', port: 0 },
       queue: { visibilityTimeoutSeconds: 3, maxAttempts: 5 },
       worker: { concurrency: CONCURRENCY, shutdownGraceSeconds: 1 },
-      webhooks: { secret: WEBHOOK_SECRET, allowPrivateAddresses: true, timeoutSeconds: 5, initialBackoffSeconds: 0.5 },
+      outbound: { allowNetworks: ['127.0.0.0/8'] },
+      webhooks: { secret: WEBHOOK_SECRET, timeoutSeconds: 5, initialBackoffSeconds: 0.5 },
       // 30 days for every key, 1 day for the `short-lived` key; every worker ticks each second.
       retention: { days: 30, keys: { 'short-lived': 1 }, intervalSeconds: 1 },
       ...standinBackendConfig(standin),

@@ -4,6 +4,7 @@ import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UnsafeUrlError, checkUrl, classifyAddress, guardedLookup, isPublicAddress, parseIPv6 } from '../../src/net/ssrf.ts';
 import type { Resolver, ResolvedAddress } from '../../src/net/ssrf.ts';
+import { OutboundPolicy } from '../../src/net/outbound-policy.ts';
 
 /** A resolver answering from a table (no real DNS in tests). */
 function fakeResolver(table: Record<string, string[]>): Resolver {
@@ -131,7 +132,7 @@ describe('checkUrl', () => {
   test('IP literals that are not public are refused without resolving', async () => {
     await refused('http://127.0.0.1:8080/', /127\.0\.0\.1 is a loopback address/);
     await refused('http://10.0.0.1/', /10\.0\.0\.1 is a private address/);
-    await refused('http://169.254.169.254/latest/meta-data', /link-local/);
+    await refused('http://169.254.169.254/latest/meta-data', /metadata endpoint/);
     await refused('http://[::1]/', /::1 is a loopback address/);
     await refused('http://[::ffff:127.0.0.1]/', /loopback/);
     await refused('http://0.0.0.0/', /unspecified/);
@@ -147,7 +148,7 @@ describe('checkUrl', () => {
   test('host names resolving to a non-public address are refused (any address counts)', async () => {
     await refused('https://internal.example.com/hook', /internal\.example\.com resolves to 10\.1\.2\.3, a private address/);
     await refused('https://mixed.example.com/hook', /192\.168\.0\.10/);
-    await refused('https://metadata.example.com/', /link-local/);
+    await refused('https://metadata.example.com/', /metadata endpoint/);
     await refused('https://v6.example.com/', /loopback/);
   });
 
@@ -167,11 +168,31 @@ describe('checkUrl', () => {
     await assert.rejects(checkUrl('https://slow.example.com/', { resolver: slow, resolveTimeoutMs: 50 }), /did not resolve within 50 ms/);
   });
 
-  test('allowPrivate lets anything http(s) through without resolving', async () => {
-    const never: Resolver = () => Promise.reject(new Error('must not resolve'));
-    await checkUrl('http://127.0.0.1:1/', { allowPrivate: true, resolver: never });
-    await checkUrl('http://internal.example.com/', { allowPrivate: true, resolver: never });
-    await assert.rejects(checkUrl('gopher://127.0.0.1/', { allowPrivate: true }), UnsafeUrlError);
+  test('the outbound policy lets listed private networks and hosts through, and nothing else', async () => {
+    const policy = new OutboundPolicy({ allowHosts: ['hooks.internal.example', '*.svc.cluster.local'], allowNetworks: ['127.0.0.0/8', 'fd00:1::/64'] });
+    const resolver = fakeResolver({ 'hooks.internal.example': ['10.1.2.3'], 'a.b.svc.cluster.local': ['10.9.9.9'], 'other.internal.example': ['10.1.2.4'] });
+    await checkUrl('http://127.0.0.1:1/', { policy, resolver });
+    await checkUrl('http://[fd00:1::5]/', { policy, resolver });
+    await checkUrl('https://hooks.internal.example/x', { policy, resolver });
+    await checkUrl('https://a.b.svc.cluster.local/x', { policy, resolver });
+    await assert.rejects(checkUrl('https://other.internal.example/x', { policy, resolver }), /private address/);
+    await assert.rejects(checkUrl('http://[fd00:2::5]/', { policy, resolver }), /private address/);
+    await assert.rejects(checkUrl('http://192.168.1.1/', { policy, resolver }), /private address/);
+    await assert.rejects(checkUrl('gopher://127.0.0.1/', { policy }), UnsafeUrlError);
+  });
+
+  test('cloud metadata endpoints are refused whatever the policy allows', async () => {
+    const policy = new OutboundPolicy({ allowHosts: ['metadata.google.internal', 'meta.example'], allowNetworks: ['0.0.0.0/0', '::/0', '169.254.0.0/16', '100.64.0.0/10'] });
+    const resolver = fakeResolver({ 'meta.example': ['169.254.169.254'], 'metadata.google.internal': ['169.254.169.254'] });
+    for (const url of ['http://169.254.169.254/latest/meta-data/', 'http://[fd00:ec2::254]/', 'http://100.100.100.200/', 'http://metadata.google.internal/computeMetadata/v1/', 'http://meta.example/', 'http://[::ffff:169.254.169.254]/', 'http://169.254.170.2/v2/credentials']) {
+      await assert.rejects(checkUrl(url, { policy, resolver }), /metadata endpoint/, url);
+    }
+    await assert.rejects(checkUrl('http://169.254.169.254/'), /metadata endpoint/, 'without a policy too');
+  });
+
+  test('networks in the policy are parsed strictly', () => {
+    assert.throws(() => new OutboundPolicy({ allowHosts: [], allowNetworks: ['10.0.0.0/33'] }), /prefix length/);
+    assert.throws(() => new OutboundPolicy({ allowHosts: [], allowNetworks: ['not-a-network'] }), /not an IPv4 or IPv6 network/);
   });
 });
 
@@ -229,7 +250,7 @@ describe('guardedLookup (connect time)', () => {
       await assert.rejects(get(guardedLookup({ resolver })), (err: unknown) => err instanceof UnsafeUrlError && /loopback/.test(err.message));
       assert.equal(hits, 0);
       // The same request with private addresses allowed goes through.
-      assert.equal(await get(guardedLookup({ resolver, allowPrivate: true })), 200);
+      assert.equal(await get(guardedLookup({ resolver, policy: new OutboundPolicy({ allowHosts: ['receiver.test'], allowNetworks: [] }) })), 200);
       assert.equal(hits, 1);
     } finally {
       await new Promise((r) => server.close(r));

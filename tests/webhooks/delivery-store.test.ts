@@ -155,7 +155,7 @@ if (postgres) {
     test('500 then 200, verified, attempts on the job', async () => {
       const receiver = await startReceiver(SECRET);
       const easel = await startEasel({
-        overrides: { database: { url: pg2!.url }, webhooks: { allowPrivateAddresses: true, initialBackoffSeconds: 0.2, secret: SECRET } },
+        overrides: { database: { url: pg2!.url }, outbound: { allowNetworks: ['127.0.0.0/8'] }, webhooks: { initialBackoffSeconds: 0.2, secret: SECRET } },
       });
       try {
         let n = 0;

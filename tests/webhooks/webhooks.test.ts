@@ -25,7 +25,7 @@ import { startReceiver, sleep, until } from './receiver.ts';
 import type { Receiver } from './receiver.ts';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
-const OVERRIDES = { webhooks: { allowPrivateAddresses: true, initialBackoffSeconds: 0.2, secret: SECRET } };
+const OVERRIDES = { outbound: { allowNetworks: ['127.0.0.0/8', '::1/128'] }, webhooks: { initialBackoffSeconds: 0.2, secret: SECRET } };
 
 async function submit(easel: TestEasel, body: Record<string, unknown>): Promise<any> {
   const res = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'a webhook test', async: true, ...body } });
@@ -434,7 +434,7 @@ describe('SSRF refusals (private addresses not allowed)', () => {
   const refusals: [string, string, RegExp][] = [
     ['loopback IPv4', 'http://127.0.0.1:9/hook', /127\.0\.0\.1 is a loopback address/],
     ['private 10/8', 'http://10.0.0.1/hook', /10\.0\.0\.1 is a private address/],
-    ['link-local metadata', 'http://169.254.169.254/latest/meta-data/', /169\.254\.169\.254 is a link-local address/],
+    ['link-local metadata', 'http://169.254.169.254/latest/meta-data/', /169\.254\.169\.254 is a cloud metadata endpoint/],
     ['IPv6 loopback', 'http://[::1]/hook', /::1 is a loopback address/],
     ['IPv4-mapped IPv6 loopback', 'http://[::ffff:127.0.0.1]/hook', /loopback/],
     ['a name resolving to loopback', 'http://localhost:9/hook', /localhost resolves to .*loopback/],
@@ -503,6 +503,9 @@ describe('SSRF refusals (private addresses not allowed)', () => {
   test('postWebhook refuses private IP literals before connecting', async () => {
     const res = await postWebhook('http://169.254.169.254/latest', '{}', {}, { timeoutMs: 1000 });
     assert.equal(res.refused, true);
-    assert.match(res.error!, /link-local/);
+    assert.match(res.error!, /metadata endpoint/);
+    const linkLocal = await postWebhook('http://169.254.1.1/latest', '{}', {}, { timeoutMs: 1000 });
+    assert.equal(linkLocal.refused, true);
+    assert.match(linkLocal.error!, /link-local/);
   });
 });

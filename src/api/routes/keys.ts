@@ -5,7 +5,7 @@
  *   GET  /v1/keys/current      any key: who am I (id, name, prefix, admin)
  *   GET  /v1/keys              admin: every key, revoked ones included
  *   POST /v1/keys              admin: {name, admin?} → the key with its secret, shown this once
- *   POST /v1/keys/{id}/revoke  admin: revokes at once in this process (others within the auth cache's 5 s)
+ *   POST /v1/keys/{id}/revoke  admin: revokes at once, in every API process (through the event bus)
  *
  * Non-admin keys get 403 on the admin routes. A key cannot revoke itself (sign in with another
  * admin key first), so the console cannot lock its user out by accident.
@@ -61,7 +61,9 @@ export async function keyRoutes(app: FastifyInstance, deps: ApiDeps) {
     }
     if (key.revokedAt) throw new DomainError('conflict', `API key '${key.name}' is already revoked.`, { code: 'key_already_revoked' });
     await deps.keys.revokeKey(key.id);
+    // Every API process (this one included) drops its cached authentication now.
     deps.auth.invalidate();
+    deps.events.publish({ type: 'key_revoked', jobId: 'keys', keyId: key.id, at: Date.now() });
     req.log.info({ keyId: key.id, by: req.apiKey.id }, 'api key revoked');
     const after = (await deps.keys.listKeys()).find((k) => k.id === id) ?? key;
     return keyView(after);

@@ -9,6 +9,7 @@ import * as m007 from './007-cost-control.ts';
 import * as m008 from './008-batches.ts';
 import * as m009 from './009-thumbnails.ts';
 import * as m010 from './010-batch-fingerprint.ts';
+import * as m011 from './011-unique-key-names.ts';
 
 // Names sort in the order they must run.
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   '008-batches': m008,
   '009-thumbnails': m009,
   '010-batch-fingerprint': m010,
+  '011-unique-key-names': m011,
 };
