@@ -182,6 +182,7 @@ export class Runtime {
     this.metrics.attach({ store: this.store, queue: this.queue, health: () => this.router.backendHealth(), circuits: () => circuits.snapshot() });
     this.embedder = config.cache.semantic.enabled ? createEmbedder(config.cache.semantic.embedder ?? { type: 'hashed', dimensions: 256 }) : undefined;
     this.cache = new ImageCache({ mdb: this.mdb, store: this.store, storage: this.storage, config: config.cache, embedder: this.embedder, log: costLog });
+    this.cache.resolveKeys = async () => (await this.keys.listKeys()).filter((k) => !k.revokedAt);
     this.cache.onLookup = (kind, hit) => this.metrics.cacheLookups.inc({ kind, result: hit ? 'hit' : 'miss' });
     this.budgets = new BudgetGate({ ledger: new BudgetLedger(this.mdb), config: config.budgets, log: costLog, onRefusal: (scope) => this.metrics.budgetRefusals.inc({ scope }) });
     this.jobCosts = new JobCosts(this.mdb);

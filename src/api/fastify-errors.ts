@@ -19,5 +19,5 @@ export function asDomainError(err: FastifyError | DomainError | Error, req: Fast
     return new DomainError('invalid', `We could not parse the JSON body of your request: ${e.message}`, { code: 'invalid_json' });
   }
   if (status >= 400 && status < 500) return new DomainError('invalid', e.message, { code: 'invalid_request' });
-  return new DomainError('internal', 'The server had an error while processing your request.', { code: 'internal_error' });
+  return new DomainError('internal', `The server had an error while processing your request (request id ${req.id}; the details are in the server's logs).`, { code: 'internal_error' });
 }

@@ -4,6 +4,7 @@
  */
 import type { Job, StoredImage } from '../core/job.ts';
 import { toWarning } from '../core/job.ts';
+import { visibleJobError } from './redact.ts';
 import { formatSize } from '../core/image-request.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 
@@ -77,7 +78,8 @@ export class JobViews {
   }
 
   /** The job object; `images` are given when the job succeeded. */
-  async job(job: Job, images?: StoredImage[]): Promise<Record<string, unknown>> {
+  /** The job object; `admin` viewers see failures in full, others without internal detail. */
+  async job(job: Job, images?: StoredImage[], viewer: { admin: boolean } = { admin: false }): Promise<Record<string, unknown>> {
     return {
       id: job.id,
       object: 'image.job',
@@ -98,7 +100,7 @@ export class JobViews {
       cost_usd: job.costUsd,
       result: job.status === 'succeeded' && images ? await this.imagesResponse(job, images) : null,
       warnings: (job.result?.warnings ?? []).map(toWarning),
-      error: job.error,
+      error: job.error ? visibleJobError(job.error, job.id, viewer.admin) : null,
       ...(this.extras ? await this.extras(job) : {}),
     };
   }

@@ -90,6 +90,9 @@ declare module 'fastify' {
   }
 }
 
+/** How much of an oversized body is read (and dropped) so its 413 reaches the client. */
+const DRAIN_BOUND_FACTOR = 16;
+
 export function buildServer(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
@@ -108,6 +111,22 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });
+  // A body declared larger than the limit (multipart included) is refused before it is read. The
+  // rest of it is read and dropped, up to a bound, so the client (still sending) gets the 413
+  // instead of a reset connection; past the bound the connection is closed.
+  const limit = deps.config.server.bodyLimitBytes;
+  app.addHook('onRequest', async (req, reply) => {
+    const declared = Number(req.headers['content-length']);
+    if (!(declared > limit)) return;
+    reply.header('connection', 'close');
+    let drained = 0;
+    req.raw.on('data', (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_BOUND_FACTOR * limit) req.raw.destroy();
+    });
+    req.raw.resume();
+    throw new DomainError('too_large', `Request body is larger than this server accepts (${limit} bytes).`, { code: 'request_too_large' });
+  });
 
   const location = (jobId: string) => `${deps.publicUrl()}/v1/images/jobs/${jobId}`;
   app.setErrorHandler((err: FastifyError | DomainError, req, reply) => {
@@ -121,7 +140,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   });
 
   registerCors(app, deps.config.cors.origins);
-  app.register(healthRoutes, { readiness: deps.readiness });
+  app.register(healthRoutes, { readiness: deps.readiness, log: deps.log });
   app.register(docsRoutes, deps);
   app.register(fileRoutes, deps);
   if (deps.config.metrics.enabled) app.register(metricsRoutes, { metrics: deps.metrics, bearerToken: deps.config.metrics.bearerToken });

@@ -16,6 +16,7 @@ import { isTerminal } from '../core/job.ts';
 import type { Job, StoredImage } from '../core/job.ts';
 import type { Caller, SubmitCommand } from '../submissions/command.ts';
 import { errorBody } from './http-errors.ts';
+import { visibleJobError } from './redact.ts';
 import { streamImages, tapPartials } from './image-stream.ts';
 import type { PartialTap } from './image-stream.ts';
 import { watchJob } from './job-waiter.ts';
@@ -38,6 +39,8 @@ export function callerOf(req: FastifyRequest): Caller {
 
 export interface AnswerMode {
   async: boolean;
+  /** Admin callers see a failed job's error in full; others without internal detail. */
+  admin?: boolean;
   /** Answer with OpenAI's image event stream. */
   stream?: boolean;
 }
@@ -69,7 +72,7 @@ export async function submitAndAnswer(deps: AnswerDeps, req: FastifyRequest, rep
     tap = undefined;
     reply.header('idempotent-replayed', 'true');
   }
-  return answer(deps, reply, submitted.job, mode, watch, tap);
+  return answer(deps, reply, submitted.job, { ...mode, admin: req.apiKey.admin }, watch, tap);
 }
 
 /** Async: 202 with the job. Sync: wait for it (up to the limit), then the images or its error. */
@@ -77,7 +80,7 @@ export async function answer(deps: AnswerDeps, reply: FastifyReply, job: Job, mo
   const location = `${deps.publicUrl()}/v1/images/jobs/${job.id}`;
   if (mode.async) {
     watch?.cancel();
-    return reply.status(202).header('location', location).send(await deps.views.job(job));
+    return reply.status(202).header('location', location).send(await deps.views.job(job, undefined, { admin: !!mode.admin }));
   }
   const timeoutMs = deps.config.server.syncTimeoutSeconds * 1000;
   if (mode.stream) {
@@ -86,7 +89,7 @@ export async function answer(deps: AnswerDeps, reply: FastifyReply, job: Job, mo
       storage: deps.storage,
       heartbeatMs: streamTiming.heartbeatMs,
       syncTimeoutSeconds: deps.config.server.syncTimeoutSeconds,
-      failure: (j: Job) => errorBody(unfinishedError(j)),
+      failure: (j: Job) => errorBody(unfinishedError(j, !!mode.admin)),
     };
     // A replayed or cached job that is not finished yet is watched from here.
     const w = isTerminal(job.status) ? (watch?.cancel(), undefined) : (watch ?? watchJob(deps.store, deps.events, job.id, timeoutMs));
@@ -101,16 +104,16 @@ export async function answer(deps: AnswerDeps, reply: FastifyReply, job: Job, mo
       retryable: false,
     });
   }
-  return sendFinished(deps, reply, done.job, location, done.images, done.bytes);
+  return sendFinished(deps, reply, done.job, location, !!mode.admin, done.images, done.bytes);
 }
 
-async function sendFinished(deps: AnswerDeps, reply: FastifyReply, job: Job, location: string, known?: StoredImage[], bytes?: Map<string, Uint8Array>) {
+async function sendFinished(deps: AnswerDeps, reply: FastifyReply, job: Job, location: string, admin: boolean, known?: StoredImage[], bytes?: Map<string, Uint8Array>) {
   reply.header('x-easel-job-id', job.id).header('content-location', location);
   if (job.status === 'succeeded') {
     const images = known ?? (await deps.store.listImagesForJob(job.id));
     return reply.send(await deps.views.imagesResponse(job, images, bytes));
   }
-  throw unfinishedError(job);
+  throw unfinishedError(job, admin);
 }
 
 /** How a failed job's error code answers a synchronous request (or ends a stream). */
@@ -126,9 +129,9 @@ const FAILURE_KIND: Record<string, ErrorKind> = {
 };
 
 /** What a synchronous request (or a stream) answers for a job that ended other than succeeded. */
-export function unfinishedError(job: Job): DomainError {
+export function unfinishedError(job: Job, admin: boolean): DomainError {
   if (job.status === 'canceled') return new DomainError('conflict', `Job ${job.id} was canceled.`, { code: 'job_canceled', jobId: job.id, retryable: false });
-  const code = job.error?.code ?? 'backend_error';
-  const kind = Object.hasOwn(FAILURE_KIND, code) ? FAILURE_KIND[code]! : 'upstream';
-  return new DomainError(kind, `Job ${job.id} failed: ${job.error?.message ?? 'unknown error'}`, { code, jobId: job.id, retryable: kind === 'unavailable' ? undefined : false });
+  const error = visibleJobError(job.error ?? { code: 'backend_error', message: 'unknown error' }, job.id, admin);
+  const kind = Object.hasOwn(FAILURE_KIND, error.code) ? FAILURE_KIND[error.code]! : 'upstream';
+  return new DomainError(kind, `Job ${job.id} failed: ${error.message}`, { code: error.code, jobId: job.id, retryable: kind === 'unavailable' ? undefined : false });
 }

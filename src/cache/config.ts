@@ -56,8 +56,13 @@ export const cacheConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Answer a key's requests with images other keys generated (and let its images serve others). */
-    shareAcrossKeys: z.boolean().default(true),
+    /**
+     * Groups of keys (names or ids) that trust each other: a key's requests may be answered with
+     * images another key of one of its groups made. A key in no group only ever gets its own.
+     */
+    shareGroups: z.record(z.string().min(1), z.array(z.string().min(1)).min(2)).default({}),
+    /** Replaced by `shareGroups` (sharing is now opt-in per group of keys). */
+    shareAcrossKeys: z.never({ error: 'was replaced by cache.shareGroups (named groups of keys that may answer each other from the cache; by default a key only gets its own images)' }).optional(),
     /** Keys (name or id) whose requests never use or fill the cache. */
     optOutKeys: z.array(z.string().min(1)).default([]),
   })

@@ -11,7 +11,9 @@
  *   above but the prompt); the most similar at or above the threshold answers.
  *
  * Entries live `ttlSeconds`; a key in `cache.optOutKeys`, or a request with `Easel-Cache: off`,
- * neither uses nor fills the cache. With `cache.shareAcrossKeys` off, a key only gets its own images.
+ * neither uses nor fills the cache. A key is answered only with its own images, or with images of
+ * the keys it shares a `cache.shareGroups` group with; a hit from another key never names that
+ * key's job.
  * A hit copies the source's images under the new job (so retention of the source cannot break it),
  * and the job records the hit, its source and the money saved.
  */
@@ -37,6 +39,8 @@ export interface CacheHit {
   kind: 'exact' | 'semantic';
   entryId: string;
   sourceJobId: string;
+  /** The key whose job made the images (another key of the caller's share group, or the caller). */
+  sourceKeyId: string;
   similarity?: number;
   images: StoredImage[];
   /** The source's bytes, read at lookup so a hit whose files are gone is a miss, not a failure later. */
@@ -147,36 +151,36 @@ export class ImageCache {
     }
   }
 
-  async lookupExact(keys: CacheKeys, keyId: string): Promise<CacheHit | undefined> {
+  async lookupExact(keys: CacheKeys, keyIds: readonly string[]): Promise<CacheHit | undefined> {
     await this.flush();
-    let q = this.db
+    const q = this.db
       .selectFrom('image_cache')
-      .select(['id', 'job_id'])
+      .select(['id', 'job_id', 'key_id'])
+      .where('key_id', 'in', keyIds)
       .where('cache_key', '=', keys.cacheKey)
       .where('expires_at', '>', Date.now())
       .where('created_at', '>', Date.now() - this.config.exact.ttlSeconds * 1000);
-    if (!this.config.shareAcrossKeys) q = q.where('key_id', '=', keyId);
-    const rows = (await q.orderBy('created_at', 'desc').limit(3).execute()) as { id: string; job_id: string }[];
+    const rows = (await q.orderBy('created_at', 'desc').limit(3).execute()) as { id: string; job_id: string; key_id: string }[];
     for (const r of rows) {
       const images = await this.usable(r.id, r.job_id);
-      if (images) return { kind: 'exact', entryId: r.id, sourceJobId: r.job_id, images };
+      if (images) return { kind: 'exact', entryId: r.id, sourceJobId: r.job_id, sourceKeyId: r.key_id, images };
     }
     return undefined;
   }
 
-  async lookupSemantic(keys: CacheKeys, keyId: string, vector: Float32Array): Promise<CacheHit | undefined> {
+  async lookupSemantic(keys: CacheKeys, keyIds: readonly string[], vector: Float32Array): Promise<CacheHit | undefined> {
     if (!this.embedder) return undefined;
     await this.flush();
-    let q = this.db
+    const q = this.db
       .selectFrom('image_cache')
-      .select(['id', 'job_id', 'embedding'])
+      .select(['id', 'job_id', 'key_id', 'embedding'])
+      .where('key_id', 'in', keyIds)
       .where('params_key', '=', keys.paramsKey)
       .where('expires_at', '>', Date.now())
       .where('created_at', '>', Date.now() - this.config.semantic.ttlSeconds * 1000)
       .where('embedding', 'is not', null);
-    if (!this.config.shareAcrossKeys) q = q.where('key_id', '=', keyId);
-    const rows = (await q.orderBy('created_at', 'desc').limit(this.config.semantic.maxCandidates).execute()) as { id: string; job_id: string; embedding: string }[];
-    const scored: { id: string; job: string; sim: number }[] = [];
+    const rows = (await q.orderBy('created_at', 'desc').limit(this.config.semantic.maxCandidates).execute()) as { id: string; job_id: string; key_id: string; embedding: string }[];
+    const scored: { id: string; job: string; key: string; sim: number }[] = [];
     for (const r of rows) {
       let v = this.vectors.get(r.id);
       if (!v) {
@@ -186,12 +190,12 @@ export class ImageCache {
         this.vectors.set(r.id, v);
       }
       const sim = cosine(vector, v);
-      if (sim >= this.config.semantic.threshold) scored.push({ id: r.id, job: r.job_id, sim });
+      if (sim >= this.config.semantic.threshold) scored.push({ id: r.id, job: r.job_id, key: r.key_id, sim });
     }
     scored.sort((a, b) => b.sim - a.sim);
     for (const s of scored.slice(0, 3)) {
       const images = await this.usable(s.id, s.job);
-      if (images) return { kind: 'semantic', entryId: s.id, sourceJobId: s.job, similarity: Math.round(s.sim * 1e4) / 1e4, images };
+      if (images) return { kind: 'semantic', entryId: s.id, sourceJobId: s.job, sourceKeyId: s.key, similarity: Math.round(s.sim * 1e4) / 1e4, images };
     }
     return undefined;
   }
@@ -229,9 +233,10 @@ export class ImageCache {
     if (!elig.exact && !elig.semantic) return {};
     const keys = cacheKeys(input.model, input.request);
     const loaded = async (h: CacheHit | undefined) => (h ? await this.load(h) : undefined);
+    const sharing = await this.sharingKeys(input.key);
     let hit: CacheHit | undefined;
     if (elig.exact) {
-      hit = await this.lookupExact(keys, input.key.id).then(loaded).catch((err) => (this.log.warn({ err }, 'cache lookup failed'), undefined));
+      hit = await this.lookupExact(keys, sharing).then(loaded).catch((err) => (this.log.warn({ err }, 'cache lookup failed'), undefined));
       this.onLookup('exact', !!hit);
       if (hit) return { hit };
     }
@@ -239,10 +244,36 @@ export class ImageCache {
     const v = await this.embed(input.request.prompt);
     if (!v) return {};
     const embedding = encodeEmbedding(this.embedder!.id, v);
-    hit = await this.lookupSemantic(keys, input.key.id, v).then(loaded).catch((err) => (this.log.warn({ err }, 'semantic cache lookup failed'), undefined));
+    hit = await this.lookupSemantic(keys, sharing, v).then(loaded).catch((err) => (this.log.warn({ err }, 'semantic cache lookup failed'), undefined));
     this.onLookup('semantic', !!hit);
     return { hit, embedding };
   }
+
+  /**
+   * The keys whose images may answer this key: itself, and every key it shares a `cache.shareGroups`
+   * group with (groups name keys by name or id; names are resolved through `resolveKeys`, cached).
+   */
+  async sharingKeys(key: Pick<ApiKey, 'id' | 'name'>): Promise<string[]> {
+    const groups = Object.values(this.config.shareGroups).filter((members) => members.includes(key.id) || members.includes(key.name));
+    if (groups.length === 0) return [key.id];
+    const all = await this.keyDirectory();
+    const ids = new Set([key.id]);
+    for (const members of groups) for (const m of members) for (const k of all) if (k.id === m || k.name === m) ids.add(k.id);
+    return [...ids];
+  }
+
+  /** Keys by id and name, for share groups; re-read at most once a minute. */
+  private directory: { at: number; keys: { id: string; name: string }[] } | undefined;
+  private async keyDirectory(): Promise<{ id: string; name: string }[]> {
+    if (!this.directory || Date.now() - this.directory.at > 60_000) {
+      const keys = this.resolveKeys ? await this.resolveKeys() : [];
+      this.directory = { at: Date.now(), keys: keys.map((k) => ({ id: k.id, name: k.name })) };
+    }
+    return this.directory.keys;
+  }
+
+  /** Every live key (for resolving share groups by name); set by the runtime. */
+  resolveKeys: (() => Promise<Pick<ApiKey, 'id' | 'name'>[]>) | undefined;
 
   /** Called per lookup (metrics). */
   onLookup: (kind: 'exact' | 'semantic', hit: boolean) => void = () => {};

@@ -43,7 +43,7 @@ export interface AdmissionRecord {
   reserved: boolean;
   cachePolicy: string;
   embedding: string | null;
-  hit: { kind: string; sourceJobId: string; similarity?: number; savedUsd: number | null } | null;
+  hit: { kind: string; sourceJobId: string | null; similarity?: number; savedUsd: number | null } | null;
   parent: { jobId: string; index: number } | null;
   batchId: string | null;
 }

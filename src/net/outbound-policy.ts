@@ -6,7 +6,7 @@
  * of every SSRF).
  */
 import { isIP } from 'node:net';
-import { parseIPv4, parseIPv6 } from './ssrf.ts';
+import { parseIPv4, parseIPv6 } from './ip.ts';
 
 /** Instance metadata services (AWS, ECS tasks, GCP, Azure, Alibaba, Oracle) by address and name. */
 const METADATA_ADDRESSES = ['169.254.169.254', '169.254.170.2', 'fd00:ec2::254', '100.100.100.200', '192.0.0.192'];

@@ -85,9 +85,10 @@ export interface JobStore {
   listImagesForJob(jobId: string): Promise<StoredImage[]>;
   /** A key's images with their jobs, newest job first (then by index), filtered and cursor-paginated. */
   listImages(query: ListImagesQuery): Promise<ImagePage>;
-  countByStatus(): Promise<Record<JobStatus, number>>;
-  /** Queued and running jobs counted per public model (all keys): queue depth per backend for status pages. */
-  countActiveByModel(): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]>;
+  /** Jobs by status: every key's, or one key's. */
+  countByStatus(keyId?: string): Promise<Record<JobStatus, number>>;
+  /** Queued and running jobs counted per public model (every key's, or one key's): queue depth for status pages. */
+  countActiveByModel(keyId?: string): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]>;
   /** Queued and running jobs, oldest first (for re-enqueueing after a queue lost messages). */
   listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]>;
 }

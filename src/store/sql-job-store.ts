@@ -523,12 +523,10 @@ export class SqlJobStore implements JobStore {
     return { items: images.flatMap((image) => (byId.has(image.jobId) ? [{ image, job: byId.get(image.jobId)! }] : [])), hasMore };
   }
 
-  async countByStatus(): Promise<Record<JobStatus, number>> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .select(['status', (eb) => eb.fn.countAll().as('n')])
-      .groupBy('status')
-      .execute();
+  async countByStatus(keyId?: string): Promise<Record<JobStatus, number>> {
+    let q = this.db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll().as('n')]);
+    if (keyId !== undefined) q = q.where('key_id', '=', keyId);
+    const rows = await q.groupBy('status').execute();
     const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
     for (const r of rows as { status: string; n: number | string | bigint }[]) {
       if (r.status in counts) counts[r.status as JobStatus] = Number(r.n);
@@ -536,13 +534,10 @@ export class SqlJobStore implements JobStore {
     return counts;
   }
 
-  async countActiveByModel(): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]> {
-    const rows = await this.db
-      .selectFrom('jobs')
-      .select(['model', 'status', (eb) => eb.fn.countAll().as('n')])
-      .where('status', 'in', ACTIVE)
-      .groupBy(['model', 'status'])
-      .execute();
+  async countActiveByModel(keyId?: string): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]> {
+    let q = this.db.selectFrom('jobs').select(['model', 'status', (eb) => eb.fn.countAll().as('n')]).where('status', 'in', ACTIVE);
+    if (keyId !== undefined) q = q.where('key_id', '=', keyId);
+    const rows = await q.groupBy(['model', 'status']).execute();
     return (rows as { model: string; status: 'queued' | 'running'; n: number | string | bigint }[]).map((r) => ({ model: r.model, status: r.status, count: Number(r.n) }));
   }
 

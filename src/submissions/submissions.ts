@@ -315,7 +315,8 @@ export class Submissions {
         reserved: a.reserved,
         cachePolicy: policy,
         embedding: a.embedding ?? null,
-        hit: a.hit ? { kind: a.hit.kind, sourceJobId: a.hit.sourceJobId, similarity: a.hit.similarity, savedUsd: a.estimateUsd } : null,
+        // Another key's job (of a share group) is never named to this one.
+        hit: a.hit ? { kind: a.hit.kind, sourceJobId: a.hit.sourceKeyId === caller.keyId ? a.hit.sourceJobId : null, similarity: a.hit.similarity, savedUsd: a.estimateUsd } : null,
         parent: cmd.refine?.parent ?? null,
         batchId: cmd.batch?.id ?? null,
       })

@@ -49,6 +49,7 @@ describe('the cache through the API', () => {
   let easel: TestEasel;
   let optOut: string;
   let other: string;
+  let stranger: string;
   const calls = () => easel.standin.requests.filter((r) => r.path === '/v1/images/generations').length;
 
   before(async () => {
@@ -56,12 +57,15 @@ describe('the cache through the API', () => {
       overrides: {
         cache: {
           optOutKeys: ['private-key'],
+          // The admin key and `other-tenant` trust each other; `stranger` shares with nobody.
+          shareGroups: { studio: ['admin', 'other-tenant'] },
           semantic: { enabled: true, embedder: { type: 'hashed', dimensions: 256 }, threshold: 0.85 },
         },
       },
     });
     optOut = (await createApiKey(easel.runtime.keys, { name: 'private-key' })).secret;
     other = (await createApiKey(easel.runtime.keys, { name: 'other-tenant' })).secret;
+    stranger = (await createApiKey(easel.runtime.keys, { name: 'stranger' })).secret;
   });
   after(() => easel.close());
 
@@ -151,8 +155,14 @@ describe('the cache through the API', () => {
     assert.equal(c.cache.hit, false, 'nothing of the opted-out key was stored');
     assert.equal(calls(), before + 2);
     const d = await gen({ prompt: 'a secret garden', seed: 1 });
-    assert.equal(d.cache.hit, true, 'the admin key gets the other tenant’s image (shareAcrossKeys)');
-    assert.equal(d.cache.source_job_id, c.id);
+    assert.equal(d.cache.hit, true, 'the admin key gets the image of a key in its share group');
+    assert.equal(d.cache.source_job_id, null, 'but never the other key’s job id');
+    assert.ok(!JSON.stringify(d).includes(c.id), 'nowhere in the job');
+    const e = await gen({ prompt: 'a secret garden', seed: 1 }, { key: stranger });
+    assert.equal(e.cache.hit, false, 'a key in no group only ever gets its own images');
+    const f = await gen({ prompt: 'a secret garden', seed: 1 }, { key: stranger });
+    assert.equal(f.cache.hit, true, 'its own, yes');
+    assert.equal(f.cache.source_job_id, e.id);
   });
 
   test('semantic hits for near-identical prompts when the request allows them', async () => {

@@ -26,7 +26,7 @@ describe('cost-control config', () => {
     assert.equal(c.cache.exact.enabled, true);
     assert.equal(c.cache.semantic.enabled, false);
     assert.equal(c.cache.semantic.threshold, 0.95);
-    assert.equal(c.cache.shareAcrossKeys, true);
+    assert.deepEqual(c.cache.shareGroups, {}, 'no key is answered with another key’s images unless a group says so');
     assert.deepEqual(c.rateLimits.generations, { perKey: 10, perAddress: 30, windowSeconds: 60 });
     assert.deepEqual(c.rateLimits.batches, { perKey: 2, perAddress: 5, windowSeconds: 60 });
     assert.equal(c.rateLimits.exemptAdmin, true);

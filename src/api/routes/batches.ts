@@ -21,6 +21,7 @@ import { parseGeneration } from '../generation-request.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import { idempotencyKeyOf } from '../idempotency.ts';
+import { visibleJobError } from '../redact.ts';
 import { fingerprint } from '../../submissions/fingerprint.ts';
 import type { SubmitCommand } from '../../submissions/command.ts';
 import type { Batch, BatchStore, ItemBody } from '../../batches/batch-store.ts';
@@ -238,7 +239,7 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
           const job = await deps.store.getJob(it.jobId);
           if (job) images = (await deps.views.imagesResponse(job, await deps.store.listImagesForJob(job.id))).data;
         }
-        return { index: it.index, custom_id: it.customId, status: it.status, job_id: it.jobId, cost_usd: it.costUsd, data: images, error: it.error };
+        return { index: it.index, custom_id: it.customId, status: it.status, job_id: it.jobId, cost_usd: it.costUsd, data: images, error: it.error ? visibleJobError(it.error, it.jobId ?? b.id, req.apiKey.admin) : null };
       }),
     );
     return { object: 'list', data, has_more: page.hasMore, last_index: page.items.at(-1)?.index ?? null };

@@ -222,8 +222,8 @@ class JobEventStream {
 export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
   // The same job object GET answers, cost control's fields included.
   const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, jobExtras(deps.jobCosts, deps.budgets.ledger));
-  const render: Render = async (job) => {
-    const view = await views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
+  const renderFor = (admin: boolean): Render => async (job) => {
+    const view = await views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined, { admin });
     if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;
     return view;
   };
@@ -237,7 +237,7 @@ export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
     const jobId = req.params.id;
     const header = req.headers['last-event-id'];
     const lastId = parseLastEventId(header !== undefined ? header : req.query.last_event_id);
-    const stream = new JobEventStream({ jobId, res: reply.raw, deps, render, lastId, onEnd: () => open.delete(stream) });
+    const stream = new JobEventStream({ jobId, res: reply.raw, deps, render: renderFor(req.apiKey.admin), lastId, onEnd: () => open.delete(stream) });
     stream.subscribe();
     let job: Job | undefined;
     try {

@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DomainError } from '../../core/errors.ts';
 import type { ApiDeps } from '../server.ts';
+import { InvalidStorageKeyError } from '../../storage/local-storage.ts';
 
 export async function fileRoutes(app: FastifyInstance, deps: ApiDeps) {
   const verify = deps.verifyFileSignature;
@@ -15,7 +16,11 @@ export async function fileRoutes(app: FastifyInstance, deps: ApiDeps) {
     if (!expires || !signature || !verify(key, expires, signature)) {
       throw new DomainError('forbidden', 'This image link is invalid or has expired; fetch the job again for a fresh one.', { code: 'invalid_signature' });
     }
-    const obj = await deps.storage.get(key);
+    // A key that is not a storage key (`..`, an absolute path) names no image, even when signed.
+    const obj = await deps.storage.get(key).catch((err) => {
+      if (err instanceof InvalidStorageKeyError) return undefined;
+      throw err;
+    });
     if (!obj) throw new DomainError('not_found', 'No such image.', { code: 'image_not_found' });
     return reply
       .header('content-type', obj.contentType)

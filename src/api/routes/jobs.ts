@@ -13,13 +13,13 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     if (!job || job.keyId !== keyId) throw notFound('job', id);
     return job;
   };
-  const render = async (job: Job) => {
-    const view = await deps.views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined);
+  const render = async (job: Job, admin: boolean) => {
+    const view = await deps.views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined, { admin });
     if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;
     return view;
   };
 
-  app.get<{ Params: { id: string } }>('/images/jobs/:id', async (req) => render(await ownJob(req.params.id, req.apiKey.id)));
+  app.get<{ Params: { id: string } }>('/images/jobs/:id', async (req) => render(await ownJob(req.params.id, req.apiKey.id), req.apiKey.admin));
 
   app.get<{ Querystring: Record<string, string | undefined> }>('/images/jobs', async (req) => {
     const q = req.query;
@@ -30,7 +30,7 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     }
     if (q.after !== undefined && !/^job_[0-9A-Z]{26}$/.test(q.after)) throw invalidParam('after', "Invalid value for 'after': expected a job id.");
     const page = await deps.store.listJobs({ keyId: req.apiKey.id, status: q.status as JobStatus | undefined, limit, after: q.after });
-    const data = await Promise.all(page.jobs.map(render));
+    const data = await Promise.all(page.jobs.map((j) => render(j, req.apiKey.admin)));
     return {
       object: 'list',
       data,
@@ -47,6 +47,6 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     if (out.outcome === 'already_terminal') {
       throw new DomainError('conflict', `Job ${out.job.id} already ended with status '${out.job.status}'.`, { code: 'job_already_finished' });
     }
-    return render(out.job);
+    return render(out.job, req.apiKey.admin);
   });
 }

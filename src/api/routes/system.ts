@@ -1,9 +1,11 @@
 /**
  * GET /v1/system — what the console's System page shows: each backend with its health, capabilities,
  * the public models it serves and its queue depth (queued and running jobs for those models, all
- * keys), plus the GPU hosts, busy time and loaded model wherever the backend reports them in its
- * health details (the GPU host pools do). Host URLs are internal addresses: only admin keys see them.
+ * keys for an admin, the caller's own otherwise), plus the GPU hosts, busy time and loaded model
+ * wherever the backend reports them in its health details (the GPU host pools do). Host URLs, health
+ * messages and host errors carry internal addresses: only admin keys see them in full.
  */
+import { redactAddresses } from '../redact.ts';
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 
@@ -24,14 +26,15 @@ function hostView(h: Record<string, unknown>, admin: boolean) {
     model_switches: num(h.switches),
     free_vram_bytes: num(h.freeVramBytes),
     total_vram_bytes: num(h.totalVramBytes),
-    last_error: str(h.lastError),
+    last_error: admin ? str(h.lastError) : str(h.lastError) && 'failed (the details are in the server’s logs)',
   };
 }
 
 export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
   app.get('/system', async (req) => {
     const admin = req.apiKey.admin;
-    const [health, counts, active] = await Promise.all([deps.backends.health(), deps.store.countByStatus(), deps.store.countActiveByModel()]);
+    const own = admin ? undefined : req.apiKey.id;
+    const [health, counts, active] = await Promise.all([deps.backends.health(), deps.store.countByStatus(own), deps.store.countActiveByModel(own)]);
     const models = deps.backends.listModels();
     const backends = deps.backends.listBackends().map((b) => {
       const h = health[b.name] ?? { ok: false, message: 'no health answer' };
@@ -44,7 +47,7 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
         type: b.type,
         ok: h.ok,
         overloaded: h.overloaded ?? false,
-        message: h.message ?? null,
+        message: h.message == null ? null : admin ? h.message : h.ok ? redactAddresses(h.message) : 'unavailable (the details are in the server’s logs)',
         models: served,
         capabilities: {
           generate: b.capabilities.generate,
