@@ -27,8 +27,13 @@ describe('probes', () => {
       assert.equal(down.status, 503);
       const body = (await down.json()) as any;
       assert.equal(body.checks.backends.ok, false);
-      assert.match(body.checks.backends.message, /standin/);
+      assert.equal(body.checks.backends.message, 'no backend can take work', 'which check, not the internals (no key is needed for /ready)');
       assert.equal(body.checks.database.ok, true);
+      // Why is for admin keys: /v1/system names the backend and its error.
+      const system = (await (await easel.api('/v1/system')).json()) as any;
+      assert.equal(system.backends[0].name, 'standin');
+      assert.equal(system.backends[0].ok, false);
+      assert.ok(system.backends[0].message);
     } finally {
       await easel.close().catch(() => {});
     }

@@ -124,7 +124,9 @@ describe('GPU pools behind easel', () => {
       body = await res.json();
       return res.status === 503;
     }, 10_000, '/ready 503');
-    assert.match(body.checks.capacity.message, /backend gpus is overloaded: overloaded: \d+ jobs waiting for a GPU host \(limit 3\)/);
+    assert.equal(body.checks.capacity.message, 'the backends are overloaded');
+    const system = (await (await easel.api('/v1/system')).json()) as any;
+    assert.match(JSON.stringify(system.backends), /overloaded: \d+ jobs waiting for a GPU host \(limit 3\)/, 'admins see why in /v1/system');
     assert.equal(body.checks.backends.ok, true);
     await Promise.all(ids.map((id) => waitForJob(easel, id, { timeoutMs: 30_000 })));
     await until(async () => (await fetch(`${easel.url}/ready`)).status === 200, 10_000, '/ready 200');
@@ -148,7 +150,9 @@ describe('GPU pool with every host down', () => {
         body = await res.json();
         return res.status === 503;
       }, 10_000, '/ready 503');
-      assert.match(body.checks.backends.message, /no healthy backend \(gpus: 0\/1 hosts up/);
+      assert.equal(body.checks.backends.message, 'no backend can take work');
+      const system = (await (await easel.api('/v1/system')).json()) as any;
+      assert.match(system.backends[0].message, /0\/1 hosts up/, 'admins see why in /v1/system');
       await host.revive();
       await until(async () => (await fetch(`${easel.url}/ready`)).status === 200, 10_000, '/ready 200 again');
       const id = await submit(easel, { prompt: 'after the outage', steps: 2 });
