@@ -201,7 +201,7 @@ export const MAX_PROVIDER_OPTION_DEPTH = 8;
  */
 export function providerOptionsProblem(model: string, spec: Pick<ModelSpec, 'providerOptions'>, options: Record<string, unknown> | undefined): SpecProblem | undefined {
   if (!options || Object.keys(options).length === 0) return undefined;
-  const found = guardedKey(options, 'provider_options', 0);
+  const found = guardedOptionsProblem(options);
   if (found) return found;
   const parsed = spec.providerOptions.safeParse(options);
   if (parsed.success) return undefined;
@@ -213,6 +213,11 @@ export function providerOptionsProblem(model: string, spec: Pick<ModelSpec, 'pro
   }
   const param = ['provider_options', ...issue.path.map(String)].join('.');
   return { param, code: 'invalid_value', message: `Invalid value for '${param}' on model '${model}': ${issue.message}.` };
+}
+
+/** The model-independent part: guarded keys (at any depth) and nesting depth. */
+export function guardedOptionsProblem(options: Record<string, unknown> | undefined): SpecProblem | undefined {
+  return options ? guardedKey(options, 'provider_options', 0) : undefined;
 }
 
 function guardedKey(value: unknown, path: string, depth: number): SpecProblem | undefined {

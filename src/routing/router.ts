@@ -173,6 +173,11 @@ export class Router {
       .map(([name, a]) => ({ name, description: a.description, size: a.size, tier: a.tier, models: this.aliasModels(a).models }));
   }
 
+  /** The models an alias may pick from now. */
+  aliasCandidates(name: string): string[] {
+    return Object.hasOwn(this.aliases, name) ? this.aliasModels(this.aliases[name]!).models : [];
+  }
+
   isAlias(name: string | undefined): boolean {
     return !!name && !this.registry.hasModel(name) && Object.hasOwn(this.aliases, name);
   }

@@ -25,7 +25,7 @@ import { DomainError } from '../core/errors.ts';
 import { newJobId } from '../core/ids.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobKind } from '../core/job.ts';
-import { capabilityProblem, providerOptionsProblem, requestProblem } from '../backends/model-spec.ts';
+import { capabilityProblem, guardedOptionsProblem, providerOptionsProblem, requestProblem } from '../backends/model-spec.ts';
 import type { SpecProblem } from '../backends/model-spec.ts';
 import type { BackendRegistry, ResolvedModel } from '../backends/registry.ts';
 import type { Router, RouteDecision } from '../routing/router.ts';
@@ -95,6 +95,7 @@ export class Submissions {
 
   /** Admits a command: the job it created (or answered from the cache, or created before with the same key). */
   async submit(cmd: SubmitCommand, caller: Caller, opts: SubmitOptions = {}): Promise<Submitted> {
+    this.guardProviderOptions(cmd);
     const r = await this.resolveModel(cmd);
     this.checkCapability(r);
     this.checkRequest(r);
@@ -142,6 +143,7 @@ export class Submissions {
    * webhook URL), for a batch validating its requests when it is submitted. `submit` runs them again.
    */
   async check(cmd: SubmitCommand): Promise<void> {
+    this.guardProviderOptions(cmd);
     const r = await this.resolveModel(cmd);
     this.checkCapability(r);
     this.checkRequest(r);
@@ -151,6 +153,15 @@ export class Submissions {
   }
 
   // ---------------------------------------------------------------- the steps
+
+  /**
+   * Before anything else: provider options that would change what is priced, moderated or limited
+   * (under any provider's name, at any depth), or nest too deep, are refused whatever the model.
+   */
+  guardProviderOptions(cmd: SubmitCommand): void {
+    const problem = guardedOptionsProblem(cmd.request.providerOptions);
+    if (problem) throw refuse(problem);
+  }
 
   /** A model, an alias (its cheapest capable healthy candidate), or the default model. */
   async resolveModel(cmd: SubmitCommand): Promise<Resolved> {
@@ -184,9 +195,7 @@ export class Submissions {
         throw new DomainError('unavailable', 'No image model is configured on this server. Pull one for the built-in engine (npm run easel -- models pull sd-turbo) or add a backend and a model to the config (see the README).', { code: 'no_backend' });
       }
       const shown = cmd.model.length > 100 ? `${cmd.model.slice(0, 100)}…` : cmd.model;
-      if (router.isAlias(cmd.model)) {
-        throw new DomainError('invalid', `No model behind '${shown}' can take this request (${kind}${counts.images ? ` with ${counts.images} input image(s)` : ''}, its size and provider options); name a model instead.`, { param: 'model', code: 'unsupported_capability' });
-      }
+      if (router.isAlias(cmd.model)) throw this.aliasRefusal(cmd.model, shown, kind, cmd);
       throw new DomainError('not_found', `The model '${shown}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
     }
     return { decision, route: decision.route, kind, request: decision.request, inputs, asked: decision.record.alias ?? cmd.model ?? this.deps.backends.defaultModel ?? decision.route.name };
@@ -304,6 +313,18 @@ export class Submissions {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /** Why no model behind an alias can take the request: the first candidate's problem names the field. */
+  private aliasRefusal(alias: string, shown: string, kind: JobKind, cmd: SubmitCommand): DomainError {
+    const counts = inputCounts(cmd.inputs);
+    for (const m of this.deps.router.aliasCandidates(alias)) {
+      const route = this.deps.backends.resolve(m);
+      if (!route) continue;
+      const p = providerOptionsProblem(route.name, route.spec, cmd.request.providerOptions) ?? capabilityProblem(route.name, route.spec, { kind, inputImages: counts.images, mask: counts.mask });
+      if (p) return new DomainError('invalid', `No model behind '${shown}' can take this request: ${p.message}`, { param: p.param, code: p.code });
+    }
+    return new DomainError('invalid', `No model behind '${shown}' can take this request; name a model instead.`, { param: 'model', code: 'unsupported_capability' });
+  }
 
   private async recordAdmission(job: Job, cmd: SubmitCommand, caller: Caller, r: Resolved, a: Admission): Promise<void> {
     const policy = this.deps.cache.optedOut({ id: caller.keyId, name: caller.keyName }) ? 'opt_out' : cmd.cachePolicy;

@@ -248,3 +248,51 @@ describe('tenants see no internal detail', () => {
     assert.doesNotMatch(await res.text(), internal);
   });
 });
+
+describe('deeply nested JSON is a 400 naming the field, never a 5xx', () => {
+  let easel: TestEasel;
+  before(async () => {
+    easel = await startEasel();
+  });
+  after(() => easel.close());
+
+  const deepObject = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+  const deepArray = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+  const raw = (path: string, body: string) => easel.api(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+
+  for (const [what, nested] of [
+    ['5,000 nested objects', deepObject(5000)],
+    ['100,000 nested arrays', deepArray(100_000)],
+  ] as const) {
+    test(`${what} in provider_options, metadata, a batch request`, async () => {
+      const cases: [string, string, RegExp][] = [
+        ['/v1/images/generations', `{"prompt":"deep","provider_options":{"x":${nested}}}`, /provider_options|^$/],
+        ['/v1/images/generations', `{"prompt":"deep","metadata":{"x":${nested}}}`, /metadata|^$/],
+        ['/v1/images/batches', `{"requests":[{"prompt":"deep","provider_options":{"x":${nested}}}]}`, /requests\[0\]\.provider_options|^$/],
+        ['/v1/images/drafts', `{"prompt":"deep","provider_options":${nested}}`, /provider_options|^$/],
+      ];
+      for (const [path, body, param] of cases) {
+        const res = await raw(path, body);
+        const answer = (await res.json()) as any;
+        assert.equal(res.status, 400, `${path}: ${res.status} ${JSON.stringify(answer).slice(0, 200)}`);
+        assert.match(answer.error.param ?? '', param);
+      }
+      assert.equal((await easel.api('/health')).status, 200);
+    });
+  }
+});
+
+test('invalid calendar dates in /v1/usage are 400 naming the parameter', async () => {
+  const easel = await startEasel();
+  try {
+    for (const [q, param] of [['from=2026-02-31', 'from'], ['to=2026-13-01', 'to'], ['from=2026-00-10', 'from']]) {
+      const res = await easel.api(`/v1/usage?${q}`);
+      const body = (await res.json()) as any;
+      assert.equal(res.status, 400, q);
+      assert.equal(body.error.param, param);
+    }
+    assert.equal((await easel.api('/v1/usage?from=2024-02-29')).status, 200, 'a leap day is a date');
+  } finally {
+    await easel.close();
+  }
+});

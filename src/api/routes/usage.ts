@@ -22,7 +22,8 @@ function parseWhen(name: string, v: string | undefined, endOfDay: boolean): Date
   if (v === undefined || v === '') return undefined;
   if (/^\d{4}-\d{2}-\d{2}$/.test(v)) {
     const t = Date.parse(`${v}T00:00:00Z`);
-    if (Number.isNaN(t)) throw invalidParam(name, `Invalid value for '${name}': not a date.`);
+    // Date.parse rolls 2026-02-31 over to March 3rd: a date is only a date if it reads back the same.
+    if (Number.isNaN(t) || new Date(t).toISOString().slice(0, 10) !== v) throw invalidParam(name, `Invalid value for '${name}': ${v} is not a calendar date.`);
     return new Date(endOfDay ? t + DAY : t);
   }
   if (/^\d{1,12}$/.test(v)) return new Date(Number(v) * 1000);
