@@ -57,10 +57,37 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** File-name-safe custom id (or the index). */
-export function resultName(item: { index: number; custom_id: string | null }): string {
+/** File-name-safe custom id, or the request's line number in the file (1-based, as editors count). */
+export function resultName(item: { index: number; custom_id: string | null }, lineOf: (index: number) => number = (i) => i + 1): string {
   const id = item.custom_id?.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 100);
-  return id ? id : String(item.index).padStart(5, '0');
+  return id ? id : `line-${String(lineOf(item.index)).padStart(5, '0')}`;
+}
+
+/**
+ * The file's requests with their line numbers; every line that is not JSON is reported at once
+ * (line number and what is wrong), not only the first.
+ */
+export function readJsonl(raw: string): { lines: string[]; lineNumbers: number[] } {
+  const lines: string[] = [];
+  const lineNumbers: number[] = [];
+  const problems: string[] = [];
+  raw.split(/\r?\n/).forEach((text, i) => {
+    if (!text.trim()) return;
+    try {
+      const v = JSON.parse(text) as unknown;
+      // A line that is a bare string is a prompt.
+      lines.push(JSON.stringify(typeof v === 'string' ? { prompt: v } : v));
+      lineNumbers.push(i + 1);
+    } catch (err) {
+      problems.push(`line ${i + 1}: not valid JSON (${(err as Error).message.replace(/ in JSON at position \d+.*$/, '')}): ${text.length > 60 ? `${text.slice(0, 60)}…` : text}`);
+    }
+  });
+  if (problems.length) {
+    const shown = problems.slice(0, 20).join('\n  ');
+    throw new Error(`${problems.length} line(s) of the file are not valid JSON:\n  ${shown}${problems.length > 20 ? `\n  … and ${problems.length - 20} more` : ''}`);
+  }
+  if (lines.length === 0) throw new Error('the file has no requests (one JSON object or prompt string per line)');
+  return { lines, lineNumbers };
 }
 
 export function batchCommand(program: Command): void {
@@ -81,6 +108,8 @@ export function batchCommand(program: Command): void {
       const path = resolve(file);
       if (!existsSync(path)) throw new Error(`no such file: ${path}`);
       const raw = readFileSync(path, 'utf8');
+      const { lines, lineNumbers } = readJsonl(raw);
+      const lineOf = (index: number) => lineNumbers[index] ?? index + 1;
       const sha256 = createHash('sha256').update(raw).update(JSON.stringify([opts.model, opts.cap, opts.priority])).digest('hex');
       const out = resolve(opts.out);
       mkdirSync(out, { recursive: true });
@@ -112,11 +141,6 @@ export function batchCommand(program: Command): void {
         } else if (r.status !== 404) throw new Error(`cannot read batch ${state.batchId}: HTTP ${r.status}`);
       }
       if (!batch) {
-        // A line that is a bare string is a prompt.
-        const lines = raw.split(/\r?\n/).filter((l) => l.trim()).map((l) => {
-          const v = JSON.parse(l) as unknown;
-          return JSON.stringify(typeof v === 'string' ? { prompt: v } : v);
-        });
         const q = new URLSearchParams();
         if (opts.model) q.set('model', opts.model);
         if (opts.cap) q.set('hourly_spend_cap_usd', opts.cap);
@@ -150,7 +174,7 @@ export function batchCommand(program: Command): void {
           return;
         }
         for (const [k, img] of item.data.entries()) {
-          const name = `${resultName(item)}${item.data.length > 1 ? `-${k}` : ''}.png`;
+          const name = `${resultName(item, lineOf)}${item.data.length > 1 ? `-${k}` : ''}.png`;
           const file = join(out, name);
           if (existsSync(file)) continue;
           let bytes: Buffer;
@@ -209,7 +233,7 @@ export function batchCommand(program: Command): void {
       }
       if (tty) process.stderr.write('\n');
       process.stdout.write(`batch ${batch.id} ${batch.status}: ${batch.counts.succeeded} succeeded, ${batch.counts.failed} failed, ${batch.counts.canceled} canceled; spent $${batch.cost_usd.toFixed(4)}; ${saved} new image(s) saved in ${out}\n`);
-      for (const f of failures.slice(0, 20)) process.stderr.write(`  request ${f.index}${f.custom_id ? ` (${f.custom_id})` : ''}: ${f.status}${f.error ? ` — ${f.error.code}: ${f.error.message}` : ''}\n`);
+      for (const f of failures.slice(0, 20)) process.stderr.write(`  line ${lineOf(f.index)}${f.custom_id ? ` (${f.custom_id})` : ''}: ${f.status}${f.error ? ` — ${f.error.code}: ${f.error.message}` : ''}\n`);
       if (failures.length > 20) process.stderr.write(`  … and ${failures.length - 20} more\n`);
       if (failures.length) process.exitCode = 1;
     });

@@ -220,7 +220,7 @@ describe('easel batch (the CLI)', () => {
     assert.match(first.stderr, /\] 100% 5\/5 ok 5 failed 0 · \$0\.\d+ · ETA 0s/);
     assert.match(first.stdout, /completed: 5 succeeded, 0 failed, 0 canceled; spent \$0\.\d+; 5 new image\(s\) saved/);
     const files = readdirSync(out).filter((f) => f.endsWith('.png')).sort();
-    assert.deepEqual(files, ['00000.png', 'pic_0.png', 'pic_1.png', 'pic_2.png', 'pic_3.png']);
+    assert.deepEqual(files, ['line-00001.png', 'pic_0.png', 'pic_1.png', 'pic_2.png', 'pic_3.png'], 'an unnamed request is named after its line (1-based)');
     assert.ok(existsSync(join(out, '.easel-batch.json')));
     const batches = (await (await easel.api('/v1/images/batches')).json()) as any;
     const again = await cli([file, '--out', out, '--model', 'dall-e-2']);

@@ -98,6 +98,15 @@ function parseItem(raw: unknown, i: number, deps: Deps, opts: BatchOptions, labe
   }
 }
 
+/** Several bad requests as one error: the first names `param` (and its kind the status), the message lists them all. */
+function allProblems(problems: DomainError[]): DomainError {
+  if (problems.length === 1) return problems[0]!;
+  const first = problems[0]!;
+  const list = problems.slice(0, 20).map((p) => p.message).join('; ');
+  const more = problems.length > 20 ? `; … and ${problems.length - 20} more` : '';
+  return new DomainError(first.kind, `${problems.length} requests of the batch are invalid: ${list}${more}`, { param: first.param, code: first.code });
+}
+
 /** An error about one request of the batch, naming `requests[i].field` and the request. */
 function relabel(err: unknown, i: number, label: string): unknown {
   if (!(err instanceof DomainError)) return err;
@@ -152,13 +161,18 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
       opts = parseOptions(req.query, defaults);
       rawItems = [];
       const lines: number[] = [];
+      const bad: DomainError[] = [];
       body.split(/\r?\n/).forEach((line, n) => {
         if (!line.trim()) return;
-        const parsed = safeJson(line);
-        if (parsed === undefined) throw invalidParam(`requests[${rawItems.length}]`, `Line ${n + 1} is not valid JSON.`, 'invalid_json');
-        rawItems.push(parsed);
-        lines.push(n + 1);
+        try {
+          rawItems.push(JSON.parse(line));
+          lines.push(n + 1);
+        } catch (err) {
+          const why = (err as Error).message.replace(/ in JSON at position \d+.*$/, '');
+          bad.push(invalidParam(`requests[${rawItems.length + bad.length}]`, `Line ${n + 1} is not valid JSON (${why}).`, 'invalid_json'));
+        }
       });
+      if (bad.length) throw allProblems(bad);
       labelOf = (i) => `Request ${i} (line ${lines[i]})`;
     } else if (Array.isArray(body)) {
       opts = parseOptions(req.query, defaults);
@@ -178,7 +192,19 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     if (rawItems.length === 0) throw invalidParam('requests', 'A batch needs at least one request.');
     const max = deps.config.batches.maxRequests;
     if (rawItems.length > max) throw invalidParam('requests', `A batch may carry at most ${max} requests; this one has ${rawItems.length}. Split it.`, 'batch_too_large');
-    const items = rawItems.map((raw, i) => parseItem(raw, i, deps, opts, labelOf(i)));
+    // Every request is checked, and every bad one is named at once (the first names `param`).
+    const problems: DomainError[] = [];
+    const parsedItems = rawItems.map((raw, i) => {
+      try {
+        return parseItem(raw, i, deps, opts, labelOf(i));
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+        problems.push(err);
+        return undefined;
+      }
+    });
+    if (problems.length) throw allProblems(problems);
+    const items = parsedItems as { customId: string | null; body: ItemBody }[];
     const customIds = new Set<string>();
     items.forEach((it, i) => {
       if (it.customId === null) return;
@@ -200,10 +226,13 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     // Every request passes the submission's checks now (model, capability, provider options,
     // moderation, webhook URL), so a bad one fails the batch, not one request of it later.
     for (const [i, it] of items.entries()) {
-      await deps.submissions.check(itemCommand(it.body, opts)).catch((err) => {
-        throw relabel(err, i, labelOf(i));
+      await deps.submissions.check(itemCommand(it!.body, opts)).catch((err) => {
+        const e = relabel(err, i, labelOf(i));
+        if (!(e instanceof DomainError)) throw e;
+        problems.push(e);
       });
     }
+    if (problems.length) throw allProblems(problems);
     let batch: Batch;
     try {
       batch = await batches.create({ keyId: req.apiKey.id, priority: opts.priority, hourlyCapUsd: opts.hourlyCapUsd, metadata: opts.metadata, idempotencyKey: idem ?? null, idempotencyFingerprint: print, items });
