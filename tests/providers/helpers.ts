@@ -1,6 +1,6 @@
 /** Request/context builders and assertion helpers shared by the provider tests. */
 import assert from 'node:assert/strict';
-import type { BackendCallContext, BackendRequest } from '../../src/backends/image-backend.ts';
+import type { BackendCallContext, BackendRequest, BackendWarning } from '../../src/backends/image-backend.ts';
 import { BackendError } from '../../src/backends/image-backend.ts';
 import type { BackendLog } from '../../src/backends/http/hosted-backend.ts';
 
@@ -74,4 +74,34 @@ export function recordingLog(): BackendLog & { lines: LogLine[] } {
 export const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
 export function isPng(data: Uint8Array): boolean {
   return PNG_MAGIC.every((b, i) => data[i] === b);
+}
+
+/** Warnings as one text, for matching their sentences. */
+export function warningText(warnings: readonly (BackendWarning | string)[]): string {
+  return warnings.map((w) => (typeof w === 'string' ? w : w.detail)).join('\n');
+}
+
+/**
+ * Provider options a hostile caller (or a job row stored before admission refused them) might
+ * carry: the model, the count, the size, the prompt, an input image, a prompt nested in an `input`
+ * object, a prototype key, plus `own` (guarded keys under the provider's own names). A backend must
+ * send none of it; `HOSTILE` matches any trace of it in what a stand-in received.
+ */
+export function hostileOptions(own: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    ...JSON.parse('{"__proto__": {"prompt": "hostile proto prompt", "polluted": true}}'),
+    n: 7,
+    model: 'hostile-model',
+    size: '1536x1024',
+    prompt: 'hostile prompt',
+    image: 'data:image/png;base64,aG9zdGlsZQ==',
+    input: { prompt: 'hostile nested prompt' },
+    ...own,
+  };
+}
+export const HOSTILE = /hostile|aG9zdGlsZQ|polluted/;
+
+/** The settings the warnings name. */
+export function warnedSettings(warnings: readonly (BackendWarning | string)[]): string[] {
+  return warnings.flatMap((w) => (typeof w === 'string' || !w.setting ? [] : [w.setting]));
 }
