@@ -21,13 +21,17 @@ export const declaredOptionTypeFields = {
 export const declaredOptionSchema = z.union([z.enum(OPTION_TYPES), z.object(declaredOptionTypeFields).strict()]);
 export type DeclaredOption = z.infer<typeof declaredOptionSchema>;
 
-/** A name a request may use for a declared option: a plain identifier that is not guarded. */
+/** Provider names of easel's own request fields: set at the top level, so never declared twice. */
+const EASEL_FIELDS = new Set(['seed', 'guidance_scale', 'guidancescale', 'guidance', 'cfg', 'cfg_scale', 'cfgscale', 'style', 'background', 'user']);
+
+/** A name a request may use for a declared option: a plain identifier that is neither guarded nor one of easel's own fields. */
 export const declaredOptionName = z
   .string()
   .regex(/^[A-Za-z_][\w-]*$/, 'an option name (letters, digits, _ and -)')
   .refine((name) => !isGuardedOption(name) && !['__proto__', 'constructor', 'prototype'].includes(name), {
     message: 'is set from the request itself (it would change what easel prices, moderates or limits) and cannot be a provider option',
-  });
+  })
+  .refine((name) => !EASEL_FIELDS.has(name.toLowerCase()), { message: "is one of easel's own request fields (seed, guidance_scale, style, …); requests set it there" });
 
 /** `{name: type}`: the provider options a config declares. */
 export const declaredOptionsSchema = z.record(declaredOptionName, declaredOptionSchema);
