@@ -36,7 +36,6 @@ import { acceptedOptions } from '../provider-options.ts';
 import { declaredOptionType } from '../declared-options.ts';
 import { otherWarning, uniqueWarnings, unsupported } from '../warnings.ts';
 import { z } from 'zod';
-import type { BackendConfig } from '../../config/schema.ts';
 import { createPooledFetch } from '../../net/pooled-fetch.ts';
 
 type FetchLike = typeof globalThis.fetch;
@@ -96,8 +95,8 @@ export class OpenAIBackend implements ImageBackend {
   private healthCache: { at: number; value: BackendHealth } | undefined;
   private healthInFlight: Promise<BackendHealth> | undefined;
 
-  /** Takes any backend config entry (the registry hands it the union); the schema refuses non-openai ones. */
-  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | BackendConfig, deps: OpenAIBackendDeps = {}) {
+  /** Takes any backend config entry (tests' factories hand it the union); the schema refuses non-openai ones. */
+  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | { type: string; name: string }, deps: OpenAIBackendDeps = {}) {
     this.config = openaiBackendConfigSchema.parse(config);
     this.name = this.config.name;
     this.fetchImpl = deps.fetch ?? globalThis.fetch;
