@@ -18,7 +18,8 @@ import { acceptedOptions } from '../provider-options.ts';
 import { compatibility, uniqueWarnings } from '../warnings.ts';
 import type { JobWarning } from '../../core/job.ts';
 import { aiSdkBackendConfigSchema } from './options.ts';
-import { aiSdkModelSpec, aiSdkRows } from './models.ts';
+import { aiSdkModelSpec, aiSdkOptionsSchema, aiSdkRows } from './models.ts';
+import type { z } from 'zod';
 import type { AiSdkBackendConfig, AiSdkBackendConfigInput } from './options.ts';
 
 type ProviderFactory = (settings: Record<string, unknown>) => {
@@ -47,6 +48,7 @@ export class AiSdkBackend extends HostedBackend {
   private readonly fetchImpl: typeof globalThis.fetch | undefined;
   private provider$: Promise<ReturnType<ProviderFactory>> | undefined;
   private readonly models = new Map<string, ImageModel>();
+  private readonly optionsSchema: z.ZodObject;
 
   constructor(config: AiSdkBackendConfigInput | AiSdkBackendConfig, deps: AiSdkBackendDeps = {}) {
     const cfg = aiSdkBackendConfigSchema.parse(config);
@@ -62,6 +64,7 @@ export class AiSdkBackend extends HostedBackend {
       }),
     );
     this.config = cfg;
+    this.optionsSchema = aiSdkOptionsSchema(cfg);
     this.importer = deps.importer ?? ((pkg) => import(pkg) as Promise<Record<string, unknown>>);
     this.fetchImpl = deps.fetch;
   }
@@ -113,7 +116,7 @@ export class AiSdkBackend extends HostedBackend {
   }
 
   override modelSpec(model: string): BackendModelSpec {
-    return aiSdkModelSpec(model, this.config, this.capabilities, this.modelMaxImages(model));
+    return aiSdkModelSpec(model, this.config, this.capabilities, this.modelMaxImages(model), this.optionsSchema);
   }
 
   /**

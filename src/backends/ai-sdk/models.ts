@@ -46,7 +46,13 @@ export function aiSdkOptionsSchema(cfg: AiSdkBackendConfig): z.ZodObject {
  * The spec of one model: the known package's rules where there are some, else the backend's
  * capabilities and config's sizes; `maxImagesPerCall` from the provider's model once it is loaded.
  */
-export function aiSdkModelSpec(model: string, cfg: AiSdkBackendConfig, backend: BackendCapabilities, modelMaxImages: number | undefined): BackendModelSpec {
+export function aiSdkModelSpec(
+  model: string,
+  cfg: AiSdkBackendConfig,
+  backend: BackendCapabilities,
+  modelMaxImages: number | undefined,
+  options: z.ZodObject = aiSdkOptionsSchema(cfg),
+): BackendModelSpec {
   const known = KNOWN[cfg.package]?.spec?.(model, backend);
   const maxImagesPerCall = Math.min(backend.maxImagesPerCall, modelMaxImages ?? Infinity);
   const base: BackendModelSpec = known ?? {
@@ -60,7 +66,7 @@ export function aiSdkModelSpec(model: string, cfg: AiSdkBackendConfig, backend: 
     capabilities: { ...base.capabilities, variation: false },
     maxImagesPerCall: Math.min(base.maxImagesPerCall, maxImagesPerCall),
     ...(cfg.sizes ? { sizes: { kind: 'list', sizes: cfg.sizes, auto: true } } : {}),
-    providerOptions: aiSdkOptionsSchema(cfg),
+    providerOptions: options,
   };
 }
 

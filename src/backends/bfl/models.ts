@@ -39,7 +39,20 @@ export interface ModelShape {
 const upsampling = { prompt_upsampling: z.boolean().optional() };
 const flux1Options = z.object(upsampling).strict();
 
+const known = new Map<string, ModelShape>();
+
+/** What a model takes (remembered per id: a job asks several times). */
 export function modelShape(model: string): ModelShape {
+  let shape = known.get(model);
+  if (!shape) {
+    if (known.size >= 256) known.clear();
+    shape = classify(model);
+    known.set(model, shape);
+  }
+  return shape;
+}
+
+function classify(model: string): ModelShape {
   const m = model.toLowerCase();
   const flux1 = { size: 'width_height', step: 32, min: 256, max: 1440, generate: true, steps: false, guidance: false, maxImages: 0, mask: false, options: flux1Options } as const;
   if (m.startsWith('flux-2')) {

@@ -145,6 +145,7 @@ export class ComfyUIBackend implements ImageBackend {
   readonly pool: HostPool;
   private readonly http: HostHttp;
   private readonly workflows = new Map<string, LoadedWorkflow>();
+  private readonly workflowSpecs = new Map<string, BackendModelSpec>();
   private readonly sockets = new Map<string, ComfySocket>();
   private readonly checkpointsAt = new Map<string, number>();
 
@@ -154,7 +155,9 @@ export class ComfyUIBackend implements ImageBackend {
     this.name = c.name;
     for (const wf of c.workflows) {
       if (this.workflows.has(wf.name)) throw new Error(`backend "${c.name}": two workflows are named "${wf.name}"`);
-      this.workflows.set(wf.name, loadWorkflow(wf, c.name));
+      const loaded = loadWorkflow(wf, c.name);
+      this.workflows.set(wf.name, loaded);
+      this.workflowSpecs.set(wf.name, workflowSpec(loaded, c.maxBatchSize));
     }
     this.capabilities = {
       generate: true,
@@ -173,8 +176,8 @@ export class ComfyUIBackend implements ImageBackend {
 
   /** A workflow's spec follows its mapping; a checkpoint's is its family's template. */
   modelSpec(model: string): BackendModelSpec {
-    const wf = this.workflows.get(model);
-    if (wf) return workflowSpec(wf, this.config.maxBatchSize);
+    const wf = this.workflowSpecs.get(model);
+    if (wf) return wf;
     return checkpointSpec(this.config.checkpoints[model]?.family ?? guessFamily(model), this.config.maxBatchSize);
   }
 

@@ -36,7 +36,20 @@ const strength = { strength: z.number().min(0).max(1).optional() };
 
 const FLUX_TEXT = new Set(['fal-ai/flux/schnell', 'fal-ai/flux/dev', 'fal-ai/flux-lora']);
 
+const known = new Map<string, FalEndpoint>();
+
+/** What an endpoint takes (remembered per id: a job asks several times). */
 export function falEndpoint(model: string): FalEndpoint {
+  let e = known.get(model);
+  if (!e) {
+    if (known.size >= 256) known.clear();
+    e = classify(model);
+    known.set(model, e);
+  }
+  return e;
+}
+
+function classify(model: string): FalEndpoint {
   const id = model.toLowerCase().replace(/\/+$/, '');
   const flux = /(^|\/)flux/.test(id);
   const accel = id === 'fal-ai/flux-lora' || id.startsWith('fal-ai/flux-lora/') ? acceleration(['none', 'regular']) : acceleration(['none', 'regular', 'high']);

@@ -181,6 +181,9 @@ export const openaiProviderOptionsSchema = z
   })
   .strict();
 
+/** DALL·E takes only `moderation` (`input_fidelity` is for GPT image edits). */
+const dalleProviderOptionsSchema = openaiProviderOptionsSchema.pick({ moderation: true });
+
 /**
  * The spec of one model behind an `openai` backend: with the model rules on (api.openai.com, or
  * `modelRules: on`), the family's sizes, qualities, styles, prompt length and edit/variation support;
@@ -209,6 +212,6 @@ export function openaiModelSpec(model: string, backend: BackendCapabilities, rul
     ...(rule.styles ? { styles: rule.styles } : {}),
     maxPromptChars: rule.maxPromptChars,
     pricing,
-    providerOptions: model.startsWith('gpt-image') || model.startsWith('chatgpt-image') ? openaiProviderOptionsSchema : openaiProviderOptionsSchema.pick({ moderation: true }),
+    providerOptions: model.startsWith('gpt-image') || model.startsWith('chatgpt-image') ? openaiProviderOptionsSchema : dalleProviderOptionsSchema,
   };
 }

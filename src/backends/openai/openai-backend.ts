@@ -94,6 +94,8 @@ export class OpenAIBackend implements ImageBackend {
   private readonly healthCacheMs: number;
   private healthCache: { at: number; value: BackendHealth } | undefined;
   private healthInFlight: Promise<BackendHealth> | undefined;
+  /** The zod shape of the provider options config declares, if any. */
+  private readonly declaredOptions: Record<string, z.ZodType> | undefined;
 
   /** Takes any backend config entry (tests' factories hand it the union); the schema refuses non-openai ones. */
   constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | { type: string; name: string }, deps: OpenAIBackendDeps = {}) {
@@ -101,6 +103,8 @@ export class OpenAIBackend implements ImageBackend {
     this.name = this.config.name;
     this.fetchImpl = deps.fetch ?? globalThis.fetch;
     this.healthCacheMs = deps.healthCacheMs ?? 10_000;
+    const declared = this.config.providerOptions;
+    this.declaredOptions = declared && Object.fromEntries(Object.entries(declared).map(([k, d]) => [k, declaredOptionType(d).optional()]));
 
     const env = deps.env ?? process.env;
     const apiKey = this.config.apiKey ?? env[this.config.apiKeyEnv ?? 'OPENAI_API_KEY'];
@@ -149,10 +153,9 @@ export class OpenAIBackend implements ImageBackend {
   modelSpec(model: string): BackendModelSpec {
     const official = rulesApply('auto', this.config.baseUrl);
     const spec = openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
-    const declared = this.config.providerOptions;
-    if (!declared || !(spec.providerOptions instanceof z.ZodObject)) return spec;
+    if (!this.declaredOptions || !(spec.providerOptions instanceof z.ZodObject)) return spec;
     // What another OpenAI-compatible server takes besides OpenAI's own (LocalAI, vLLM-Omni, …), as config declares it.
-    return { ...spec, providerOptions: spec.providerOptions.extend(Object.fromEntries(Object.entries(declared).map(([k, d]) => [k, declaredOptionType(d).optional()]))) };
+    return { ...spec, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

@@ -145,9 +145,16 @@ export function profileFor(model: string, overrides: ReplicateInputConfig | unde
   return merged;
 }
 
+const schemas = new WeakMap<ReplicateProfile, z.ZodObject>();
+
 /** The strict schema of a profile's provider options. */
 export function profileOptions(profile: ReplicateProfile): z.ZodObject {
-  return z.object(Object.fromEntries(Object.entries(profile.options).map(([k, t]) => [k, t.optional()]))).strict();
+  let schema = schemas.get(profile);
+  if (!schema) {
+    schema = z.object(Object.fromEntries(Object.entries(profile.options).map(([k, t]) => [k, t.optional()]))).strict();
+    schemas.set(profile, schema);
+  }
+  return schema;
 }
 
 /** A model's spec from its profile: what it takes follows from which inputs it has. */

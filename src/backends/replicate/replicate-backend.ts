@@ -23,6 +23,7 @@ import { webhookTarget } from '../http/options.ts';
 import { replicateBackendConfigSchema } from './options.ts';
 import type { ReplicateBackendConfig, ReplicateBackendConfigInput } from './options.ts';
 import { buildInput, parseModelRef, profileFor, profileOptions, replicateModelSpec } from './models.ts';
+import type { ReplicateProfile } from './models.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
 import { acceptedOptions } from '../provider-options.ts';
 import { otherWarning, uniqueWarnings } from '../warnings.ts';
@@ -88,6 +89,7 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
   private readonly seen = new SeenIds();
   /** Predictions answered by create (with `Prefer: wait`), used before the first poll. */
   private readonly fresh = new Map<string, Prediction>();
+  private readonly profiles = new Map<string, ReplicateProfile>();
   private webhookSecret: string | undefined;
   private secretFetch: Promise<string | undefined> | undefined;
 
@@ -105,8 +107,19 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
     return { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', accept: 'application/json' };
   }
 
+  /** A model's profile with this backend's config applied (remembered: a job asks several times). */
+  private profile(model: string): ReplicateProfile {
+    let p = this.profiles.get(model);
+    if (!p) {
+      if (this.profiles.size >= 256) this.profiles.clear();
+      p = profileFor(model, this.config.input);
+      this.profiles.set(model, p);
+    }
+    return p;
+  }
+
   override modelSpec(model: string): BackendModelSpec {
-    return replicateModelSpec(profileFor(model, this.config.input), this.capabilities, this.config.usdPerSecond !== undefined);
+    return replicateModelSpec(this.profile(model), this.capabilities, this.config.usdPerSecond !== undefined);
   }
 
   protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -115,7 +128,7 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
     }
     this.requireKey();
     const ref = parseModelRef(request.model);
-    const profile = profileFor(request.model, this.config.input);
+    const profile = this.profile(request.model);
     const perPrediction = profile.numOutputsField ? profile.maxOutputs : 1;
     const plan = planJobs(request.n, perPrediction);
     const firstSeeds = plan.map((_, i) => plan.slice(0, i).reduce((a, b) => a + b, 0));
