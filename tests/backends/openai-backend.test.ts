@@ -1,5 +1,6 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { OpenAIBackend } from '../../src/backends/openai/openai-backend.ts';
@@ -163,20 +164,7 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
   });
 
   test('hostile provider options never reach OpenAI: the model, n, size, prompt and answer format stay easel’s', async () => {
-    const providerOptions = {
-      ...JSON.parse('{"__proto__": {"prompt": "hostile proto prompt", "polluted": true}}'),
-      n: 10,
-      model: 'gpt-image-1',
-      size: '1536x1024',
-      quality: 'high',
-      prompt: 'hostile prompt',
-      image: 'data:image/png;base64,aG9zdGlsZQ==',
-      input: { prompt: 'hostile nested prompt' },
-      response_format: 'url',
-      partial_images: 3,
-      moderation: 'low',
-      made_up: true,
-    };
+    const providerOptions = hostileOptions({ n: 10, model: 'gpt-image-1', quality: 'high', response_format: 'url', partial_images: 3, moderation: 'low', made_up: true });
     const result = await make({ modelRules: 'on', baseUrl: standin.url }).generate(
       request({ model: 'dall-e-2', size: { width: 256, height: 256 }, providerOptions }),
       context(),
@@ -190,11 +178,9 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
     assert.equal(sent.body?.prompt, 'a red fox in the snow');
     assert.equal(sent.body?.response_format, 'b64_json');
     assert.equal(sent.body?.moderation, 'low', 'a declared option still goes through');
-    assert.doesNotMatch(JSON.stringify(sent.body), /hostile|aG9zdGlsZQ|polluted|made_up|partial_images/);
-    const warned = result.warnings.map((w) => w.setting);
-    for (const key of ['n', 'model', 'size', 'quality', 'prompt', 'image', 'input.prompt', '__proto__', 'response_format', 'partial_images', 'made_up']) {
-      assert.ok(warned.includes(`provider_options.${key}`), `warns about ${key}: ${warned.join(', ')}`);
-    }
+    assert.doesNotMatch(JSON.stringify(sent.body), HOSTILE);
+    assert.doesNotMatch(JSON.stringify(sent.body), /made_up|partial_images/);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'quality', 'prompt', 'image', 'input.prompt', '__proto__', 'response_format', 'partial_images', 'made_up']);
   });
 
   test('edit with one image sends an `image` part', async () => {

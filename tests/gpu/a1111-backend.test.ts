@@ -1,6 +1,7 @@
 /** The AUTOMATIC1111/Forge backend against loopback stand-ins. */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import sharp from 'sharp';
 import { A1111Backend, checkpointKey } from '../../src/backends/a1111/a1111-backend.ts';
 import type { A1111BackendConfigInput } from '../../src/backends/a1111/options.ts';
@@ -182,14 +183,7 @@ describe('A1111 backend', () => {
   test('hostile provider options never reach the webui: checkpoint, count, size, steps, prompt and scripts stay easel’s', async () => {
     const s = await standin();
     const b = backend([s]);
-    const providerOptions = {
-      ...JSON.parse('{"__proto__": {"prompt": "hostile proto prompt"}}'),
-      n: 4,
-      model: 'hostile.safetensors',
-      size: '2048x2048',
-      prompt: 'hostile prompt',
-      image: 'data:image/png;base64,aG9zdGlsZQ==',
-      input: { prompt: 'hostile nested prompt' },
+    const providerOptions = hostileOptions({
       n_iter: 4,
       batch_size: 4,
       width: 2048,
@@ -202,7 +196,7 @@ describe('A1111 backend', () => {
       cfg_scale: 30,
       sampler_name: 'DPM++ 2M',
       restore_faces: true,
-    };
+    });
     const res = await b.generate(request({ seed: 9, providerOptions }), context());
     assert.equal(res.images.length, 1);
     const body = s.executions[0]!.body;
@@ -216,11 +210,8 @@ describe('A1111 backend', () => {
     assert.equal(body.styles, undefined);
     assert.equal(body.sampler_name, 'DPM++ 2M', 'a declared option still goes through');
     assert.equal(body.restore_faces, true);
-    assert.doesNotMatch(JSON.stringify(body), /hostile/);
-    const warned = res.warnings.map((w) => w.setting);
-    for (const key of ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'n_iter', 'batch_size', 'width', 'enable_hr', 'steps', 'negative_prompt', 'override_settings.sd_model_checkpoint', 'script_name', 'styles', 'cfg_scale']) {
-      assert.ok(warned.includes(`provider_options.${key}`), `warns about ${key}: ${warned.join(', ')}`);
-    }
+    assert.doesNotMatch(JSON.stringify(body), HOSTILE);
+    assertWarnsAbout(res.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'n_iter', 'batch_size', 'width', 'enable_hr', 'steps', 'negative_prompt', 'override_settings.sd_model_checkpoint', 'script_name', 'styles', 'cfg_scale']);
   });
 
   test('the spec: every kind of job, sizes on the latent grid, the webui’s sampling options; refine’s strength is the img2img strength', async () => {

@@ -1,6 +1,7 @@
 /** The `onnx` backend: engine runs on worker threads, batching across jobs, formats, errors, aborts. */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,28 +170,12 @@ describe('refusals', () => {
 
   test('hostile provider options change nothing easel maps: model, count, size, steps and prompt stay the request’s', async () => {
     const plain = await backend.generate(req(), ctx());
-    const providerOptions = {
-      ...JSON.parse('{"__proto__": {"prompt": "hostile proto prompt"}}'),
-      n: 4,
-      model: 'turbo',
-      size: '8x8',
-      width: 8,
-      steps: 40,
-      num_inference_steps: 40,
-      prompt: 'hostile prompt',
-      negative_prompt: 'hostile',
-      image: 'data:image/png;base64,aG9zdGlsZQ==',
-      input: { prompt: 'hostile nested prompt' },
-      scheduler: 'euler',
-    };
+    const providerOptions = hostileOptions({ model: 'turbo', size: '8x8', width: 8, steps: 40, num_inference_steps: 40, negative_prompt: 'hostile', scheduler: 'euler' });
     const res = await backend.generate(req({ providerOptions }), ctx());
     assert.equal(res.images.length, 1);
     assert.deepEqual(res.images[0]!.data, plain.images[0]!.data, 'the same image as without the options');
     assert.deepEqual([res.providerMetadata?.width, res.providerMetadata?.height, res.providerMetadata?.steps], [64, 48, 2]);
-    const warned = res.warnings.map((w) => w.setting);
-    for (const key of ['n', 'model', 'size', 'width', 'steps', 'num_inference_steps', 'prompt', 'negative_prompt', 'image', 'input.prompt', '__proto__']) {
-      assert.ok(warned.includes(`provider_options.${key}`), `warns about ${key}: ${warned.join(', ')}`);
-    }
+    assertWarnsAbout(res.warnings, ['n', 'model', 'size', 'width', 'steps', 'num_inference_steps', 'prompt', 'negative_prompt', 'image', 'input.prompt', '__proto__']);
   });
 
   test('the spec: sizes in multiples of 8 up to maxPixels, edits only where the model has an encoder, no masks', async () => {

@@ -4,7 +4,7 @@ import { AiSdkBackend, defaultOptionsKey } from '../../src/backends/ai-sdk/ai-sd
 import type { AiSdkBackendConfigInput } from '../../src/backends/ai-sdk/options.ts';
 import { DEFAULT_STANDIN_KEY, MODERATION_BLOCKED, startOpenAIStandin } from '../support/openai-standin.ts';
 import type { OpenAIStandin } from '../support/openai-standin.ts';
-import { HOSTILE, context, hostileOptions, isPng, recordingLog, rejection, request, warnedSettings } from './helpers.ts';
+import { HOSTILE, context, hostileOptions, assertWarnsAbout, isPng, recordingLog, rejection, request } from './helpers.ts';
 import { completeSpec, providerOptionsProblem, requestProblem } from '../../src/backends/model-spec.ts';
 import { aiSdkBackendConfigSchema } from '../../src/backends/ai-sdk/options.ts';
 
@@ -58,10 +58,7 @@ describe('AiSdkBackend (a generic AI SDK provider: @ai-sdk/openai against the Op
     assert.equal(sent.body?.output_format, undefined);
     assert.equal(sent.body?.moderation, 'low');
     assert.doesNotMatch(JSON.stringify(sent.body), HOSTILE);
-    const warned = warnedSettings(result.warnings);
-    for (const key of ['n', 'model', 'size', 'quality', 'prompt', 'image', 'input.prompt', '__proto__', 'numberOfImages', 'outputFormat']) {
-      assert.ok(warned.includes(`provider_options.${key}`), `warns about ${key}: ${warned.join(', ')}`);
-    }
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'quality', 'prompt', 'image', 'input.prompt', '__proto__', 'numberOfImages', 'outputFormat']);
   });
 
   test('the spec: OpenAI’s rules for @ai-sdk/openai; for other packages what config declares, else nothing', async () => {

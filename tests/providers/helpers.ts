@@ -81,27 +81,4 @@ export function warningText(warnings: readonly (BackendWarning | string)[]): str
   return warnings.map((w) => (typeof w === 'string' ? w : w.detail)).join('\n');
 }
 
-/**
- * Provider options a hostile caller (or a job row stored before admission refused them) might
- * carry: the model, the count, the size, the prompt, an input image, a prompt nested in an `input`
- * object, a prototype key, plus `own` (guarded keys under the provider's own names). A backend must
- * send none of it; `HOSTILE` matches any trace of it in what a stand-in received.
- */
-export function hostileOptions(own: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    ...JSON.parse('{"__proto__": {"prompt": "hostile proto prompt", "polluted": true}}'),
-    n: 7,
-    model: 'hostile-model',
-    size: '1536x1024',
-    prompt: 'hostile prompt',
-    image: 'data:image/png;base64,aG9zdGlsZQ==',
-    input: { prompt: 'hostile nested prompt' },
-    ...own,
-  };
-}
-export const HOSTILE = /hostile|aG9zdGlsZQ|polluted/;
-
-/** The settings the warnings name. */
-export function warnedSettings(warnings: readonly (BackendWarning | string)[]): string[] {
-  return warnings.flatMap((w) => (typeof w === 'string' || !w.setting ? [] : [w.setting]));
-}
+export { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';

@@ -4,7 +4,7 @@ import { ImagenBackend } from '../../src/backends/imagen/imagen-backend.ts';
 import type { ImagenBackendConfigInput } from '../../src/backends/imagen/options.ts';
 import { IMAGEN_KEY, startImagenStandin } from '../support/imagen-standin.ts';
 import type { ImagenStandin } from '../support/imagen-standin.ts';
-import { HOSTILE, context, hostileOptions, recordingLog, rejection, request, warnedSettings, warningText } from './helpers.ts';
+import { HOSTILE, context, hostileOptions, assertWarnsAbout, recordingLog, rejection, request, warningText } from './helpers.ts';
 import { completeSpec, providerOptionsProblem } from '../../src/backends/model-spec.ts';
 
 const MODEL = 'imagen-4.0-generate-001';
@@ -118,10 +118,7 @@ describe('ImagenBackend against the Imagen stand-in', () => {
       parameters: { sampleCount: 1, includeRaiReason: true, personGeneration: 'dont_allow', language: 'en', outputOptions: { mimeType: 'image/png' } },
     });
     assert.doesNotMatch(JSON.stringify(sent.json), HOSTILE);
-    const warned = warnedSettings(result.warnings);
-    for (const key of ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'sampleCount', 'personGeneration', 'safetySetting', 'instances']) {
-      assert.ok(warned.some((w) => w.startsWith(`provider_options.${key}`)), `warns about ${key}: ${warned.join(', ')}`);
-    }
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'sampleCount', 'personGeneration', 'safetySetting', 'instances']);
   });
 
   test('the spec: generate only, four samples per call, five aspect ratios, language and safety attributes as options', () => {

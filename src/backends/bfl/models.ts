@@ -8,10 +8,11 @@
 import { z } from 'zod';
 import type { BackendCapabilities } from '../image-backend.ts';
 import type { BackendModelSpec, SizeRule } from '../model-spec.ts';
-import { aspectRatioSizes, nearestAspectRatio, snapSide } from '../http/media.ts';
-import { notTaken } from '../http/param-table.ts';
+import { aspectRatioSizes, snapSide } from '../http/media.ts';
+import { aspectRatioRow, notTaken } from '../http/param-table.ts';
 import type { ParamRow } from '../http/param-table.ts';
 import type { ImageSize } from '../../core/image-request.ts';
+import { perModel } from '../per-model.ts';
 
 export const ULTRA_RATIOS = ['21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16', '9:21'];
 
@@ -39,18 +40,8 @@ export interface ModelShape {
 const upsampling = { prompt_upsampling: z.boolean().optional() };
 const flux1Options = z.object(upsampling).strict();
 
-const known = new Map<string, ModelShape>();
-
-/** What a model takes (remembered per id: a job asks several times). */
-export function modelShape(model: string): ModelShape {
-  let shape = known.get(model);
-  if (!shape) {
-    if (known.size >= 256) known.clear();
-    shape = classify(model);
-    known.set(model, shape);
-  }
-  return shape;
-}
+/** What a model takes (remembered per id). */
+export const modelShape = perModel(classify);
 
 function classify(model: string): ModelShape {
   const m = model.toLowerCase();
@@ -107,17 +98,7 @@ export function bflRows(model: string, backend: string): ParamRow[] {
   const shape = modelShape(model);
   const sizeRows: ParamRow[] =
     shape.size === 'aspect_ratio'
-      ? [
-          {
-            param: 'size',
-            field: 'aspect_ratio',
-            transform: (size: ImageSize, t) => {
-              const { ratio, exact } = nearestAspectRatio(size, ULTRA_RATIOS);
-              if (!exact) t.warn(`size ${size.width}x${size.height} sent as the nearest aspect ratio ${ratio} for ${model}`);
-              return ratio;
-            },
-          },
-        ]
+      ? [aspectRatioRow(ULTRA_RATIOS, model)]
       : [
           {
             param: 'size',

@@ -11,6 +11,7 @@ import type { BackendModelSpec } from '../model-spec.ts';
 import { notTaken } from '../http/param-table.ts';
 import type { ParamRow } from '../http/param-table.ts';
 import type { ImageSize } from '../../core/image-request.ts';
+import { perModel } from '../per-model.ts';
 
 export interface FalEndpoint {
   /** Makes images from a prompt alone. */
@@ -36,18 +37,8 @@ const strength = { strength: z.number().min(0).max(1).optional() };
 
 const FLUX_TEXT = new Set(['fal-ai/flux/schnell', 'fal-ai/flux/dev', 'fal-ai/flux-lora']);
 
-const known = new Map<string, FalEndpoint>();
-
-/** What an endpoint takes (remembered per id: a job asks several times). */
-export function falEndpoint(model: string): FalEndpoint {
-  let e = known.get(model);
-  if (!e) {
-    if (known.size >= 256) known.clear();
-    e = classify(model);
-    known.set(model, e);
-  }
-  return e;
-}
+/** What an endpoint takes (remembered per id). */
+export const falEndpoint = perModel(classify);
 
 function classify(model: string): FalEndpoint {
   const id = model.toLowerCase().replace(/\/+$/, '');

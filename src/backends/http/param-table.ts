@@ -12,6 +12,7 @@
 import type { BackendRequest, BackendWarning } from '../image-backend.ts';
 import type { ImageSize, OutputFormat } from '../../core/image-request.ts';
 import { compatibility, unsupported } from '../warnings.ts';
+import { nearestAspectRatio } from './media.ts';
 
 /** easel's request fields under their public (snake_case) names: what a table reads. */
 export interface EaselParams {
@@ -140,4 +141,17 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown):
 /** A row for a field the provider cannot take: set, it is ignored with the usual warning. */
 export function notTaken(param: EaselParam, model: string, backend: string): ParamRow {
   return { param, unsupported: `${param} is not supported by ${model || 'this model'} on backend "${backend}"; ignored` };
+}
+
+/** A row sending the size as the nearest of `ratios` (a compatibility warning when it is not exact). */
+export function aspectRatioRow(ratios: readonly string[], model: string, field = 'aspect_ratio'): ParamRow {
+  return {
+    param: 'size',
+    field,
+    transform: (size: ImageSize, t) => {
+      const { ratio, exact } = nearestAspectRatio(size, ratios);
+      if (!exact) t.warn(`size ${size.width}x${size.height} sent as the nearest aspect ratio ${ratio} for ${model}`);
+      return ratio;
+    },
+  };
 }

@@ -7,8 +7,8 @@
 import { z } from 'zod';
 import type { BackendCapabilities } from '../image-backend.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
-import { aspectRatioSizes, nearestAspectRatio } from '../http/media.ts';
-import { notTaken } from '../http/param-table.ts';
+import { aspectRatioSizes } from '../http/media.ts';
+import { aspectRatioRow, notTaken } from '../http/param-table.ts';
 import type { ParamRow } from '../http/param-table.ts';
 
 export const ASPECT_RATIOS = ['1:1', '3:4', '4:3', '9:16', '16:9'];
@@ -45,15 +45,7 @@ export function imagenRows(model: string, backend: string): ParamRow[] {
   return [
     // Never left out: Imagen's default is four images, billed.
     { param: 'n', field: 'sampleCount', min: 1, max: MAX_SAMPLES },
-    {
-      param: 'size',
-      field: 'aspectRatio',
-      transform: (size, t) => {
-        const { ratio, exact } = nearestAspectRatio(size, ASPECT_RATIOS);
-        if (!exact) t.warn(`size ${size.width}x${size.height} sent as the nearest aspect ratio ${ratio} for ${model}`);
-        return ratio;
-      },
-    },
+    aspectRatioRow(ASPECT_RATIOS, model, 'aspectRatio'),
     { param: 'size', field: 'sampleImageSize', transform: (size) => (takes2K(model) && Math.max(size.width, size.height) > 1024 ? '2K' : undefined) },
     { param: 'guidance_scale', field: 'guidanceScale' },
     {

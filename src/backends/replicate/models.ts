@@ -8,8 +8,8 @@
 import { z } from 'zod';
 import type { BackendCapabilities, BackendRequest, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { aspectRatioSizes, nearestAspectRatio } from '../http/media.ts';
-import { easelParams, mapParams, notTaken } from '../http/param-table.ts';
+import { aspectRatioSizes } from '../http/media.ts';
+import { aspectRatioRow, easelParams, mapParams, notTaken } from '../http/param-table.ts';
 import type { ParamRow } from '../http/param-table.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
 import { declaredOptionType } from '../declared-options.ts';
@@ -190,17 +190,7 @@ export function replicateRows(profile: ReplicateProfile, model: string, backend:
           { param: 'size', field: 'height', transform: (size: ImageSize) => side(size.height) },
         ]
       : profile.size === 'aspect_ratio'
-        ? [
-            {
-              param: 'size',
-              field: 'aspect_ratio',
-              transform: (size: ImageSize, t) => {
-                const { ratio, exact } = nearestAspectRatio(size, profile.aspectRatios);
-                if (!exact) t.warn(`size ${size.width}x${size.height} sent as the nearest aspect ratio ${ratio} for ${model}`);
-                return ratio;
-              },
-            },
-          ]
+        ? [aspectRatioRow(profile.aspectRatios, model)]
         : [notTaken('size', model, backend)];
   return [
     { param: 'prompt', field: 'prompt' },

@@ -24,6 +24,7 @@ import { replicateBackendConfigSchema } from './options.ts';
 import type { ReplicateBackendConfig, ReplicateBackendConfigInput } from './options.ts';
 import { buildInput, parseModelRef, profileFor, profileOptions, replicateModelSpec } from './models.ts';
 import type { ReplicateProfile } from './models.ts';
+import { perModel } from '../per-model.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
 import { acceptedOptions } from '../provider-options.ts';
 import { otherWarning, uniqueWarnings } from '../warnings.ts';
@@ -89,7 +90,8 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
   private readonly seen = new SeenIds();
   /** Predictions answered by create (with `Prefer: wait`), used before the first poll. */
   private readonly fresh = new Map<string, Prediction>();
-  private readonly profiles = new Map<string, ReplicateProfile>();
+  /** A model's profile with this backend's config applied (remembered per model). */
+  private readonly profile = perModel((model): ReplicateProfile => profileFor(model, this.config.input));
   private webhookSecret: string | undefined;
   private secretFetch: Promise<string | undefined> | undefined;
 
@@ -105,17 +107,6 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
 
   private headers(): Record<string, string> {
     return { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', accept: 'application/json' };
-  }
-
-  /** A model's profile with this backend's config applied (remembered: a job asks several times). */
-  private profile(model: string): ReplicateProfile {
-    let p = this.profiles.get(model);
-    if (!p) {
-      if (this.profiles.size >= 256) this.profiles.clear();
-      p = profileFor(model, this.config.input);
-      this.profiles.set(model, p);
-    }
-    return p;
   }
 
   override modelSpec(model: string): BackendModelSpec {

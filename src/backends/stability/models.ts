@@ -9,8 +9,8 @@ import { z } from 'zod';
 import type { BackendCapabilities } from '../image-backend.ts';
 import { noProviderOptions, uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
-import { aspectRatioSizes, nearestAspectRatio } from '../http/media.ts';
-import { notTaken } from '../http/param-table.ts';
+import { aspectRatioSizes } from '../http/media.ts';
+import { aspectRatioRow, notTaken } from '../http/param-table.ts';
 import type { ParamRow } from '../http/param-table.ts';
 
 export const ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
@@ -67,15 +67,7 @@ export function stabilityRows(endpoint: StabilityEndpoint, model: string, backen
     { param: 'prompt', field: 'prompt' },
     editing
       ? { param: 'size', unsupported: `size is taken from the input image for edits on backend "${backend}"; ignored` }
-      : {
-          param: 'size',
-          field: 'aspect_ratio',
-          transform: (size, t) => {
-            const { ratio, exact } = nearestAspectRatio(size, ASPECT_RATIOS);
-            if (!exact) t.warn(`size ${size.width}x${size.height} sent as the nearest aspect ratio ${ratio} for ${model}`);
-            return ratio;
-          },
-        },
+      : aspectRatioRow(ASPECT_RATIOS, model),
     endpoint.negativePrompt ? { param: 'negative_prompt', field: 'negative_prompt' } : notTaken('negative_prompt', model, backend),
     { param: 'seed', field: 'seed', transform: (seed: number) => seed % (MAX_SEED + 1) },
     {
