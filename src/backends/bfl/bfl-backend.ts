@@ -58,7 +58,8 @@ export class BflBackend extends HostedBackend {
 
   constructor(config: BflBackendConfigInput | BflBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = bflBackendConfigSchema.parse(config);
-    super(hostedInit(cfg, deps, { provider: 'Black Forest Labs', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1 }, keyEnvs: KEY_ENVS }));
+    // The union of its models: FLUX.2 takes up to eight input images.
+    super(hostedInit(cfg, deps, { provider: 'Black Forest Labs', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 8 }, keyEnvs: KEY_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
