@@ -216,6 +216,9 @@ export class A1111Backend implements ImageBackend {
       body.width = req.size?.width ?? ckpt.width ?? d.width ?? 512;
       body.height = req.size?.height ?? ckpt.height ?? d.height ?? 512;
     }
+    if (req.kind === 'generation' && denoise !== undefined) {
+      warnings.push(unsupported('provider_options.denoising_strength', `img2img strength applies to edits only on backend "${this.name}"; ignored`));
+    }
     if (req.kind !== 'generation') {
       const image = req.inputImages[0]!;
       body.init_images = [Buffer.from(image.data).toString('base64')];

@@ -42,7 +42,7 @@ export const falEndpoint = perModel(classify);
 
 function classify(model: string): FalEndpoint {
   const id = model.toLowerCase().replace(/\/+$/, '');
-  const flux = /(^|\/)flux/.test(id);
+  const flux = /flux/.test(id);
   const accel = id === 'fal-ai/flux-lora' || id.startsWith('fal-ai/flux-lora/') ? acceleration(['none', 'regular']) : acceleration(['none', 'regular', 'high']);
   if (id.endsWith('/image-to-image')) {
     return { generate: false, image: true, mask: false, flux, options: z.object({ ...syncMode, ...(flux ? accel : {}), ...strength }).strict() };
