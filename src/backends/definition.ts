@@ -28,4 +28,9 @@ export interface BackendDefinition<Schema extends z.ZodType<{ type: string; name
   selfHosted: boolean;
   /** Public list prices of the provider's models (the price table's defaults). */
   prices?: readonly PriceRule[];
+  /**
+   * The quality the provider bills for, from whatever a request said (or did not), where its prices
+   * depend on quality words of its own (OpenAI's); absent, the request's word, lower-cased.
+   */
+  billedQuality?: (model: string, quality: string | undefined) => string | undefined;
 }

@@ -60,7 +60,7 @@ export interface BackendImage {
 export interface BackendResult {
   images: BackendImage[];
   /** Settings the backend could not honour, said rather than silently dropped. */
-  warnings: (BackendWarning | string)[];
+  warnings: BackendWarning[];
   /** Cost in USD where the backend knows it (a provider-reported price wins over the price table). */
   costUsd?: number;
   providerMetadata?: Record<string, unknown>;

@@ -262,3 +262,12 @@ export function uniformSpec(caps: ModelCapabilities & { maxImagesPerCall: number
   const { maxImagesPerCall, ...capabilities } = caps;
   return { capabilities: { ...capabilities }, maxImagesPerCall, pricing, providerOptions };
 }
+
+/**
+ * The first guarded (or too deeply nested) key anywhere in provider options, as a problem; undefined
+ * when there is none. Backends use it to drop such options where a request is built (see
+ * `src/backends/provider-options.ts`), whatever admission did.
+ */
+export function guardedOptionProblem(options: Record<string, unknown>): SpecProblem | undefined {
+  return guardedKey(options, 'provider_options', 0);
+}

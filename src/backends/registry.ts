@@ -1,19 +1,11 @@
 /**
  * Builds backends from config and maps public model names to (backend, backend model). Each backend
- * type registers a factory here; nothing else in easel knows the concrete classes.
+ * type's definition (`src/backends/definitions.ts`) says how to build it; nothing else in easel
+ * knows the concrete classes.
  */
 import type { BackendConfig, ModelConfig } from '../config/schema.ts';
 import type { BackendHealth, ImageBackend } from './image-backend.ts';
-import { OpenAIBackend } from './openai/openai-backend.ts';
-import { ReplicateBackend } from './replicate/replicate-backend.ts';
-import { FalBackend } from './fal/fal-backend.ts';
-import { BflBackend } from './bfl/bfl-backend.ts';
-import { StabilityBackend } from './stability/stability-backend.ts';
-import { ImagenBackend } from './imagen/imagen-backend.ts';
-import { loadOptional } from '../core/optional-module.ts';
-import { OnnxBackend } from './onnx/onnx-backend.ts';
-import { ComfyUIBackend } from './comfyui/comfyui-backend.ts';
-import { A1111Backend } from './a1111/a1111-backend.ts';
+import { backendDefinition } from './definitions.ts';
 import { completeSpec } from './model-spec.ts';
 import type { ModelSpec } from './model-spec.ts';
 import type { BackendFactoryDeps } from './definition.ts';
@@ -21,23 +13,6 @@ import type { BackendFactoryDeps } from './definition.ts';
 export type { BackendFactoryDeps } from './definition.ts';
 
 export type BackendFactory = (config: BackendConfig, deps: BackendFactoryDeps) => ImageBackend;
-
-const factories: Record<string, BackendFactory> = {
-  openai: (config) => new OpenAIBackend(config),
-  replicate: (config, deps) => new ReplicateBackend(config as ConstructorParameters<typeof ReplicateBackend>[0], deps),
-  fal: (config, deps) => new FalBackend(config as ConstructorParameters<typeof FalBackend>[0], deps),
-  bfl: (config, deps) => new BflBackend(config as ConstructorParameters<typeof BflBackend>[0], deps),
-  stability: (config, deps) => new StabilityBackend(config as ConstructorParameters<typeof StabilityBackend>[0], deps),
-  imagen: (config, deps) => new ImagenBackend(config as ConstructorParameters<typeof ImagenBackend>[0], deps),
-  // The AI SDK is loaded only when an ai-sdk backend is configured.
-  'ai-sdk': (config, deps) => {
-    const { AiSdkBackend } = loadOptional<typeof import('./ai-sdk/ai-sdk-backend.ts')>('./ai-sdk/ai-sdk-backend.ts', import.meta.url);
-    return new AiSdkBackend(config as ConstructorParameters<typeof AiSdkBackend>[0], deps);
-  },
-  onnx: (config, deps) => new OnnxBackend(config as ConstructorParameters<typeof OnnxBackend>[0], { log: deps.log }),
-  comfyui: (config, deps) => new ComfyUIBackend(config as ConstructorParameters<typeof ComfyUIBackend>[0], { log: deps.log }),
-  a1111: (config, deps) => new A1111Backend(config as ConstructorParameters<typeof A1111Backend>[0], { log: deps.log }),
-};
 
 export interface ResolvedModel {
   /** Public name. */
@@ -75,11 +50,13 @@ export class BackendRegistry {
     extra: Record<string, BackendFactory> = {},
     deps: BackendFactoryDeps = {},
   ): BackendRegistry {
-    const all = { ...factories, ...extra };
     const built = backends.map((cfg) => {
-      const factory = all[cfg.type];
-      if (!factory) throw new Error(`backend "${cfg.name}": unknown type "${cfg.type}"`);
-      return factory(cfg, deps);
+      // Tests and plugins may replace a type's factory; otherwise its definition builds it.
+      const factory = Object.hasOwn(extra, cfg.type) ? extra[cfg.type] : undefined;
+      if (factory) return factory(cfg, deps);
+      const definition = backendDefinition(cfg.type);
+      if (!definition) throw new Error(`backend "${cfg.name}": unknown type "${cfg.type}"`);
+      return definition.create(cfg, deps);
     });
     return new BackendRegistry(built, models);
   }

@@ -3,16 +3,7 @@
  * documented in the README; an unknown or bad key is an error that names it.
  */
 import { z } from 'zod';
-import { openaiBackendConfigSchema } from '../backends/openai/options.ts';
-import { replicateBackendConfigSchema } from '../backends/replicate/options.ts';
-import { falBackendConfigSchema } from '../backends/fal/options.ts';
-import { bflBackendConfigSchema } from '../backends/bfl/options.ts';
-import { stabilityBackendConfigSchema } from '../backends/stability/options.ts';
-import { imagenBackendConfigSchema } from '../backends/imagen/options.ts';
-import { aiSdkBackendConfigSchema } from '../backends/ai-sdk/options.ts';
-import { onnxBackendConfigSchema } from '../backends/onnx/options.ts';
-import { comfyuiBackendConfigSchema } from '../backends/comfyui/options.ts';
-import { a1111BackendConfigSchema } from '../backends/a1111/options.ts';
+import { backendConfigSchemas } from '../backends/definitions.ts';
 import { pricingConfigSchema } from '../pricing/schema.ts';
 import { parseNetwork } from '../net/outbound-policy.ts';
 import { batchesConfigSchema } from '../batches/config.ts';
@@ -26,18 +17,8 @@ import { rateLimitsConfigSchema } from '../api/rate-limit-config.ts';
 
 const seconds = (def: number) => z.number().positive().default(def);
 
-export const backendConfigSchema = z.discriminatedUnion('type', [
-  openaiBackendConfigSchema,
-  replicateBackendConfigSchema,
-  falBackendConfigSchema,
-  bflBackendConfigSchema,
-  stabilityBackendConfigSchema,
-  imagenBackendConfigSchema,
-  aiSdkBackendConfigSchema,
-  onnxBackendConfigSchema,
-  comfyuiBackendConfigSchema,
-  a1111BackendConfigSchema,
-]);
+/** One entry of `backends:`: the union of every backend definition's schema, told apart by `type`. */
+export const backendConfigSchema = z.discriminatedUnion('type', backendConfigSchemas);
 export type BackendConfig = z.infer<typeof backendConfigSchema>;
 
 export const modelConfigSchema = z

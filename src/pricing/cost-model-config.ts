@@ -2,6 +2,7 @@
  * The `costModel` config section: how self-hosted backends are costed by GPU time.
  */
 import { z } from 'zod';
+import { SELF_HOSTED_TYPES } from '../backends/definitions.ts';
 
 const usd = z.number().nonnegative();
 const positive = (def: number) => z.number().positive().default(def);
@@ -27,8 +28,8 @@ export const costModelConfigSchema = z
           .strict(),
       )
       .default({}),
-    /** Backend types costed by GPU time (no list price). */
-    selfHostedTypes: z.array(z.string().min(1)).default(['onnx', 'comfyui', 'a1111']),
+    /** Backend types costed by GPU time (no list price); default: the types whose definition is self-hosted. */
+    selfHostedTypes: z.array(z.string().min(1)).default(() => [...SELF_HOSTED_TYPES]),
     /** GPU-seconds per 1024×1024 image assumed before a model's first measured job. */
     estimateGpuSecondsPerImage: positive(20),
     /** Admission estimates use this multiple of the 90th percentile of recently measured images. */

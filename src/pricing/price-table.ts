@@ -10,6 +10,7 @@
  * `pricing.overrides` is for. Per-megapixel prices count 1024×1024 as one megapixel.
  */
 import type { ImageSize } from '../core/image-request.ts';
+import { DEFINITION_PRICES, backendDefinition } from '../backends/definitions.ts';
 
 export interface PriceRule {
   /** A backend type (`openai`, `replicate`, `fal`, `bfl`, `stability`, `imagen`, `ai-sdk`, …) or one backend's config name. */
@@ -32,66 +33,9 @@ export interface BackendRef {
 }
 
 const MP = 1024 * 1024;
-const DALLE3_WIDE = ['1792x1024', '1024x1792'];
-const GPT_SQUARE = ['1024x1024'];
-const GPT_WIDE = ['1536x1024', '1024x1536'];
 
-function gptFamily(model: string, prices: { sq: [number, number, number]; wide: [number, number, number] }): PriceRule[] {
-  const q = ['low', 'medium', 'high'] as const;
-  return q.flatMap((quality, i) => [
-    { backend: 'openai', model, sizes: GPT_SQUARE, qualities: [quality], usdPerImage: prices.sq[i] },
-    { backend: 'openai', model, sizes: GPT_WIDE, qualities: [quality], usdPerImage: prices.wide[i] },
-    // Any other size (gpt-image-2 takes free sizes): the square price per megapixel.
-    { backend: 'openai', model, qualities: [quality], usdPerMegapixel: prices.sq[i] },
-  ]);
-}
-
-export const DEFAULT_PRICES: readonly PriceRule[] = [
-  // OpenAI
-  { backend: 'openai', model: 'dall-e-3', sizes: GPT_SQUARE, qualities: ['standard'], usdPerImage: 0.04 },
-  { backend: 'openai', model: 'dall-e-3', sizes: DALLE3_WIDE, qualities: ['standard'], usdPerImage: 0.08 },
-  { backend: 'openai', model: 'dall-e-3', sizes: GPT_SQUARE, qualities: ['hd'], usdPerImage: 0.08 },
-  { backend: 'openai', model: 'dall-e-3', sizes: DALLE3_WIDE, qualities: ['hd'], usdPerImage: 0.12 },
-  { backend: 'openai', model: 'dall-e-2', sizes: ['256x256'], usdPerImage: 0.016 },
-  { backend: 'openai', model: 'dall-e-2', sizes: ['512x512'], usdPerImage: 0.018 },
-  { backend: 'openai', model: 'dall-e-2', sizes: ['1024x1024'], usdPerImage: 0.02 },
-  ...gptFamily('gpt-image-1-mini*', { sq: [0.005, 0.011, 0.036], wide: [0.006, 0.015, 0.052] }),
-  ...gptFamily('gpt-image-*', { sq: [0.011, 0.02, 0.04], wide: [0.016, 0.03, 0.06] }),
-  ...gptFamily('chatgpt-image-*', { sq: [0.011, 0.02, 0.04], wide: [0.016, 0.03, 0.06] }),
-  // Replicate (official models, per output image)
-  { backend: 'replicate', model: 'stability-ai/sdxl', usdPerImage: 0.0023 },
-  { backend: 'replicate', model: 'black-forest-labs/flux-schnell', usdPerImage: 0.003 },
-  { backend: 'replicate', model: 'black-forest-labs/flux-dev', usdPerImage: 0.025 },
-  { backend: 'replicate', model: 'black-forest-labs/flux-pro', usdPerImage: 0.05 },
-  { backend: 'replicate', model: 'black-forest-labs/flux-1.1-pro', usdPerImage: 0.04 },
-  { backend: 'replicate', model: 'black-forest-labs/flux-1.1-pro-ultra', usdPerImage: 0.06 },
-  // fal (per megapixel)
-  { backend: 'fal', model: 'fal-ai/flux/schnell', usdPerMegapixel: 0.003 },
-  { backend: 'fal', model: 'fal-ai/flux/dev', usdPerMegapixel: 0.025 },
-  { backend: 'fal', model: 'fal-ai/flux-pro*', usdPerMegapixel: 0.05 },
-  { backend: 'fal', model: 'fal-ai/flux-pro/v1.1*', usdPerMegapixel: 0.04 },
-  // Black Forest Labs (per image; BFL's own `cost` wins when it reports one)
-  { backend: 'bfl', model: 'flux-pro-1.1', usdPerImage: 0.04 },
-  { backend: 'bfl', model: 'flux-pro-1.1-ultra', usdPerImage: 0.06 },
-  { backend: 'bfl', model: 'flux-pro', usdPerImage: 0.05 },
-  { backend: 'bfl', model: 'flux-dev', usdPerImage: 0.025 },
-  { backend: 'bfl', model: 'flux-kontext-pro', usdPerImage: 0.04 },
-  { backend: 'bfl', model: 'flux-kontext-max', usdPerImage: 0.08 },
-  // Stability AI
-  { backend: 'stability', model: 'ultra', usdPerImage: 0.08 },
-  { backend: 'stability', model: 'stable-image-ultra', usdPerImage: 0.08 },
-  { backend: 'stability', model: 'core', usdPerImage: 0.03 },
-  { backend: 'stability', model: 'stable-image-core', usdPerImage: 0.03 },
-  { backend: 'stability', model: 'sd3.5-large', usdPerImage: 0.065 },
-  { backend: 'stability', model: 'sd3.5-large-turbo', usdPerImage: 0.04 },
-  { backend: 'stability', model: 'sd3.5-medium', usdPerImage: 0.035 },
-  { backend: 'stability', model: 'sd3.5-flash', usdPerImage: 0.025 },
-  // Google Imagen
-  { backend: 'imagen', model: 'imagen-4.0-generate-*', usdPerImage: 0.04 },
-  { backend: 'imagen', model: 'imagen-4.0-ultra-generate-*', usdPerImage: 0.06 },
-  { backend: 'imagen', model: 'imagen-4.0-fast-generate-*', usdPerImage: 0.02 },
-  { backend: 'imagen', model: 'imagen-3.0-generate-*', usdPerImage: 0.03 },
-];
+/** The providers' list prices, each from its backend's definition (`src/backends/<type>/definition.ts`). */
+export const DEFAULT_PRICES: readonly PriceRule[] = DEFINITION_PRICES;
 
 function sizeText(size: ImageSize | string | undefined): string {
   if (!size || size === 'auto') return '1024x1024';
@@ -103,20 +47,10 @@ function pixels(size: string): number {
   return m ? Number(m[1]) * Number(m[2]) : MP;
 }
 
-/** The quality a provider bills for, from whatever the request said (or did not). */
+/** The quality a provider bills for, from whatever the request said (or did not): its definition's rule, else the word. */
 export function billedQuality(type: string, model: string, quality: string | undefined): string | undefined {
-  const q = quality?.toLowerCase();
-  if (type !== 'openai') return q;
-  if (model === '' || model.startsWith('dall-e-2')) return 'standard';
-  if (model.startsWith('dall-e-3')) return q === 'hd' || q === 'high' ? 'hd' : 'standard';
-  if (model.startsWith('gpt-image') || model.startsWith('chatgpt-image')) {
-    if (q === 'low' || q === 'medium' || q === 'high') return q;
-    if (q === 'hd') return 'high';
-    if (q === 'standard') return 'medium';
-    // `auto` (and unset) lets OpenAI choose; priced as high so budgets never under-count.
-    return 'high';
-  }
-  return q;
+  const rule = backendDefinition(type)?.billedQuality;
+  return rule ? rule(model, quality) : quality?.toLowerCase();
 }
 
 function normalModel(model: string): string {

@@ -1,5 +1,6 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { OpenAIBackend } from '../../src/backends/openai/openai-backend.ts';
@@ -159,7 +160,27 @@ describe('OpenAIBackend against the stand-in (OpenAI behaviour)', () => {
     const [sent] = imageRequests(standin);
     assert.equal(sent.body?.moderation, 'low');
     assert.equal(sent.body?.stream, undefined);
-    assert.match(result.warnings.join('\n'), /stream/);
+    assert.match(result.warnings.map((w) => w.detail).join('\n'), /stream/);
+  });
+
+  test('hostile provider options never reach OpenAI: the model, n, size, prompt and answer format stay easel’s', async () => {
+    const providerOptions = hostileOptions({ n: 10, model: 'gpt-image-1', quality: 'high', response_format: 'url', partial_images: 3, moderation: 'low', made_up: true });
+    const result = await make({ modelRules: 'on', baseUrl: standin.url }).generate(
+      request({ model: 'dall-e-2', size: { width: 256, height: 256 }, providerOptions }),
+      context(),
+    );
+    assert.equal(result.images.length, 1);
+    const [sent] = imageRequests(standin);
+    assert.equal(sent.body?.model, 'dall-e-2');
+    assert.equal(sent.body?.n, 1);
+    assert.equal(sent.body?.size, '256x256');
+    assert.equal(sent.body?.quality, undefined);
+    assert.equal(sent.body?.prompt, 'a red fox in the snow');
+    assert.equal(sent.body?.response_format, 'b64_json');
+    assert.equal(sent.body?.moderation, 'low', 'a declared option still goes through');
+    assert.doesNotMatch(JSON.stringify(sent.body), HOSTILE);
+    assert.doesNotMatch(JSON.stringify(sent.body), /made_up|partial_images/);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'quality', 'prompt', 'image', 'input.prompt', '__proto__', 'response_format', 'partial_images', 'made_up']);
   });
 
   test('edit with one image sends an `image` part', async () => {
@@ -472,7 +493,7 @@ describe('OpenAIBackend streaming partial images (stream: true, partial_images)'
     assert.equal(result.images.length, 1);
     assert.equal(partials.length, 0);
     assert.equal(imageRequests(standin)[0]!.body?.stream, undefined);
-    assert.match(result.warnings.join('\n'), /partial_images is not supported by dall-e-3/);
+    assert.match(result.warnings.map((w) => w.detail).join('\n'), /partial_images is not supported by dall-e-3/);
   });
 
   test('without a partial-image listener nothing is streamed', async () => {
@@ -547,6 +568,16 @@ describe('OpenAIBackend against an OpenAI-compatible endpoint (LocalAI / easel)'
     assert.equal(sent.body?.seed, 42);
     assert.equal(sent.body?.steps, 20);
     assert.equal(sent.body?.guidance_scale, 7.5);
+  });
+
+  test('an OpenAI-compatible server takes the options its config declares, and no others', async () => {
+    const backend = new OpenAIBackend({ type: 'openai', name: 'local', baseUrl: standin.url, apiKey: 'k', providerOptions: { true_cfg_scale: { type: 'number', min: 0, max: 20 } } });
+    const result = await backend.generate(request({ model: 'local-sd', providerOptions: { true_cfg_scale: 4, flow_shift: 3 } }), context());
+    const [sent] = standin.requests.filter((r) => r.path.startsWith('/v1/images/'));
+    assert.equal(sent.body?.true_cfg_scale, 4);
+    assert.equal(sent.body?.flow_shift, undefined);
+    assert.deepEqual(result.warnings.map((w) => w.setting), ['provider_options.flow_shift']);
+    assert.equal(openaiBackendConfigSchema.safeParse({ type: 'openai', name: 'x', providerOptions: { num_inference_steps: 'integer' } }).success, false);
   });
 
   test('with no key configured no Authorization header is sent', async () => {

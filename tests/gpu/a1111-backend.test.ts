@@ -1,6 +1,7 @@
 /** The AUTOMATIC1111/Forge backend against loopback stand-ins. */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import sharp from 'sharp';
 import { A1111Backend, checkpointKey } from '../../src/backends/a1111/a1111-backend.ts';
 import type { A1111BackendConfigInput } from '../../src/backends/a1111/options.ts';
@@ -177,5 +178,55 @@ describe('A1111 backend', () => {
 
   test('config: one call per host (the webui serialises generations)', () => {
     assert.throws(() => new A1111Backend({ type: 'a1111', name: 'x', hosts: ['http://127.0.0.1:1'], maxConcurrentPerHost: 2 }));
+  });
+
+  test('hostile provider options never reach the webui: checkpoint, count, size, steps, prompt and scripts stay easel’s', async () => {
+    const s = await standin();
+    const b = backend([s]);
+    const providerOptions = hostileOptions({
+      n_iter: 4,
+      batch_size: 4,
+      width: 2048,
+      enable_hr: true,
+      steps: 150,
+      negative_prompt: 'hostile negative',
+      override_settings: { sd_model_checkpoint: 'hostile.safetensors' },
+      script_name: 'hostile script',
+      styles: ['hostile style'],
+      cfg_scale: 30,
+      sampler_name: 'DPM++ 2M',
+      restore_faces: true,
+    });
+    const res = await b.generate(request({ seed: 9, providerOptions }), context());
+    assert.equal(res.images.length, 1);
+    const body = s.executions[0]!.body;
+    assert.equal(body.prompt, 'a lighthouse at dusk');
+    assert.equal(body.negative_prompt, '');
+    assert.deepEqual([body.batch_size, body.n_iter, body.width, body.height, body.steps], [1, 1, 64, 64, 10]);
+    assert.deepEqual(body.override_settings, { sd_model_checkpoint: 'sd15.safetensors' });
+    assert.equal(body.cfg_scale, 7);
+    assert.equal(body.enable_hr, undefined);
+    assert.equal(body.script_name, undefined);
+    assert.equal(body.styles, undefined);
+    assert.equal(body.sampler_name, 'DPM++ 2M', 'a declared option still goes through');
+    assert.equal(body.restore_faces, true);
+    assert.doesNotMatch(JSON.stringify(body), HOSTILE);
+    assertWarnsAbout(res.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'n_iter', 'batch_size', 'width', 'enable_hr', 'steps', 'negative_prompt', 'override_settings.sd_model_checkpoint', 'script_name', 'styles', 'cfg_scale']);
+  });
+
+  test('the spec: every kind of job, sizes on the latent grid, the webui’s sampling options; refine’s strength is the img2img strength', async () => {
+    const { completeSpec, providerOptionsProblem, requestProblem } = await import('../../src/backends/model-spec.ts');
+    const s = await standin();
+    const b = backend([s]);
+    const spec = completeSpec(b.modelSpec('sd15.safetensors'), 'sd15.safetensors');
+    assert.deepEqual(spec.capabilities, { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1 });
+    assert.equal(spec.pricing, 'gpu-time');
+    assert.equal(requestProblem('m', spec, { prompt: 'x', size: { width: 100, height: 64 } }, 'generation')?.param, 'size');
+    assert.equal(providerOptionsProblem('m', spec, { sampler_name: 'Euler', scheduler: 'Karras', denoising_strength: 0.4, tiling: true }), undefined);
+    assert.equal(providerOptionsProblem('m', spec, { alwayson_scripts: {} })?.code, 'unknown_parameter');
+    assert.equal(providerOptionsProblem('m', spec, { override_settings: { sd_model_checkpoint: 'x' } })?.code, 'provider_option_not_allowed');
+    const input = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 9, g: 9, b: 9 } } }).png().toBuffer();
+    await b.generate(request({ kind: 'edit', inputImages: [{ data: input, mediaType: 'image/png' }], providerOptions: { strength: 0.3 } }), context());
+    assert.equal(s.executions[0]!.body.denoising_strength, 0.3);
   });
 });

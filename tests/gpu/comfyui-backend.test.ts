@@ -1,6 +1,7 @@
 /** The ComfyUI backend against loopback ComfyUI stand-ins. */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -468,5 +469,68 @@ describe('ComfyUI backend', () => {
 
   test('images are painted per (prompt, seed, index), so a test can check whose they are', () => {
     assert.notDeepEqual(imageColor('a', 1, 0), imageColor('a', 1, 1));
+  });
+
+  test('hostile provider options never reach the host: checkpoint, batch, size, steps and prompt stay easel’s', async () => {
+    const s = await standin();
+    const b = backend([s]);
+    const providerOptions = hostileOptions({
+      checkpoint: 'hostile.safetensors',
+      ckpt_name: 'hostile.safetensors',
+      batch_size: 4,
+      width: 2048,
+      steps: 150,
+      cfg: 30,
+      sampler: 'dpmpp_2m',
+    });
+    const res = await b.generate(request({ seed: 5, providerOptions }), context());
+    assert.equal(res.images.length, 1);
+    const g = s.prompts[0]!.prompt as any;
+    assert.equal(g['4'].inputs.ckpt_name, 'sd15.safetensors');
+    assert.equal(g['6'].inputs.text, 'a lighthouse at dusk');
+    assert.deepEqual([g['5'].inputs.width, g['5'].inputs.height, g['5'].inputs.batch_size], [64, 64, 1]);
+    assert.deepEqual([g['3'].inputs.steps, g['3'].inputs.cfg, g['3'].inputs.seed], [10, 7, 5]);
+    assert.equal(g['3'].inputs.sampler_name, 'dpmpp_2m', 'a declared option still goes through');
+    assert.doesNotMatch(JSON.stringify(g), HOSTILE);
+    assertWarnsAbout(res.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'checkpoint', 'ckpt_name', 'batch_size', 'width', 'steps', 'cfg']);
+  });
+
+  test('specs: a checkpoint takes every kind of job on the latent grid; a workflow takes what its mapping and declared options say', async () => {
+    const { capabilityProblem, completeSpec, providerOptionsProblem, requestProblem } = await import('../../src/backends/model-spec.ts');
+    const s = await standin();
+    const graph = buildTemplate({
+      family: 'sd15', checkpoint: 'sd15.safetensors', prompt: 'x', negativePrompt: '', width: 64, height: 64, batchSize: 1, seed: 1,
+      steps: 5, cfg: 7, sampler: 'euler', scheduler: 'normal', denoise: 1, filenamePrefix: 'wf',
+    });
+    const b = backend([s], {
+      workflows: [
+        { name: 'plain', graph, inputs: { prompt: '6.text' } },
+        { name: 'tuned', graph, inputs: { prompt: '6.text', sampler: '3.sampler_name', width: '5.width', height: '5.height' }, options: { denoise_level: { to: '3.denoise', type: 'number', min: 0, max: 1 } } },
+      ],
+    });
+    const ckpt = completeSpec(b.modelSpec('sd15.safetensors'), 'sd15.safetensors');
+    assert.deepEqual(ckpt.capabilities, { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1 });
+    assert.equal(requestProblem('c', ckpt, { prompt: 'x', size: { width: 100, height: 64 } }, 'generation')?.param, 'size');
+    assert.equal(providerOptionsProblem('c', ckpt, { sampler_name: 'euler', scheduler: 'karras', denoise: 0.5, batch_index: 2 }), undefined);
+    assert.equal(providerOptionsProblem('c', ckpt, { checkpoint: 'x' })?.code, 'provider_option_not_allowed');
+    assert.equal(completeSpec(b.modelSpec('flux1-dev.safetensors'), 'flux1-dev.safetensors').textInImage, true);
+
+    const plain = completeSpec(b.modelSpec('plain'), 'plain');
+    assert.equal(capabilityProblem('plain', plain, { kind: 'edit', inputImages: 1, mask: false })?.code, 'unsupported_capability');
+    assert.equal(plain.maxImagesPerCall, 1, 'no batch-size input: one image per call');
+    assert.equal(plain.sizes, undefined);
+    assert.equal(providerOptionsProblem('plain', plain, { sampler_name: 'euler' })?.code, 'unknown_parameter');
+    const tuned = completeSpec(b.modelSpec('tuned'), 'tuned');
+    assert.equal(providerOptionsProblem('tuned', tuned, { sampler_name: 'euler', denoise_level: 0.4 }), undefined);
+    assert.equal(providerOptionsProblem('tuned', tuned, { denoise_level: 4 })?.code, 'invalid_value');
+
+    await b.generate(request({ model: 'tuned', providerOptions: { denoise_level: 0.4, sampler_name: 'heun' } }), context());
+    const g = s.prompts[0]!.prompt as any;
+    assert.equal(g['3'].inputs.denoise, 0.4);
+    assert.equal(g['3'].inputs.sampler_name, 'heun');
+    assert.throws(
+      () => new ComfyUIBackend({ type: 'comfyui', name: 'x', hosts: [s.url], workflows: [{ name: 'bad', graph, inputs: { prompt: '6.text' }, options: { steps: { to: '3.steps', type: 'integer' } } }] }),
+      /steps/,
+    );
   });
 });

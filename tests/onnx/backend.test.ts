@@ -1,6 +1,7 @@
 /** The `onnx` backend: engine runs on worker threads, batching across jobs, formats, errors, aborts. */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,9 +162,32 @@ describe('refusals', () => {
 
   test('settings it cannot honour come back as warnings', async () => {
     const res = await backend.generate(req({ style: 'vivid', providerOptions: { foo: 1, scheduler: 'dpmpp-2m' } }), ctx());
-    assert.match(res.warnings.join('\n'), /style is not supported/);
-    assert.match(res.warnings.join('\n'), /provider option foo/);
+    const text = res.warnings.map((w) => w.detail).join('\n');
+    assert.match(text, /style is not supported/);
+    assert.match(text, /provider option foo/);
     assert.equal(res.providerMetadata?.scheduler, 'dpmpp-2m');
+  });
+
+  test('hostile provider options change nothing easel maps: model, count, size, steps and prompt stay the request’s', async () => {
+    const plain = await backend.generate(req(), ctx());
+    const providerOptions = hostileOptions({ model: 'turbo', size: '8x8', width: 8, steps: 40, num_inference_steps: 40, negative_prompt: 'hostile', scheduler: 'euler' });
+    const res = await backend.generate(req({ providerOptions }), ctx());
+    assert.equal(res.images.length, 1);
+    assert.deepEqual(res.images[0]!.data, plain.images[0]!.data, 'the same image as without the options');
+    assert.deepEqual([res.providerMetadata?.width, res.providerMetadata?.height, res.providerMetadata?.steps], [64, 48, 2]);
+    assertWarnsAbout(res.warnings, ['n', 'model', 'size', 'width', 'steps', 'num_inference_steps', 'prompt', 'negative_prompt', 'image', 'input.prompt', '__proto__']);
+  });
+
+  test('the spec: sizes in multiples of 8 up to maxPixels, edits only where the model has an encoder, no masks', async () => {
+    const { completeSpec, providerOptionsProblem, requestProblem } = await import('../../src/backends/model-spec.ts');
+    const tiny = completeSpec(backend.modelSpec('tiny'), 'tiny');
+    assert.deepEqual(tiny.capabilities, { generate: true, edit: true, mask: false, variation: false, maxInputImages: 1 });
+    assert.equal(backend.modelSpec('turbo').capabilities.edit, false);
+    assert.equal(tiny.pricing, 'gpu-time');
+    assert.equal(requestProblem('tiny', tiny, { prompt: 'x', size: { width: 60, height: 64 } }, 'generation')?.param, 'size');
+    assert.equal(requestProblem('tiny', tiny, { prompt: 'x', size: { width: 2048, height: 2048 } }, 'generation')?.param, 'size');
+    assert.equal(providerOptionsProblem('tiny', tiny, { scheduler: 'euler-a', strength: 0.5, decoder: 'vae' }), undefined);
+    assert.equal(providerOptionsProblem('tiny', tiny, { foo: 1 })?.code, 'unknown_parameter');
   });
 });
 

@@ -118,7 +118,7 @@ describe('SD-Turbo path (1 step, Euler, trailing, no guidance)', () => {
   test('a negative prompt without guidance is ignored, and said so', async () => {
     const res = await run('identity', { items: [{ prompt: 'a', negativePrompt: 'blurry', seed: 3 }] });
     assert.equal(res.settings.cfg, false);
-    assert.match(res.warnings.join(' '), /negative_prompt is ignored/);
+    assert.match(res.warnings.map((w) => w.detail).join(' '), /negative_prompt is ignored/);
   });
 });
 

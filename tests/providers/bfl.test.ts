@@ -4,7 +4,9 @@ import { BflBackend, modelShape } from '../../src/backends/bfl/bfl-backend.ts';
 import type { BflBackendConfigInput } from '../../src/backends/bfl/options.ts';
 import { BFL_KEY, startBflStandin } from '../support/bfl-standin.ts';
 import type { BflStandin } from '../support/bfl-standin.ts';
-import { abortWith, context, isPng, recordingLog, rejection, request } from './helpers.ts';
+import { HOSTILE, abortWith, context, hostileOptions, assertWarnsAbout, isPng, recordingLog, rejection, request, warningText } from './helpers.ts';
+import { capabilityProblem, completeSpec, providerOptionsProblem, requestProblem } from '../../src/backends/model-spec.ts';
+import { standinPng } from '../support/openai-standin.ts';
 import { until } from './standin-kit.ts';
 
 describe('BflBackend against the Black Forest Labs stand-in', () => {
@@ -62,7 +64,7 @@ describe('BflBackend against the Black Forest Labs stand-in', () => {
     const [s1] = standin.submits();
     assert.equal(s1.json.width, 992);
     assert.equal(s1.json.height, 1440);
-    assert.match(r.warnings.join('\n'), /sent as 992x1440/);
+    assert.match(warningText(r.warnings), /sent as 992x1440/);
     standin.requests.length = 0;
     await make().generate(request({ model: 'flux-pro-1.1-ultra', size: { width: 1920, height: 1080 } }), context());
     const [s2] = standin.submits();
@@ -141,5 +143,45 @@ describe('BflBackend against the Black Forest Labs stand-in', () => {
     assert.equal(result.images.length, 1);
     assert.ok(Date.now() - started >= 190);
     assert.equal(standin.submits().length, 1);
+  });
+
+  test('hostile provider options never reach BFL: the model path, size, prompt, images and safety tolerance stay easel’s', async () => {
+    const providerOptions = hostileOptions({ width: 1440, height: 256, safety_tolerance: 6, input_image: 'aGhostile', webhook_url: 'https://hostile.example/hook', prompt_upsampling: true });
+    const result = await make({ safetyTolerance: 1 }).generate(request({ model: 'flux-pro-1.1', size: { width: 1024, height: 768 }, seed: 3, providerOptions }), context());
+    assert.equal(result.images.length, 1);
+    const [submit] = standin.submits();
+    assert.equal(submit.path, '/v1/flux-pro-1.1');
+    assert.deepEqual(submit.json, { prompt: 'a red fox in the snow', width: 1024, height: 768, seed: 3, output_format: 'png', safety_tolerance: 1, prompt_upsampling: true });
+    assert.doesNotMatch(JSON.stringify(submit.json), HOSTILE);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'width', 'height', 'safety_tolerance', 'input_image', 'webhook_url']);
+  });
+
+  test('each model declares itself: kontext edits one image, fill needs image and mask, FLUX.2 takes eight; sizes per model', async () => {
+    const backend = make();
+    const spec = (m: string) => completeSpec(backend.modelSpec(m), m);
+    const pro = spec('flux-pro-1.1');
+    assert.equal(pro.pricing, 'provider-reported');
+    assert.equal(capabilityProblem('flux-pro-1.1', pro, { kind: 'edit', inputImages: 1, mask: false })?.code, 'unsupported_capability');
+    assert.equal(requestProblem('flux-pro-1.1', pro, { prompt: 'x', size: { width: 1000, height: 768 } }, 'generation')?.param, 'size');
+    assert.equal(requestProblem('flux-pro-1.1', pro, { prompt: 'x', size: { width: 1440, height: 256 } }, 'generation'), undefined);
+    assert.equal(providerOptionsProblem('flux-pro-1.1', pro, { prompt_upsampling: true }), undefined);
+    assert.equal(providerOptionsProblem('flux-pro-1.1', pro, { raw: true })?.code, 'unknown_parameter');
+    assert.equal(providerOptionsProblem('flux-pro-1.1-ultra', spec('flux-pro-1.1-ultra'), { raw: true }), undefined);
+    const kontext = spec('flux-kontext-pro');
+    assert.equal(capabilityProblem('flux-kontext-pro', kontext, { kind: 'edit', inputImages: 1, mask: false }), undefined);
+    assert.equal(capabilityProblem('flux-kontext-pro', kontext, { kind: 'edit', inputImages: 2, mask: false })?.code, 'unsupported_capability');
+    const fill = spec('flux-pro-1.0-fill');
+    assert.equal(capabilityProblem('flux-pro-1.0-fill', fill, { kind: 'generation', inputImages: 0, mask: false })?.code, 'unsupported_capability');
+    assert.equal(capabilityProblem('flux-pro-1.0-fill', fill, { kind: 'edit', inputImages: 1, mask: true }), undefined);
+    const flux2 = spec('flux-2-pro');
+    assert.equal(flux2.capabilities.maxInputImages, 8);
+    assert.equal(requestProblem('flux-2-pro', flux2, { prompt: 'x', size: { width: 2048, height: 2048 } }, 'generation'), undefined);
+    assert.equal(requestProblem('flux-2-pro', flux2, { prompt: 'x', size: { width: 4096, height: 2048 } }, 'generation')?.param, 'size');
+
+    const png = standinPng(16, 16).png;
+    const img = { data: png, mediaType: 'image/png' };
+    await backend.generate(request({ kind: 'edit', model: 'flux-2-pro', inputImages: [img, img, img] }), context());
+    const [s] = standin.submits();
+    assert.deepEqual(Object.keys(s.json).filter((k) => k.startsWith('input_image')).sort(), ['input_image', 'input_image_2', 'input_image_3']);
   });
 });

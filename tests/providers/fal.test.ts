@@ -4,7 +4,9 @@ import { FalBackend, falAppId } from '../../src/backends/fal/fal-backend.ts';
 import type { FalBackendConfigInput } from '../../src/backends/fal/options.ts';
 import { FAL_KEY, startFalStandin } from '../support/fal-standin.ts';
 import type { FalStandin } from '../support/fal-standin.ts';
-import { abortWith, context, isPng, recordingLog, rejection, request } from './helpers.ts';
+import { HOSTILE, abortWith, context, hostileOptions, assertWarnsAbout, isPng, recordingLog, rejection, request, warningText } from './helpers.ts';
+import { capabilityProblem, completeSpec, providerOptionsProblem } from '../../src/backends/model-spec.ts';
+import { standinPng } from '../support/openai-standin.ts';
 import { until } from './standin-kit.ts';
 
 const SCHNELL = 'fal-ai/flux/schnell';
@@ -107,7 +109,7 @@ describe('FalBackend against the fal stand-in', () => {
   test('flagged images are dropped with a warning; all flagged is a content_policy_violation naming fal', async () => {
     const some = await make().generate(request({ model: SCHNELL, n: 3, prompt: 'nsfw-one cat' }), context());
     assert.equal(some.images.length, 2);
-    assert.match(some.warnings.join('\n'), /safety checker flagged 1 of 3/);
+    assert.match(warningText(some.warnings), /safety checker flagged 1 of 3/);
     const err = await rejection(make().generate(request({ model: SCHNELL, n: 2, prompt: 'nsfw cat' }), context()));
     assert.equal(err.code, 'content_policy_violation');
     assert.match(err.message, /^fal refused/);
@@ -147,5 +149,60 @@ describe('FalBackend against the fal stand-in', () => {
     assert.equal(falAppId('fal-ai/flux/schnell'), 'fal-ai/flux');
     assert.equal(falAppId('fal-ai/fast-sdxl'), 'fal-ai/fast-sdxl');
     assert.equal(falAppId('workflows/me/flow'), 'workflows/me/flow');
+  });
+
+  test('hostile provider options never reach fal: count, steps, size, prompt, images and the safety checker stay easel’s', async () => {
+    const providerOptions = hostileOptions({
+      num_images: 4,
+      num_inference_steps: 50,
+      image_size: 'landscape_16_9',
+      enable_safety_checker: false,
+      image_url: 'https://hostile.example/x.png',
+      loras: [{ path: 'hostile/lora', scale: 1 }],
+      sync_mode: true,
+    });
+    const result = await make().generate(request({ model: SCHNELL, n: 1, seed: 2, steps: 3, providerOptions }), context());
+    assert.equal(result.images.length, 1);
+    const [submit] = standin.submits();
+    assert.equal(submit.path, '/fal-ai/flux/schnell');
+    assert.deepEqual(submit.json, {
+      prompt: 'a red fox in the snow',
+      num_images: 1,
+      seed: 2,
+      num_inference_steps: 3,
+      output_format: 'png',
+      enable_safety_checker: true,
+      sync_mode: true,
+    });
+    assert.doesNotMatch(JSON.stringify(submit.json), HOSTILE);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'num_images', 'num_inference_steps', 'image_size', 'enable_safety_checker', 'image_url', 'loras']);
+  });
+
+  test('each endpoint declares itself: text-to-image, image-to-image with strength, inpainting with a mask', async () => {
+    const backend = make();
+    const spec = (m: string) => completeSpec(backend.modelSpec(m), m);
+    const schnell = spec(SCHNELL);
+    assert.deepEqual(schnell.capabilities, { generate: true, edit: false, mask: false, variation: false, maxInputImages: 0 });
+    assert.equal(providerOptionsProblem(SCHNELL, schnell, { sync_mode: true, acceleration: 'high' }), undefined);
+    assert.equal(providerOptionsProblem(SCHNELL, schnell, { strength: 0.5 })?.code, 'unknown_parameter');
+    assert.equal(providerOptionsProblem(SCHNELL, schnell, { num_inference_steps: 4 })?.code, 'provider_option_not_allowed');
+    assert.equal(providerOptionsProblem('fal-ai/flux-lora', spec('fal-ai/flux-lora'), { acceleration: 'high' })?.code, 'invalid_value');
+    const i2i = spec('fal-ai/flux/dev/image-to-image');
+    assert.equal(capabilityProblem('i2i', i2i, { kind: 'generation', inputImages: 0, mask: false })?.code, 'unsupported_capability');
+    assert.equal(capabilityProblem('i2i', i2i, { kind: 'edit', inputImages: 1, mask: false }), undefined);
+    assert.equal(capabilityProblem('i2i', i2i, { kind: 'edit', inputImages: 1, mask: true })?.code, 'unsupported_capability');
+    assert.equal(providerOptionsProblem('i2i', i2i, { strength: 0.6 }), undefined);
+    const inpaint = spec('fal-ai/flux-lora/inpainting');
+    assert.equal(capabilityProblem('inpaint', inpaint, { kind: 'edit', inputImages: 1, mask: true }), undefined);
+    assert.equal(schnell.pricing, 'price-table');
+    assert.equal(make({ usdPerSecond: 0.001 }).modelSpec(SCHNELL).pricing, 'provider-reported');
+
+    const png = standinPng(16, 16).png;
+    await backend.generate(request({ kind: 'edit', model: 'fal-ai/flux/dev/image-to-image', inputImages: [{ data: png, mediaType: 'image/png' }], providerOptions: { strength: 0.6 } }), context());
+    const [submit] = standin.submits();
+    assert.equal(submit.json.strength, 0.6);
+    assert.match(submit.json.image_url, /^data:image\/png;base64,/);
+    const refused = await rejection(backend.generate(request({ kind: 'edit', model: SCHNELL, inputImages: [{ data: png, mediaType: 'image/png' }] }), context()));
+    assert.equal(refused.code, 'invalid_request');
   });
 });

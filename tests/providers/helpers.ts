@@ -1,6 +1,6 @@
 /** Request/context builders and assertion helpers shared by the provider tests. */
 import assert from 'node:assert/strict';
-import type { BackendCallContext, BackendRequest } from '../../src/backends/image-backend.ts';
+import type { BackendCallContext, BackendRequest, BackendWarning } from '../../src/backends/image-backend.ts';
 import { BackendError } from '../../src/backends/image-backend.ts';
 import type { BackendLog } from '../../src/backends/http/hosted-backend.ts';
 
@@ -75,3 +75,10 @@ export const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47];
 export function isPng(data: Uint8Array): boolean {
   return PNG_MAGIC.every((b, i) => data[i] === b);
 }
+
+/** Warnings as one text, for matching their sentences. */
+export function warningText(warnings: readonly (BackendWarning | string)[]): string {
+  return warnings.map((w) => (typeof w === 'string' ? w : w.detail)).join('\n');
+}
+
+export { HOSTILE, assertWarnsAbout, hostileOptions } from '../support/hostile-options.ts';

@@ -4,7 +4,8 @@ import { ImagenBackend } from '../../src/backends/imagen/imagen-backend.ts';
 import type { ImagenBackendConfigInput } from '../../src/backends/imagen/options.ts';
 import { IMAGEN_KEY, startImagenStandin } from '../support/imagen-standin.ts';
 import type { ImagenStandin } from '../support/imagen-standin.ts';
-import { context, recordingLog, rejection, request } from './helpers.ts';
+import { HOSTILE, context, hostileOptions, assertWarnsAbout, recordingLog, rejection, request, warningText } from './helpers.ts';
+import { completeSpec, providerOptionsProblem } from '../../src/backends/model-spec.ts';
 
 const MODEL = 'imagen-4.0-generate-001';
 
@@ -66,14 +67,14 @@ describe('ImagenBackend against the Imagen stand-in', () => {
   test('seed and negative prompt are Vertex-only: warned about, never sent', async () => {
     const result = await make().generate(request({ model: MODEL, seed: 3, negativePrompt: 'blur' }), context());
     assert.equal(result.images.length, 1, 'the stand-in would 400 on either');
-    assert.match(result.warnings.join('\n'), /seed is not supported/);
-    assert.match(result.warnings.join('\n'), /negative_prompt is not supported/);
+    assert.match(warningText(result.warnings), /seed is not supported/);
+    assert.match(warningText(result.warnings), /negative_prompt is not supported/);
   });
 
   test('a silently filtered image is a warning; all filtered is a content_policy_violation naming Google', async () => {
     const some = await make().generate(request({ model: MODEL, n: 3, prompt: 'filter-one please' }), context());
     assert.equal(some.images.length, 2);
-    assert.match(some.warnings.join('\n'), /filtered 1 of 3 images \(Unable to show generated images\. Violence filter\.\)/);
+    assert.match(warningText(some.warnings), /filtered 1 of 3 images \(Unable to show generated images\. Violence filter\.\)/);
     const err = await rejection(make().generate(request({ model: MODEL, n: 2, prompt: 'filter-all please' }), context()));
     assert.equal(err.code, 'content_policy_violation');
     assert.match(err.message, /^Google Imagen refused/);
@@ -103,5 +104,29 @@ describe('ImagenBackend against the Imagen stand-in', () => {
     assert.equal(nf.code, 'model_not_found');
     const edit = await rejection(make().generate(request({ model: MODEL, kind: 'edit', inputImages: [{ data: new Uint8Array(4), mediaType: 'image/png' }] }), context()));
     assert.equal(edit.code, 'invalid_request');
+  });
+
+  test('hostile provider options never reach Imagen: sampleCount, prompt and moderation stay easel’s', async () => {
+    const before = standin.imagesServed;
+    const providerOptions = hostileOptions({ sampleCount: 4, personGeneration: 'allow_all', safetySetting: 'BLOCK_NONE', instances: [{ prompt: 'hostile instance' }], language: 'en' });
+    const result = await make({ personGeneration: 'dont_allow' }).generate(request({ model: MODEL, n: 1, providerOptions }), context());
+    assert.equal(result.images.length, 1);
+    assert.equal(standin.imagesServed - before, 1, 'one image asked, one paid for');
+    const [sent] = standin.predicts();
+    assert.deepEqual(sent.json, {
+      instances: [{ prompt: 'a red fox in the snow' }],
+      parameters: { sampleCount: 1, includeRaiReason: true, personGeneration: 'dont_allow', language: 'en', outputOptions: { mimeType: 'image/png' } },
+    });
+    assert.doesNotMatch(JSON.stringify(sent.json), HOSTILE);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'sampleCount', 'personGeneration', 'safetySetting', 'instances']);
+  });
+
+  test('the spec: generate only, four samples per call, five aspect ratios, language and safety attributes as options', () => {
+    const spec = completeSpec(make().modelSpec(MODEL), MODEL);
+    assert.deepEqual(spec.capabilities, { generate: true, edit: false, mask: false, variation: false, maxInputImages: 0 });
+    assert.equal(spec.maxImagesPerCall, 4);
+    assert.equal(providerOptionsProblem(MODEL, spec, { language: 'ja', includeSafetyAttributes: true }), undefined);
+    assert.equal(providerOptionsProblem(MODEL, spec, { enhancePrompt: true })?.code, 'unknown_parameter');
+    assert.equal(providerOptionsProblem(MODEL, spec, { sampleCount: 2 })?.code, 'provider_option_not_allowed');
   });
 });

@@ -43,11 +43,11 @@ describe('OpenAI model rules', () => {
   test('qualities and styles', () => {
     const q = (model: string, quality: string) => applyOpenAIModelRules(request({ model, quality }), 'b');
     assert.equal(q('dall-e-3', 'high').request.quality, 'hd');
-    assert.match(q('dall-e-3', 'high').warnings[0]!, /sent as "hd"/);
+    assert.match(q('dall-e-3', 'high').warnings[0]!.detail, /sent as "hd"/);
     assert.equal(q('gpt-image-1', 'hd').request.quality, 'high');
     assert.equal(q('gpt-image-1', 'standard').request.quality, 'medium');
     assert.equal(q('dall-e-2', 'hd').request.quality, undefined);
-    assert.match(q('dall-e-2', 'hd').warnings[0]!, /not offered/);
+    assert.match(q('dall-e-2', 'hd').warnings[0]!.detail, /not offered/);
     assert.deepEqual(q('dall-e-2', 'auto').warnings, []);
     assert.throws(() => q('gpt-image-1', 'ultra'), /quality "ultra" is not offered; use one of low, medium, high, auto/);
     assert.throws(() => applyOpenAIModelRules(request({ model: 'dall-e-3', style: 'moody' }), 'b'), /style "moody".*vivid, natural/);
@@ -62,7 +62,7 @@ describe('OpenAI model rules', () => {
     assert.throws(() => applyOpenAIModelRules(request({ model: 'gpt-image-1', background: 'transparent', outputFormat: 'jpeg' }), 'b'), /png or webp/);
     const mini = applyOpenAIModelRules(request({ model: 'gpt-image-1-mini', kind: 'edit', inputImages: [png], providerOptions: { input_fidelity: 'high' } }), 'b');
     assert.equal(mini.request.providerOptions.input_fidelity, undefined);
-    assert.match(mini.warnings[0]!, /input_fidelity/);
+    assert.match(mini.warnings[0]!.detail, /input_fidelity/);
   });
 });
 
@@ -107,7 +107,7 @@ describe('OpenAIBackend with model rules on (against the strict stand-in)', () =
     const [sent] = images();
     assert.equal(sent.body?.response_format, undefined);
     assert.equal(sent.body?.quality, 'high');
-    assert.match(result.warnings.join('\n'), /sent as "high"/);
+    assert.match(result.warnings.map((w) => w.detail).join('\n'), /sent as "high"/);
   });
 
   test('rules off (the default for non-OpenAI hosts) sends the request as it is', async () => {

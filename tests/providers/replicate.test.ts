@@ -5,7 +5,9 @@ import type { ReplicateBackendConfigInput } from '../../src/backends/replicate/o
 import { parseModelRef } from '../../src/backends/replicate/models.ts';
 import { REPLICATE_TOKEN, startReplicateStandin } from '../support/replicate-standin.ts';
 import type { ReplicateStandin } from '../support/replicate-standin.ts';
-import { abortWith, context, isPng, recordingLog, rejection, request } from './helpers.ts';
+import { HOSTILE, abortWith, context, hostileOptions, assertWarnsAbout, isPng, recordingLog, rejection, request } from './helpers.ts';
+import { capabilityProblem, completeSpec, providerOptionsProblem, requestProblem } from '../../src/backends/model-spec.ts';
+import { replicateBackendConfigSchema } from '../../src/backends/replicate/options.ts';
 import { until } from './standin-kit.ts';
 
 const VERSION = 'a'.repeat(64);
@@ -57,7 +59,9 @@ describe('ReplicateBackend against the Replicate stand-in', () => {
     const saved = ctx.lastSaved() as { tasks: { id: string }[] };
     assert.equal(saved.tasks.length, 1);
     assert.ok(standin.predictions.has(saved.tasks[0]!.id));
-    assert.deepEqual(result.warnings, ['size 1344x768 sent as the nearest aspect ratio 16:9 for black-forest-labs/flux-schnell']);
+    assert.deepEqual(result.warnings, [
+      { type: 'compatibility', setting: 'size', detail: 'size 1344x768 sent as the nearest aspect ratio 16:9 for black-forest-labs/flux-schnell' },
+    ]);
     assert.equal(ctx.progress.at(-1), 1);
     const downloads = standin.requests.filter((r) => r.path.startsWith('/files/'));
     assert.equal(downloads.length, 2);
@@ -243,5 +247,54 @@ describe('ReplicateBackend against the Replicate stand-in', () => {
     assert.deepEqual(outputUrls(null), []);
     assert.equal(logProgress(' 25%|██  | 1/4\n 75%|██████ | 3/4\n'), 0.75);
     assert.equal(logProgress('no bars'), undefined);
+  });
+
+  test('hostile provider options never reach Replicate: the count, size, prompt, images and safety checker stay easel’s', async () => {
+    const providerOptions = hostileOptions({
+      num_outputs: 4,
+      megapixels: '1',
+      aspect_ratio: '21:9',
+      disable_safety_checker: true,
+      lora_weights: 'hostile/lora',
+      version: 'b'.repeat(64),
+      go_fast: false,
+    });
+    const result = await make({ input: { extra: { num_outputs: 4 } } }).generate(
+      request({ model: 'black-forest-labs/flux-schnell', n: 1, size: { width: 1024, height: 1024 }, seed: 4, providerOptions }),
+      context(),
+    );
+    assert.equal(result.images.length, 1);
+    const [create] = standin.creates();
+    assert.equal(create.path, '/v1/models/black-forest-labs/flux-schnell/predictions');
+    assert.equal(create.json.version, undefined);
+    assert.deepEqual(create.json.input, { prompt: 'a red fox in the snow', aspect_ratio: '1:1', num_outputs: 1, seed: 4, output_format: 'png', go_fast: false });
+    assert.doesNotMatch(JSON.stringify(create.json), HOSTILE);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', '__proto__', 'num_outputs', 'megapixels', 'aspect_ratio', 'disable_safety_checker', 'lora_weights', 'version']);
+  });
+
+  test('each known model declares itself; config declares options for the rest (guarded names refused)', () => {
+    const backend = make();
+    const spec = (m: string, b = backend) => completeSpec(b.modelSpec(m), m);
+    const schnell = spec('black-forest-labs/flux-schnell');
+    assert.equal(capabilityProblem('schnell', schnell, { kind: 'edit', inputImages: 1, mask: false })?.code, 'unsupported_capability');
+    assert.equal(providerOptionsProblem('schnell', schnell, { go_fast: true, output_quality: 90 }), undefined);
+    assert.equal(providerOptionsProblem('schnell', schnell, { output_quality: 101 })?.code, 'invalid_value');
+    assert.equal(providerOptionsProblem('schnell', schnell, { megapixels: '0.25' })?.code, 'provider_option_not_allowed');
+    assert.equal(requestProblem('schnell', schnell, { prompt: 'x', size: { width: 4096, height: 1024 } }, 'generation')?.param, 'size');
+    const dev = spec('black-forest-labs/flux-dev');
+    assert.equal(capabilityProblem('dev', dev, { kind: 'edit', inputImages: 1, mask: false }), undefined);
+    assert.equal(providerOptionsProblem('dev', dev, { prompt_strength: 0.8 }), undefined);
+    const sdxl = spec('stability-ai/sdxl');
+    assert.equal(capabilityProblem('sdxl', sdxl, { kind: 'edit', inputImages: 1, mask: true }), undefined);
+    assert.equal(providerOptionsProblem('sdxl', sdxl, { refine: 'expert_ensemble_refiner', scheduler: 'K_EULER' }), undefined);
+    const custom = spec(`someone/custom:${VERSION}`);
+    assert.equal(providerOptionsProblem('custom', custom, { style_strength: 0.5 })?.code, 'unknown_parameter');
+    const declared = make({ input: { providerOptions: { style_strength: { type: 'number', min: 0, max: 1 } } } });
+    assert.equal(providerOptionsProblem('custom', spec(`someone/custom:${VERSION}`, declared), { style_strength: 0.5 }), undefined);
+    assert.equal(schnell.pricing, 'price-table');
+    assert.equal(make({ usdPerSecond: 0.001 }).modelSpec('black-forest-labs/flux-schnell').pricing, 'provider-reported');
+    const refused = replicateBackendConfigSchema.safeParse({ type: 'replicate', name: 'r', input: { providerOptions: { num_outputs: 'integer' } } });
+    assert.equal(refused.success, false);
+    assert.deepEqual(refused.error!.issues[0]!.path, ['input', 'providerOptions', 'num_outputs']);
   });
 });

@@ -5,7 +5,8 @@ import type { StabilityBackendConfigInput } from '../../src/backends/stability/o
 import { STABILITY_KEY, startStabilityStandin } from '../support/stability-standin.ts';
 import type { StabilityStandin } from '../support/stability-standin.ts';
 import { standinPng } from '../support/openai-standin.ts';
-import { context, isPng, recordingLog, rejection, request } from './helpers.ts';
+import { HOSTILE, context, hostileOptions, assertWarnsAbout, isPng, recordingLog, rejection, request, warningText } from './helpers.ts';
+import { providerOptionsProblem, requestProblem, completeSpec } from '../../src/backends/model-spec.ts';
 
 describe('StabilityBackend against the Stability stand-in', () => {
   let standin: StabilityStandin;
@@ -66,7 +67,7 @@ describe('StabilityBackend against the Stability stand-in', () => {
       assert.equal(s.fields!.cfg_scale, '4');
       assert.equal(s.fields!.negative_prompt, undefined, 'turbo takes no negative prompt');
     }
-    assert.match(result.warnings.join('\n'), /negative_prompt is not supported/);
+    assert.match(warningText(result.warnings), /negative_prompt is not supported/);
     assert.deepEqual(result.images.map((i) => i.seed).sort(), [7, 8, 9]);
     assert.equal(ctx.progress.at(-1), 1);
   });
@@ -123,5 +124,45 @@ describe('StabilityBackend against the Stability stand-in', () => {
     assert.equal(err.code, 'model_not_found');
     assert.equal(standin.requests.length, 0);
     assert.equal(endpointFor('stable-image-ultra')?.path, 'ultra');
+  });
+
+  test('hostile provider options never reach Stability: mapped fields win, guarded and unknown keys are dropped with warnings', async () => {
+    const png = standinPng(32, 32).png;
+    const providerOptions = hostileOptions({ aspect_ratio: '21:9', mode: 'text-to-image', output_format: 'jpeg', style_preset: 'anime', strength: 0.4 });
+    const result = await make().generate(
+      request({ kind: 'edit', model: 'sd3.5-large', inputImages: [{ data: png, mediaType: 'image/png' }], seed: 5, providerOptions }),
+      context(),
+    );
+    assert.equal(result.images.length, 1);
+    const [sent] = standin.generations();
+    assert.deepEqual(sent.fields, {
+      prompt: 'a red fox in the snow',
+      seed: '5',
+      output_format: 'png',
+      model: 'sd3.5-large',
+      mode: 'image-to-image',
+      strength: '0.4',
+    });
+    assert.deepEqual(sent.files!.map((f) => f.field), ['image']);
+    assert.doesNotMatch(JSON.stringify(sent.fields), HOSTILE);
+    assertWarnsAbout(result.warnings, ['n', 'model', 'size', 'prompt', 'image', 'input.prompt', 'aspect_ratio', 'output_format', '__proto__', 'mode', 'style_preset']);
+  });
+
+  test('each endpoint declares itself: core generates only, ultra and sd3 edit with strength; aspect ratios, presets, 10,000 characters', () => {
+    const backend = make();
+    const core = completeSpec(backend.modelSpec('core'), 'core');
+    assert.deepEqual(core.capabilities, { generate: true, edit: false, mask: false, variation: false, maxInputImages: 0 });
+    assert.equal(providerOptionsProblem('core', core, { strength: 0.5 })?.code, 'unknown_parameter');
+    const ultra = completeSpec(backend.modelSpec('ultra'), 'ultra');
+    assert.equal(ultra.capabilities.edit, true);
+    assert.equal(providerOptionsProblem('ultra', ultra, { strength: 0.5 }), undefined);
+    assert.equal(providerOptionsProblem('ultra', ultra, { strength: 2 })?.code, 'invalid_value');
+    assert.equal(providerOptionsProblem('ultra', ultra, { cfg_scale: 5 })?.code, 'unknown_parameter');
+    assert.equal(providerOptionsProblem('ultra', ultra, { aspect_ratio: '1:1' })?.code, 'provider_option_not_allowed');
+    assert.equal(requestProblem('ultra', ultra, { prompt: 'x', style: 'anime', size: { width: 1344, height: 768 } }, 'generation'), undefined);
+    assert.equal(requestProblem('ultra', ultra, { prompt: 'x', style: 'watercolour' }, 'generation')?.param, 'style');
+    assert.equal(requestProblem('ultra', ultra, { prompt: 'x', size: { width: 4000, height: 1000 } }, 'generation')?.param, 'size');
+    assert.equal(requestProblem('ultra', ultra, { prompt: 'x'.repeat(10_001) }, 'generation')?.param, 'prompt');
+    assert.equal(ultra.pricing, 'price-table');
   });
 });

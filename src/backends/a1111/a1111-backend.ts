@@ -18,6 +18,7 @@ import type {
   BackendImageInput,
   BackendRequest,
   BackendResult,
+  BackendWarning,
   ImageBackend,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
@@ -27,14 +28,10 @@ import { hostRequest, readJson, sleep, sniffImageType } from '../pool/http.ts';
 import type { HostHttp } from '../pool/http.ts';
 import { a1111BackendConfigSchema } from './options.ts';
 import type { A1111BackendConfig, A1111BackendConfigInput } from './options.ts';
-import { uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
-
-/** Body keys easel sets itself; provider options may not override them. */
-const RESERVED = new Set([
-  'prompt', 'negative_prompt', 'seed', 'batch_size', 'n_iter', 'steps', 'cfg_scale', 'width', 'height', 'init_images', 'mask',
-  'override_settings', 'override_settings_restore_afterwards', 'send_images', 'save_images', 'force_task_id',
-]);
+import { acceptedOptions } from '../provider-options.ts';
+import { otherWarning, unsupported } from '../warnings.ts';
+import { a1111ModelSpec, a1111ProviderOptionsSchema } from './models.ts';
 const MODEL_REFRESH_MS = 60_000;
 const CANCEL_SETTLE_MS = 5_000;
 
@@ -73,7 +70,7 @@ export class A1111Backend implements ImageBackend {
   }
 
   modelSpec(_model: string): BackendModelSpec {
-    return uniformSpec(this.capabilities, 'gpu-time');
+    return a1111ModelSpec(this.config.maxBatchSize);
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -136,7 +133,7 @@ export class A1111Backend implements ImageBackend {
       try {
         info = JSON.parse(answer.info);
       } catch {
-        warnings.push(`host ${host.name} sent an unreadable info string`);
+        warnings.push(otherWarning(`host ${host.name} sent an unreadable info string`));
       }
     }
     const first = typeof info.index_of_first_image === 'number' ? info.index_of_first_image : 0;
@@ -179,19 +176,28 @@ export class A1111Backend implements ImageBackend {
     }
   }
 
-  private async buildBody(batch: PoolBatch): Promise<{ body: Record<string, unknown>; warnings: string[] }> {
+  /**
+   * The txt2img / img2img body: config extras, then the accepted provider options, then easel's
+   * mapped fields (an option with a config default, such as the sampler, is folded into its field).
+   */
+  private async buildBody(batch: PoolBatch): Promise<{ body: Record<string, unknown>; warnings: BackendWarning[] }> {
     const req = batch.request;
-    const warnings: string[] = [];
+    const accepted = acceptedOptions(req.providerOptions, a1111ProviderOptionsSchema, { backend: this.name, model: req.model });
+    const { strength, ...opts } = accepted.options as typeof accepted.options & { strength?: number };
+    const warnings: BackendWarning[] = [...accepted.warnings];
     const ckpt = this.config.checkpoints[req.model] ?? this.config.checkpoints[checkpointKey(req.model)] ?? {};
     const d = this.config.defaults;
     for (const key of ['quality', 'style'] as const) {
-      if (req[key] !== undefined) warnings.push(`${key} is not supported by backend "${this.name}"; ignored`);
+      if (req[key] !== undefined) warnings.push(unsupported(key, `${key} is not supported by backend "${this.name}"; ignored`));
     }
-    if (req.background && req.background !== 'auto') warnings.push(`background is not supported by backend "${this.name}"; ignored`);
-    const sampler = ckpt.sampler ?? d.sampler ?? 'Euler a';
-    const scheduler = ckpt.scheduler ?? d.scheduler;
+    if (req.background && req.background !== 'auto') warnings.push(unsupported('background', `background is not supported by backend "${this.name}"; ignored`));
+    const sampler = (opts.sampler_name as string | undefined) ?? ckpt.sampler ?? d.sampler ?? 'Euler a';
+    const scheduler = (opts.scheduler as string | undefined) ?? ckpt.scheduler ?? d.scheduler;
+    const denoise = (opts.denoising_strength as number | undefined) ?? strength;
+    delete opts.denoising_strength;
     const body: Record<string, unknown> = {
       ...this.config.extraFields,
+      ...opts,
       prompt: req.kind === 'variation' ? (req.prompt ?? '') : req.prompt,
       negative_prompt: req.negativePrompt ?? ckpt.negativePrompt ?? d.negativePrompt ?? '',
       seed: batch.seed,
@@ -210,10 +216,13 @@ export class A1111Backend implements ImageBackend {
       body.width = req.size?.width ?? ckpt.width ?? d.width ?? 512;
       body.height = req.size?.height ?? ckpt.height ?? d.height ?? 512;
     }
+    if (req.kind === 'generation' && denoise !== undefined) {
+      warnings.push(unsupported('provider_options.denoising_strength', `img2img strength applies to edits only on backend "${this.name}"; ignored`));
+    }
     if (req.kind !== 'generation') {
       const image = req.inputImages[0]!;
       body.init_images = [Buffer.from(image.data).toString('base64')];
-      body.denoising_strength = req.kind === 'variation' ? d.variationDenoise : d.denoise;
+      body.denoising_strength = denoise ?? (req.kind === 'variation' ? d.variationDenoise : d.denoise);
       body.include_init_images = false;
       if (!req.size) {
         const meta = await sharp(image.data).metadata().catch(() => undefined);
@@ -224,17 +233,10 @@ export class A1111Backend implements ImageBackend {
       }
       if (req.mask) {
         body.mask = await this.maskB64(req.mask);
-        body.inpainting_fill = 1; // start from the original pixels
-        body.inpaint_full_res = false;
+        // Start from the original pixels, over the whole image, unless options or config say otherwise.
+        body.inpainting_fill ??= 1;
+        body.inpaint_full_res ??= false;
       }
-    }
-    for (const [key, value] of Object.entries(req.providerOptions)) {
-      if (value === undefined) continue;
-      if (RESERVED.has(key)) {
-        warnings.push(`provider option ${key} is set by easel on backend "${this.name}"; ignored`);
-        continue;
-      }
-      body[key] = value;
     }
     return { body, warnings };
   }

@@ -6,13 +6,20 @@
  */
 import { APICallError, RetryError, generateImage } from 'ai';
 import type { ImageModel } from 'ai';
-import type { BackendCallContext, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { MODERATION_WORDS, httpFailureError, providerMessage } from '../http/errors.ts';
 import { sniffMediaType } from '../http/media.ts';
+import { easelParams, mapParams } from '../http/param-table.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { compatibility, uniqueWarnings } from '../warnings.ts';
+import type { JobWarning } from '../../core/job.ts';
 import { aiSdkBackendConfigSchema } from './options.ts';
+import { aiSdkModelSpec, aiSdkOptionsSchema, aiSdkRows } from './models.ts';
+import type { z } from 'zod';
 import type { AiSdkBackendConfig, AiSdkBackendConfigInput } from './options.ts';
 
 type ProviderFactory = (settings: Record<string, unknown>) => {
@@ -41,6 +48,7 @@ export class AiSdkBackend extends HostedBackend {
   private readonly fetchImpl: typeof globalThis.fetch | undefined;
   private provider$: Promise<ReturnType<ProviderFactory>> | undefined;
   private readonly models = new Map<string, ImageModel>();
+  private readonly optionsSchema: z.ZodObject;
 
   constructor(config: AiSdkBackendConfigInput | AiSdkBackendConfig, deps: AiSdkBackendDeps = {}) {
     const cfg = aiSdkBackendConfigSchema.parse(config);
@@ -56,6 +64,7 @@ export class AiSdkBackend extends HostedBackend {
       }),
     );
     this.config = cfg;
+    this.optionsSchema = aiSdkOptionsSchema(cfg);
     this.importer = deps.importer ?? ((pkg) => import(pkg) as Promise<Record<string, unknown>>);
     this.fetchImpl = deps.fetch;
   }
@@ -100,16 +109,39 @@ export class AiSdkBackend extends HostedBackend {
     return model;
   }
 
+  /** A loaded provider model's own `maxImagesPerCall`, when it states a number. */
+  private modelMaxImages(id: string): number | undefined {
+    const max = (this.models.get(id) as { maxImagesPerCall?: unknown } | undefined)?.maxImagesPerCall;
+    return typeof max === 'number' && max > 0 ? max : undefined;
+  }
+
+  override modelSpec(model: string): BackendModelSpec {
+    return aiSdkModelSpec(model, this.config, this.capabilities, this.modelMaxImages(model), this.optionsSchema);
+  }
+
+  /**
+   * The provider's options for one call: the accepted request options, then easel's own fields under
+   * the names the package (or config) gives them, which always win.
+   */
+  private providerOptionsFor(request: BackendRequest): { options: Record<string, unknown>; warnings: BackendWarning[] } {
+    const spec = this.modelSpec(request.model);
+    const accepted = acceptedOptions(request.providerOptions, spec.providerOptions, { backend: this.name, model: request.model });
+    const warnings = [...accepted.warnings];
+    let quality = request.quality;
+    if (quality !== undefined && spec.qualities && !spec.qualities.includes(quality)) {
+      const mapped = spec.qualityFor?.(quality);
+      if (mapped !== undefined) warnings.push(compatibility('quality', `quality "${quality}" is sent as "${mapped}" to ${request.model} on backend "${this.name}"`));
+      quality = mapped;
+    }
+    const table = mapParams(aiSdkRows(this.config, this.name), easelParams(request, { quality }), { options: accepted.options });
+    return { options: table.body, warnings: [...warnings, ...table.warnings] };
+  }
+
   protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') throw new BackendError(`Backend "${this.name}" does not do variations`, { code: 'invalid_request' });
     if (request.kind === 'edit' && !this.capabilities.edit) throw new BackendError(`Backend "${this.name}" does not do edits`, { code: 'invalid_request' });
-    const warnings: string[] = [];
     const key = this.config.providerOptionsKey ?? defaultOptionsKey(this.config.package);
-    const options: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(request.providerOptions)) if (v !== undefined) options[k] = v;
-    for (const [what, value] of [['negative_prompt', request.negativePrompt], ['steps', request.steps], ['guidance_scale', request.guidanceScale], ['quality', request.quality], ['style', request.style]] as const) {
-      if (value !== undefined) warnings.push(`${what} is not passed by backend "${this.name}" (send it in provider_options); ignored`);
-    }
+    const { options, warnings } = this.providerOptionsFor(request);
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(this.config.timeoutSeconds * 1000)]);
     try {
       const model = await this.model(request.model);
@@ -128,10 +160,10 @@ export class AiSdkBackend extends HostedBackend {
         abortSignal: signal,
       });
       this.credentialsAccepted();
-      for (const w of result.warnings) warnings.push(formatWarning(w));
+      for (const w of result.warnings) warnings.push(sdkWarning(w));
       const images = result.images.map((f) => ({ data: f.uint8Array, mediaType: sniffMediaType(f.uint8Array) ?? f.mediaType }));
       ctx.reportProgress(1);
-      return { images, warnings };
+      return { images, warnings: uniqueWarnings(warnings) };
     } catch (err) {
       if (ctx.signal.aborted) throw new BackendError(`Call to backend "${this.name}" was aborted`, { code: 'aborted', cause: err });
       throw this.mapError(err, signal);
@@ -172,10 +204,11 @@ export class AiSdkBackend extends HostedBackend {
   }
 }
 
-function formatWarning(w: unknown): string {
+/** An AI SDK warning (`unsupported` / `compatibility` with a feature, or `other` with a message) as easel's. */
+function sdkWarning(w: unknown): JobWarning {
   const o = w as { type?: string; feature?: string; setting?: string; details?: string; message?: string };
-  const what = o.feature ?? o.setting;
-  return [o.type === 'unsupported' || o.type === 'unsupported-setting' ? 'unsupported' : o.type, what, o.details ?? o.message]
-    .filter(Boolean)
-    .join(': ');
+  const setting = o.feature ?? o.setting;
+  const type = o.type === 'unsupported' || o.type === 'unsupported-setting' ? 'unsupported' : o.type === 'compatibility' ? 'compatibility' : 'other';
+  const detail = o.details ?? o.message ?? (setting ? `${setting} is not supported by the provider` : 'the provider warned');
+  return { type, ...(setting ? { setting } : {}), detail };
 }

@@ -7,6 +7,12 @@
  */
 import { z } from 'zod';
 import { hostedCommonFields } from '../http/options.ts';
+import { declaredOptionsSchema } from '../declared-options.ts';
+
+/** `WxH` */
+const sizeText = z.string().regex(/^\d{2,5}x\d{2,5}$/, 'a size such as 1024x1024');
+/** A provider's option name for one of easel's own fields (the operator's mapping, so any name goes). */
+const optionName = z.string().regex(/^[A-Za-z_][\w-]*$/, 'an option name');
 
 export const aiSdkBackendConfigSchema = z
   .object({
@@ -24,6 +30,27 @@ export const aiSdkBackendConfigSchema = z
     providerOptionsKey: z.string().min(1).optional(),
     /** Input images and masks supported (edits go through `generateImage`'s image prompt). */
     edit: z.boolean().default(false),
+    /**
+     * Where easel's own request fields go in the provider's options, e.g. `{negative_prompt:
+     * negativePrompt, steps: numInferenceSteps}` (`@ai-sdk/openai` already maps quality, style,
+     * background and user). A field with no entry is ignored with a warning.
+     */
+    requestFields: z
+      .object({
+        quality: optionName.optional(),
+        style: optionName.optional(),
+        negative_prompt: optionName.optional(),
+        steps: optionName.optional(),
+        guidance_scale: optionName.optional(),
+        background: optionName.optional(),
+        user: optionName.optional(),
+      })
+      .strict()
+      .optional(),
+    /** Provider options requests may set (name → type); anything else is refused. Guarded names cannot be declared. */
+    providerOptions: declaredOptionsSchema.optional(),
+    /** The sizes the provider's models offer (default: any size easel allows). */
+    sizes: z.array(sizeText).min(1).optional(),
   })
   .strict();
 

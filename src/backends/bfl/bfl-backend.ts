@@ -7,12 +7,19 @@
  * polled again for a fresh URL should it have run out). One task makes one image: `n` fans out.
  * BFL's own `cost` (credits) prices the job when it reports one.
  */
-import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { callFingerprint, planJobs, planProgress, runDurable } from '../http/durable.ts';
-import { DownloadError, downloadImage, nearestAspectRatio, snapSide } from '../http/media.ts';
+import { DownloadError, downloadImage } from '../http/media.ts';
+import { easelParams, mapParams } from '../http/param-table.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { uniqueWarnings, unsupported } from '../warnings.ts';
+import { bflModelSpec, bflRows, modelShape } from './models.ts';
+
+export { modelShape } from './models.ts';
 import { moderationError } from '../http/errors.ts';
 import { PollBackoff, sleep } from '../http/retry.ts';
 import { bflBackendConfigSchema } from './options.ts';
@@ -21,7 +28,6 @@ import type { BflBackendConfig, BflBackendConfigInput } from './options.ts';
 const KEY_ENVS = ['BFL_API_KEY'];
 /** A task may not be visible for a moment after submit; `Task not found` is believed only after this. */
 const NOT_FOUND_GRACE_MS = 15_000;
-const ULTRA_RATIOS = ['21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16', '9:21'];
 
 export interface BflHandle {
   id: string;
@@ -45,33 +51,6 @@ interface PollBody {
   error?: unknown;
 }
 
-interface ModelShape {
-  /** How the size is sent. */
-  size: 'width_height' | 'aspect_ratio';
-  step: number;
-  min: number;
-  max: number;
-  maxPixels?: number;
-  steps: boolean;
-  guidance: boolean;
-  /** Input-image field for edits (kontext / FLUX.2), or `image` for fill. */
-  image?: 'input_image' | 'image';
-  mask: boolean;
-}
-
-export function modelShape(model: string): ModelShape {
-  const m = model.toLowerCase();
-  if (m.startsWith('flux-2')) {
-    return { size: 'width_height', step: 16, min: 64, max: 4096, maxPixels: 4_194_304, steps: m.includes('flex'), guidance: m.includes('flex'), image: 'input_image', mask: false };
-  }
-  if (m.includes('ultra') || m.startsWith('flux-kontext')) {
-    return { size: 'aspect_ratio', step: 32, min: 256, max: 1440, steps: false, guidance: false, image: m.startsWith('flux-kontext') ? 'input_image' : undefined, mask: false };
-  }
-  if (m.includes('fill')) return { size: 'width_height', step: 32, min: 256, max: 1440, steps: true, guidance: true, image: 'image', mask: true };
-  const proOrDev = m === 'flux-pro' || m === 'flux-dev';
-  return { size: 'width_height', step: 32, min: 256, max: 1440, steps: proOrDev, guidance: proOrDev, mask: false };
-}
-
 export class BflBackend extends HostedBackend {
   readonly type = 'bfl';
   readonly config: BflBackendConfig;
@@ -79,7 +58,8 @@ export class BflBackend extends HostedBackend {
 
   constructor(config: BflBackendConfigInput | BflBackendConfig, deps: HostedBackendDeps = {}) {
     const cfg = bflBackendConfigSchema.parse(config);
-    super(hostedInit(cfg, deps, { provider: 'Black Forest Labs', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 1 }, keyEnvs: KEY_ENVS }));
+    // The union of its models: FLUX.2 takes up to eight input images.
+    super(hostedInit(cfg, deps, { provider: 'Black Forest Labs', capabilities: { generate: true, edit: true, mask: true, variation: false, maxInputImages: 8 }, keyEnvs: KEY_ENVS }));
     this.config = cfg;
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
@@ -99,58 +79,30 @@ export class BflBackend extends HostedBackend {
     }
   }
 
-  buildBody(request: BackendRequest, seed: number | undefined): { body: Record<string, unknown>; warnings: string[] } {
+  override modelSpec(model: string): BackendModelSpec {
+    return bflModelSpec(model, this.capabilities);
+  }
+
+  /** One task's body: config extras, then accepted provider options, then easel's mapped fields and images. */
+  buildBody(request: BackendRequest, seed: number | undefined): { body: Record<string, unknown>; warnings: BackendWarning[] } {
     const shape = modelShape(request.model);
-    const warnings: string[] = [];
-    const body: Record<string, unknown> = { ...this.config.extraInput, prompt: request.prompt };
-    const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${this.name}"; ignored`);
-    if (request.size) {
-      if (shape.size === 'aspect_ratio') {
-        const { ratio, exact } = nearestAspectRatio(request.size, ULTRA_RATIOS);
-        body.aspect_ratio = ratio;
-        if (!exact) warnings.push(`size ${request.size.width}x${request.size.height} sent as the nearest aspect ratio ${ratio} for ${request.model}`);
-      } else {
-        let w = snapSide(request.size.width, shape.step, shape.min, shape.max);
-        let h = snapSide(request.size.height, shape.step, shape.min, shape.max);
-        if (shape.maxPixels && w * h > shape.maxPixels) {
-          const scale = Math.sqrt(shape.maxPixels / (w * h));
-          w = Math.floor((w * scale) / shape.step) * shape.step;
-          h = Math.floor((h * scale) / shape.step) * shape.step;
-        }
-        body.width = w;
-        body.height = h;
-        if (w !== request.size.width || h !== request.size.height) {
-          warnings.push(`size ${request.size.width}x${request.size.height} sent as ${w}x${h} (${request.model} takes multiples of ${shape.step} within ${shape.min}–${shape.max})`);
-        }
-      }
-    } else if (shape.size === 'width_height') {
-      // BFL's FLUX.1 default height is 768; easel's default is square.
-      body.width = 1024;
-      body.height = 1024;
-    }
-    if (seed !== undefined) body.seed = seed;
-    if (request.steps !== undefined) (shape.steps ? (body.steps = request.steps) : unsupported('steps'));
-    if (request.guidanceScale !== undefined) (shape.guidance ? (body.guidance = request.guidanceScale) : unsupported('guidance_scale'));
-    if (request.negativePrompt !== undefined) unsupported('negative_prompt');
-    if (request.quality) unsupported('quality');
-    if (request.style) unsupported('style');
-    body.output_format = request.outputFormat === 'jpeg' ? 'jpeg' : 'png';
+    const accepted = acceptedOptions(request.providerOptions, shape.options, { backend: this.name, model: request.model });
+    const mapped = mapParams(bflRows(request.model, this.name), easelParams(request, { seed }), { base: this.config.extraInput, options: accepted.options });
+    const body = mapped.body;
+    const warnings = [...accepted.warnings, ...mapped.warnings];
+    // Moderation is the operator's (config), never a request's options.
     if (this.config.safetyTolerance !== undefined) body.safety_tolerance = this.config.safetyTolerance;
     if (request.inputImages.length) {
       if (!shape.image) throw new BackendError(`${request.model} on backend "${this.name}" takes no input image`, { code: 'invalid_request' });
-      if (request.inputImages.length > 1) warnings.push(`only the first input image is sent to ${request.model}`);
-      body[shape.image] = Buffer.from(request.inputImages[0]!.data).toString('base64');
+      const images = request.inputImages.slice(0, shape.maxImages);
+      if (request.inputImages.length > images.length) warnings.push(unsupported('image', `only the first ${images.length} input image${images.length === 1 ? ' is' : 's are'} sent to ${request.model}`));
+      images.forEach((img, i) => (body[i === 0 ? shape.image! : `${shape.image}_${i + 1}`] = Buffer.from(img.data).toString('base64')));
+    } else if (!shape.generate) {
+      throw new BackendError(`${request.model} on backend "${this.name}" needs an input image`, { code: 'invalid_request' });
     }
     if (request.mask) {
       if (!shape.mask) throw new BackendError(`${request.model} on backend "${this.name}" takes no mask`, { code: 'invalid_request' });
       body.mask = Buffer.from(request.mask.data).toString('base64');
-    }
-    for (const [key, value] of Object.entries(request.providerOptions)) {
-      if (key === 'prompt' || key === 'webhook_url' || key === 'webhook_secret') {
-        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
-        continue;
-      }
-      if (value !== undefined) body[key] = value;
     }
     return { body, warnings };
   }
@@ -161,10 +113,10 @@ export class BflBackend extends HostedBackend {
     }
     this.requireKey();
     const plan = planJobs(request.n, 1);
-    const warnings = new Set<string>();
+    const warnings: BackendWarning[] = [];
     const bodies = plan.map((_, i) => {
       const built = this.buildBody(request, request.seed === undefined ? undefined : request.seed + i);
-      for (const w of built.warnings) warnings.add(w);
+      warnings.push(...built.warnings);
       return built.body;
     });
     const report = planProgress(plan, request.n, (p) => ctx.reportProgress(p));
@@ -190,7 +142,7 @@ export class BflBackend extends HostedBackend {
       : undefined;
     return {
       images: results.map((r) => r.image),
-      warnings: [...warnings],
+      warnings: uniqueWarnings(warnings),
       ...(costUsd !== undefined ? { costUsd } : {}),
       providerMetadata: { tasks: results.map((r) => r.id), resumed, ...(costUsd !== undefined ? { credits: costs } : {}) },
     };

@@ -28,6 +28,7 @@ import type {
   BackendImageInput,
   BackendRequest,
   BackendResult,
+  BackendWarning,
   ImageBackend,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
@@ -43,8 +44,10 @@ import { FAMILY_DEFAULTS, TEMPLATE_OUTPUT_NODE, buildTemplate, guessFamily } fro
 import type { ApiGraph } from './templates.ts';
 import { applyWorkflow, loadWorkflow } from './workflows.ts';
 import type { LoadedWorkflow } from './workflows.ts';
-import { uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { compatibility, unsupported } from '../warnings.ts';
+import { checkpointSpec, workflowSpec } from './models.ts';
 
 /** What `/history/{id}` holds for a finished prompt. */
 export interface HistoryEntry {
@@ -57,7 +60,6 @@ type Outcome =
   | { kind: 'error'; data: Record<string, unknown> }
   | { kind: 'interrupted'; data: Record<string, unknown> };
 
-const KNOWN_OPTIONS = new Set(['sampler', 'sampler_name', 'scheduler', 'denoise', 'batch_index']);
 const CHECKPOINT_REFRESH_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 5_000;
 const CANCEL_SETTLE_MS = 3_000;
@@ -143,6 +145,7 @@ export class ComfyUIBackend implements ImageBackend {
   readonly pool: HostPool;
   private readonly http: HostHttp;
   private readonly workflows = new Map<string, LoadedWorkflow>();
+  private readonly workflowSpecs = new Map<string, BackendModelSpec>();
   private readonly sockets = new Map<string, ComfySocket>();
   private readonly checkpointsAt = new Map<string, number>();
 
@@ -152,7 +155,9 @@ export class ComfyUIBackend implements ImageBackend {
     this.name = c.name;
     for (const wf of c.workflows) {
       if (this.workflows.has(wf.name)) throw new Error(`backend "${c.name}": two workflows are named "${wf.name}"`);
-      this.workflows.set(wf.name, loadWorkflow(wf, c.name));
+      const loaded = loadWorkflow(wf, c.name);
+      this.workflows.set(wf.name, loaded);
+      this.workflowSpecs.set(wf.name, workflowSpec(loaded, c.maxBatchSize));
     }
     this.capabilities = {
       generate: true,
@@ -169,8 +174,11 @@ export class ComfyUIBackend implements ImageBackend {
     );
   }
 
-  modelSpec(_model: string): BackendModelSpec {
-    return uniformSpec(this.capabilities, 'gpu-time');
+  /** A workflow's spec follows its mapping; a checkpoint's is its family's template. */
+  modelSpec(model: string): BackendModelSpec {
+    const wf = this.workflowSpecs.get(model);
+    if (wf) return wf;
+    return checkpointSpec(this.config.checkpoints[model]?.family ?? guessFamily(model), this.config.maxBatchSize);
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -182,9 +190,9 @@ export class ComfyUIBackend implements ImageBackend {
     if (wf) {
       if (request.inputImages.length && !wf.inputs.image) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no input image`);
       if (request.mask && !wf.inputs.mask) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no mask`);
-      const checkpoint = typeof request.providerOptions.checkpoint === 'string' && wf.inputs.checkpoint ? request.providerOptions.checkpoint : wf.checkpoint;
-      const batchKey = wf.inputs.batchSize && wf.inputs.seed ? generationBatchKey(request, `workflow:${wf.name}:${checkpoint}`) : undefined;
-      return this.pool.submit(request, ctx, { checkpoint, batchKey });
+      // The checkpoint is the workflow's own: choosing another one is choosing another model.
+      const batchKey = wf.inputs.batchSize && wf.inputs.seed ? generationBatchKey(request, `workflow:${wf.name}:${wf.checkpoint}`) : undefined;
+      return this.pool.submit(request, ctx, { checkpoint: wf.checkpoint, batchKey });
     }
     if (this.pool.lacks(request.model)) {
       // The lists may be stale (a checkpoint added since): look again before refusing.
@@ -451,15 +459,20 @@ export class ComfyUIBackend implements ImageBackend {
 
   // ---- graphs --------------------------------------------------------------------------------
 
-  private async buildGraph(host: PoolHost, batch: PoolBatch, signal: AbortSignal): Promise<{ graph: ApiGraph; outputs: string[] | undefined; warnings: string[] }> {
+  /**
+   * The graph of one batch. Provider options are only what the model's spec declares (guarded keys
+   * and the rest are dropped with warnings); easel's mapped fields are written last.
+   */
+  private async buildGraph(host: PoolHost, batch: PoolBatch, signal: AbortSignal): Promise<{ graph: ApiGraph; outputs: string[] | undefined; warnings: BackendWarning[] }> {
     const req = batch.request;
-    const warnings: string[] = [];
-    const opts = req.providerOptions;
+    const accepted = acceptedOptions(req.providerOptions, this.modelSpec(req.model).providerOptions, { backend: this.name, model: req.model });
+    const warnings: BackendWarning[] = [...accepted.warnings];
+    const opts = accepted.options;
     const wf = this.workflows.get(req.model);
     for (const key of ['quality', 'style'] as const) {
-      if (req[key] !== undefined) warnings.push(`${key} is not supported by backend "${this.name}"; ignored`);
+      if (req[key] !== undefined) warnings.push(unsupported(key, `${key} is not supported by backend "${this.name}"; ignored`));
     }
-    if (req.background && req.background !== 'auto') warnings.push(`background is not supported by backend "${this.name}"; ignored`);
+    if (req.background && req.background !== 'auto') warnings.push(unsupported('background', `background is not supported by backend "${this.name}"; ignored`));
 
     const image = req.inputImages[0] ? await this.upload(host, req.inputImages[0], signal) : undefined;
     const mask = req.mask ? await this.uploadMask(host, req.mask, signal) : undefined;
@@ -478,8 +491,7 @@ export class ComfyUIBackend implements ImageBackend {
         batchSize: batch.total,
         sampler: str(opts.sampler) ?? str(opts.sampler_name) ?? d.sampler,
         scheduler: str(opts.scheduler) ?? d.scheduler,
-        denoise: num(opts.denoise) ?? d.denoise,
-        checkpoint: str(opts.checkpoint),
+        denoise: num(opts.denoise) ?? num(opts.strength) ?? d.denoise,
         image,
         mask: mask?.name,
       };
@@ -491,19 +503,18 @@ export class ComfyUIBackend implements ImageBackend {
           (field === 'cfg' && req.guidanceScale !== undefined) ||
           ((field === 'width' || field === 'height') && req.size) ||
           (field === 'seed' && !batch.seedChosen);
-        if (asked) warnings.push(`workflow "${wf.name}" has no input for ${field}; ignored`);
+        const setting = { negativePrompt: 'negative_prompt', cfg: 'guidance_scale', width: 'size', height: 'size' }[field] ?? field;
+        if (asked) warnings.push(unsupported(setting, `workflow "${wf.name}" has no input for ${field}; ignored`));
       }
-      if (batch.total > 1 && !wf.inputs.batchSize) warnings.push(`workflow "${wf.name}" has no batch size input; it makes what it makes`);
-      return { graph: applyWorkflow(wf, values), outputs: wf.outputs, warnings };
+      if (batch.total > 1 && !wf.inputs.batchSize) warnings.push(unsupported('n', `workflow "${wf.name}" has no batch size input; it makes what it makes`));
+      const declared = Object.fromEntries(Object.keys(wf.options).map((name) => [name, opts[name]]));
+      return { graph: applyWorkflow(wf, values, declared), outputs: wf.outputs, warnings };
     }
 
     const ckpt = this.config.checkpoints[req.model] ?? {};
     const family: CheckpointFamily = ckpt.family ?? guessFamily(req.model);
     const fam = FAMILY_DEFAULTS[family];
     const def = this.config.defaults;
-    for (const key of Object.keys(opts)) {
-      if (!KNOWN_OPTIONS.has(key)) warnings.push(`provider option ${key} is not supported by backend "${this.name}"; ignored`);
-    }
     const edit = req.kind !== 'generation';
     const size = req.size ? fitSize(req.size, warnings) : { width: ckpt.width ?? def.width ?? fam.width, height: ckpt.height ?? def.height ?? fam.height };
     const batchIndex = num(opts.batch_index);
@@ -520,7 +531,7 @@ export class ComfyUIBackend implements ImageBackend {
       cfg: req.guidanceScale ?? ckpt.cfg ?? def.cfg ?? fam.cfg,
       sampler: str(opts.sampler) ?? str(opts.sampler_name) ?? ckpt.sampler ?? def.sampler ?? fam.sampler,
       scheduler: str(opts.scheduler) ?? ckpt.scheduler ?? def.scheduler ?? fam.scheduler,
-      denoise: edit ? (num(opts.denoise) ?? (req.kind === 'variation' ? def.variationDenoise : def.denoise)) : 1,
+      denoise: edit ? (num(opts.denoise) ?? num(opts.strength) ?? (req.kind === 'variation' ? def.variationDenoise : def.denoise)) : 1,
       image,
       mask,
       scaleInput: edit && req.size !== undefined,
@@ -600,10 +611,10 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
 /** Latent sizes are multiples of 8. */
-function fitSize(size: { width: number; height: number }, warnings: string[]): { width: number; height: number } {
+function fitSize(size: { width: number; height: number }, warnings: BackendWarning[]): { width: number; height: number } {
   const fit = (v: number) => Math.max(16, Math.round(v / 8) * 8);
   const out = { width: fit(size.width), height: fit(size.height) };
-  if (out.width !== size.width || out.height !== size.height) warnings.push(`size ${size.width}x${size.height} was rounded to ${out.width}x${out.height} (multiples of 8)`);
+  if (out.width !== size.width || out.height !== size.height) warnings.push(compatibility('size', `size ${size.width}x${size.height} was rounded to ${out.width}x${out.height} (multiples of 8)`));
   return out;
 }
 

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { poolFields, samplingDefaultFields } from '../pool/options.ts';
+import { declaredOptionName, declaredOptionTypeFields } from '../declared-options.ts';
 
 export const CHECKPOINT_FAMILIES = ['sd15', 'sdxl', 'flux'] as const;
 export type CheckpointFamily = (typeof CHECKPOINT_FAMILIES)[number];
@@ -44,6 +45,13 @@ export const workflowSchema = z
     inputs: z.partialRecord(z.enum(WORKFLOW_FIELDS), targets).default({}),
     /** Fixed values written into the graph on every run. */
     set: z.record(nodeInput, z.union([z.string(), z.number(), z.boolean()])).optional(),
+    /**
+     * Provider options requests may set, each written into the node inputs `to` names, with its type:
+     * `{lora_strength: {to: 10.strength_model, type: number, min: 0, max: 2}}`. The workflow takes
+     * these and the ones its mapped sampler, scheduler and denoise inputs imply; nothing else.
+     * Guarded names (model, n, size, prompt, steps, …) and easel's own fields cannot be declared.
+     */
+    options: z.record(declaredOptionName, z.object({ to: targets, ...declaredOptionTypeFields }).strict()).default({}),
     /** Nodes whose saved images are the result, in order (default: every node that saved images, by node id). */
     outputs: z.array(z.string().min(1)).min(1).optional(),
     /** The affinity key: what the graph loads (default: its CheckpointLoaderSimple's ckpt_name, else the workflow name). */

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { WorkflowConfig, WorkflowField } from './options.ts';
+import type { DeclaredOption } from '../declared-options.ts';
 import type { ApiGraph } from './templates.ts';
 
 export interface NodeInputRef {
@@ -18,6 +19,8 @@ export interface LoadedWorkflow {
   graph: ApiGraph;
   inputs: Partial<Record<WorkflowField, NodeInputRef[]>>;
   set: Array<{ ref: NodeInputRef; value: string | number | boolean }>;
+  /** Declared provider options: where each is written and its type. */
+  options: Record<string, { refs: NodeInputRef[]; type: Exclude<DeclaredOption, string> }>;
   outputs: string[] | undefined;
   /** Affinity key. */
   checkpoint: string;
@@ -61,6 +64,12 @@ export function loadWorkflow(cfg: WorkflowConfig, backendName: string): LoadedWo
     checkRef(graph, ref, `${where}: set.${target}`);
     return { ref, value };
   });
+  const options: LoadedWorkflow['options'] = {};
+  for (const [name, { to, ...type }] of Object.entries(cfg.options ?? {})) {
+    const refs = (Array.isArray(to) ? to : [to]).map(parseRef);
+    for (const ref of refs) checkRef(graph, ref, `${where}: options.${name}`);
+    options[name] = { refs, type };
+  }
   for (const id of cfg.outputs ?? []) {
     if (!graph[id]) throw new Error(`${where}: outputs names node "${id}", which the graph does not have`);
   }
@@ -70,6 +79,7 @@ export function loadWorkflow(cfg: WorkflowConfig, backendName: string): LoadedWo
     graph,
     inputs,
     set,
+    options,
     outputs: cfg.outputs,
     checkpoint: cfg.checkpoint ?? (loader?.inputs.ckpt_name as string | undefined) ?? `workflow:${cfg.name}`,
     defaults: cfg.defaults ?? {},
@@ -101,10 +111,17 @@ function checkRef(graph: ApiGraph, ref: NodeInputRef, where: string): void {
   }
 }
 
-/** A copy of the graph with the fixed values and the given field values written in. */
-export function applyWorkflow(wf: LoadedWorkflow, values: Partial<Record<WorkflowField, unknown>>): ApiGraph {
+/**
+ * A copy of the graph with the fixed values, then the declared options, then the request's mapped
+ * field values written in (so a field easel maps always wins over an option aimed at the same input).
+ */
+export function applyWorkflow(wf: LoadedWorkflow, values: Partial<Record<WorkflowField, unknown>>, options: Record<string, unknown> = {}): ApiGraph {
   const graph = structuredClone(wf.graph);
   for (const { ref, value } of wf.set) graph[ref.node]!.inputs[ref.input] = value;
+  for (const [name, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    for (const ref of wf.options[name]?.refs ?? []) graph[ref.node]!.inputs[ref.input] = value;
+  }
   for (const [field, value] of Object.entries(values)) {
     if (value === undefined) continue;
     for (const ref of wf.inputs[field as WorkflowField] ?? []) graph[ref.node]!.inputs[ref.input] = value;

@@ -9,7 +9,7 @@
  * fal's JWKS) are the fast path, polling with backoff the fallback. Images flagged by the safety
  * checker are dropped; all flagged is a content-policy violation.
  */
-import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, cleanupSignal, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
@@ -21,7 +21,12 @@ import { ProviderWaiters, SeenIds } from '../http/webhooks.ts';
 import type { WebhookOutcome, WebhookReceiver, WebhookRequest } from '../http/webhooks.ts';
 import { webhookTarget } from '../http/options.ts';
 import type { HttpAnswer } from '../http/client.ts';
+import { easelParams, mapParams } from '../http/param-table.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { otherWarning, uniqueWarnings, unsupported } from '../warnings.ts';
 import { falBackendConfigSchema } from './options.ts';
+import { falEndpoint, falModelSpec, falRows } from './models.ts';
 import type { FalBackendConfig, FalBackendConfigInput } from './options.ts';
 import { FalJwks, verifyFalWebhook } from './webhook-signature.ts';
 
@@ -104,38 +109,33 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
     return this.sameOrigin(url, [this.queueUrl]) ? this.headers() : { accept: 'application/json' };
   }
 
-  private buildInput(request: BackendRequest, count: number, seed: number | undefined): { input: Record<string, unknown>; warnings: string[] } {
-    const warnings: string[] = [];
-    const input: Record<string, unknown> = {
-      ...this.config.extraInput,
-      prompt: request.prompt,
-      enable_safety_checker: this.config.enableSafetyChecker,
-    };
-    if (request.size) input.image_size = { width: request.size.width, height: request.size.height };
-    if (this.config.numImagesField) input[this.config.numImagesField] = count;
-    if (seed !== undefined) input.seed = seed;
-    if (request.steps !== undefined) input.num_inference_steps = request.steps;
-    if (request.guidanceScale !== undefined) input.guidance_scale = request.guidanceScale;
-    // FLUX answers jpeg or png; webp is asked as png and converted by the worker.
-    input.output_format = request.outputFormat === 'jpeg' ? 'jpeg' : 'png';
-    if (request.negativePrompt !== undefined) {
-      if (/flux/i.test(request.model)) warnings.push(`negative_prompt is not supported by ${request.model} on backend "${this.name}"; ignored`);
-      else input.negative_prompt = request.negativePrompt;
-    }
-    if (request.quality) warnings.push(`quality is not supported by fal on backend "${this.name}"; ignored`);
-    if (request.style) warnings.push(`style is not supported by fal on backend "${this.name}"; ignored`);
+  override modelSpec(model: string): BackendModelSpec {
+    return falModelSpec(model, this.capabilities, this.config.usdPerSecond !== undefined);
+  }
+
+  /** One request's input: config extras, then accepted provider options, then easel's mapped fields and images. */
+  private buildInput(request: BackendRequest, count: number, seed: number | undefined): { input: Record<string, unknown>; warnings: BackendWarning[] } {
+    const endpoint = falEndpoint(request.model);
+    const accepted = acceptedOptions(request.providerOptions, endpoint.options, { backend: this.name, model: request.model });
+    const mapped = mapParams(falRows(request.model, this.name, this.config.numImagesField), easelParams(request, { n: count, seed }), {
+      base: this.config.extraInput,
+      options: accepted.options,
+    });
+    const input = mapped.body;
+    const warnings = [...accepted.warnings, ...mapped.warnings];
+    // The safety checker is the operator's (config), never a request's options.
+    input.enable_safety_checker = this.config.enableSafetyChecker;
     const dataUri = (data: Uint8Array, type: string) => `data:${type};base64,${Buffer.from(data).toString('base64')}`;
     if (request.inputImages.length) {
-      if (request.inputImages.length > 1) warnings.push(`only the first input image is sent on backend "${this.name}"`);
+      if (!endpoint.image) throw new BackendError(`${request.model} on backend "${this.name}" takes no input image`, { code: 'invalid_request' });
+      if (request.inputImages.length > 1) warnings.push(unsupported('image', `only the first input image is sent on backend "${this.name}"`));
       input.image_url = dataUri(request.inputImages[0]!.data, request.inputImages[0]!.mediaType);
+    } else if (!endpoint.generate) {
+      throw new BackendError(`${request.model} on backend "${this.name}" needs an input image`, { code: 'invalid_request' });
     }
-    if (request.mask) input.mask_url = dataUri(request.mask.data, request.mask.mediaType);
-    for (const [key, value] of Object.entries(request.providerOptions)) {
-      if (key === 'prompt') {
-        warnings.push(`provider option prompt is not allowed on backend "${this.name}"; ignored`);
-        continue;
-      }
-      if (value !== undefined) input[key] = value;
+    if (request.mask) {
+      if (!endpoint.mask) throw new BackendError(`${request.model} on backend "${this.name}" takes no mask`, { code: 'invalid_request' });
+      input.mask_url = dataUri(request.mask.data, request.mask.mediaType);
     }
     return { input, warnings };
   }
@@ -145,13 +145,13 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
     this.requireKey();
     const perRequest = this.config.numImagesField ? this.config.maxImagesPerRequest : 1;
     const plan = planJobs(request.n, perRequest);
-    const warnings = new Set<string>();
+    const warnings: BackendWarning[] = [];
     let before = 0;
     const inputs = plan.map((count) => {
       const seed = request.seed === undefined ? undefined : request.seed + before;
       before += count;
       const built = this.buildInput(request, count, seed);
-      for (const w of built.warnings) warnings.add(w);
+      warnings.push(...built.warnings);
       return built.input;
     });
     const report = planProgress(plan, request.n, (p) => ctx.reportProgress(p));
@@ -177,7 +177,7 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
     if (images.length === 0 && flagged > 0) {
       throw moderationError('fal', this.name, `the safety checker flagged all ${flagged} images`);
     }
-    if (flagged > 0) warnings.add(`fal's safety checker flagged ${flagged} of ${flagged + images.length} images; they were dropped`);
+    if (flagged > 0) warnings.push(otherWarning(`fal's safety checker flagged ${flagged} of ${flagged + images.length} images; they were dropped`));
     if (images.length === 0) throw new BackendError(`fal (backend "${this.name}") returned no images`, { code: 'backend_error' });
     const times = results.map((r) => r.inferenceTime);
     const costUsd =
@@ -186,7 +186,7 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
         : undefined;
     return {
       images,
-      warnings: [...warnings],
+      warnings: uniqueWarnings(warnings),
       ...(costUsd !== undefined ? { costUsd } : {}),
       providerMetadata: { requests: results.length, resumed, seeds: results.map((r) => r.seed ?? null) },
     };

@@ -16,7 +16,6 @@ import { ProviderHttp } from './client.ts';
 import type { FetchLike, HttpAnswer, HttpRequest } from './client.ts';
 import { httpFailureError } from './errors.ts';
 import type { RetryPolicy } from './retry.ts';
-import { uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
 
 /** The part of a pino logger backends use (tests pass a recorder). */
@@ -88,12 +87,10 @@ export abstract class HostedBackend implements ImageBackend {
     });
   }
 
-  /** Every provider failure leaves as a BackendError (policy, auth, retryable, aborted), whatever threw it. */
-  /** Until a provider declares its models: each takes what the backend takes, priced by the price table. */
-  modelSpec(_model: string): BackendModelSpec {
-    return uniformSpec(this.capabilities, 'price-table');
-  }
+  /** What one of the provider's models takes (each provider declares its own; see its `models.ts`). */
+  abstract modelSpec(model: string): BackendModelSpec;
 
+  /** Every provider failure leaves as a BackendError (policy, auth, retryable, aborted), whatever threw it. */
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     try {
       return await this.run(request, ctx);

@@ -6,6 +6,7 @@
 import type { ImageSize } from '../../core/image-request.ts';
 import { BackendError } from '../image-backend.ts';
 import type { ProviderHttp } from './client.ts';
+import type { SizeRule } from '../model-spec.ts';
 
 /** What the bytes are, by magic number; undefined when unrecognised. */
 export function sniffMediaType(data: Uint8Array): string | undefined {
@@ -43,6 +44,17 @@ export function nearestAspectRatio(size: ImageSize, allowed: readonly string[]):
     }
   }
   return { ratio: best, exact: bestDistance < 0.01 };
+}
+
+/**
+ * The sizes a provider that takes an aspect ratio (not pixels) accepts: any size whose ratio one of
+ * `ratios` approximates, i.e. no wider or taller than the widest ratio (with a 10% margin: 1536x640
+ * is FLUX's own 21:9). The size then only picks the nearest ratio, said in a compatibility warning
+ * when it is not exact. The sides are bounded only loosely; the provider decides the pixels.
+ */
+export function aspectRatioSizes(ratios: readonly string[]): SizeRule {
+  const widest = Math.max(...ratios.map((r) => Math.max(ratioOf(r), 1 / ratioOf(r))));
+  return { kind: 'range', minSide: 64, maxSide: 8192, maxAspect: Math.round(widest * 1.1 * 100) / 100 };
 }
 
 /** Rounds a side to a multiple of `step` within [min, max]. */

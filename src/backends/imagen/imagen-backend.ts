@@ -5,20 +5,24 @@
  * altogether): fewer images than asked is a warning, none at all a content-policy violation naming
  * Google. (The AI SDK's Google provider no longer drives Imagen, so this is written over fetch.)
  */
-import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { mapLimit } from '../http/concurrency.ts';
 import { planJobs } from '../http/durable.ts';
 import { MODERATION_WORDS, moderationError, providerMessage } from '../http/errors.ts';
-import { nearestAspectRatio, sniffMediaType } from '../http/media.ts';
+import { sniffMediaType } from '../http/media.ts';
+import { easelParams, mapParams } from '../http/param-table.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { otherWarning, uniqueWarnings } from '../warnings.ts';
+import { imagenModelSpec, imagenRows } from './models.ts';
 import type { HttpAnswer } from '../http/client.ts';
 import { imagenBackendConfigSchema } from './options.ts';
 import type { ImagenBackendConfig, ImagenBackendConfigInput } from './options.ts';
 
 const KEY_ENVS = ['GEMINI_API_KEY', 'GOOGLE_API_KEY'];
-const ASPECT_RATIOS = ['1:1', '3:4', '4:3', '9:16', '16:9'];
 
 interface Prediction {
   bytesBase64Encoded?: string;
@@ -39,39 +43,20 @@ export class ImagenBackend extends HostedBackend {
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
 
-  buildBody(request: BackendRequest, sampleCount: number): { body: Record<string, unknown>; warnings: string[] } {
-    const warnings: string[] = [];
-    const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${this.name}"; ignored`);
-    // Never leave sampleCount out: Imagen's default is four images, billed.
-    const parameters: Record<string, unknown> = { sampleCount, includeRaiReason: true };
-    if (request.size) {
-      const { ratio, exact } = nearestAspectRatio(request.size, ASPECT_RATIOS);
-      parameters.aspectRatio = ratio;
-      if (!exact) warnings.push(`size ${request.size.width}x${request.size.height} sent as the nearest aspect ratio ${ratio} for ${request.model}`);
-      const standardOrUltra = /^imagen-4/.test(request.model) && !request.model.includes('fast');
-      if (standardOrUltra && Math.max(request.size.width, request.size.height) > 1024) parameters.sampleImageSize = '2K';
-    }
-    if (this.config.personGeneration) parameters.personGeneration = this.config.personGeneration;
-    if (this.config.safetySetting) parameters.safetySetting = this.config.safetySetting;
-    parameters.outputOptions = {
-      mimeType: request.outputFormat === 'jpeg' ? 'image/jpeg' : 'image/png',
-      ...(request.outputFormat === 'jpeg' && request.outputCompression !== undefined ? { compressionQuality: request.outputCompression } : {}),
+  override modelSpec(model: string): BackendModelSpec {
+    return imagenModelSpec(model, this.capabilities, this.config.maxSamplesPerCall);
+  }
+
+  /** One `:predict` body: config moderation settings, then accepted options, then easel's mapped fields. */
+  buildBody(request: BackendRequest, sampleCount: number): { body: Record<string, unknown>; warnings: BackendWarning[] } {
+    const accepted = acceptedOptions(request.providerOptions, this.modelSpec(request.model).providerOptions, { backend: this.name, model: request.model });
+    const base = {
+      ...(this.config.personGeneration ? { personGeneration: this.config.personGeneration } : {}),
+      ...(this.config.safetySetting ? { safetySetting: this.config.safetySetting } : {}),
     };
-    if (request.guidanceScale !== undefined) parameters.guidanceScale = request.guidanceScale;
-    // The Gemini API refuses these (they are Vertex-only).
-    if (request.seed !== undefined) unsupported('seed');
-    if (request.negativePrompt !== undefined) unsupported('negative_prompt');
-    if (request.steps !== undefined) unsupported('steps');
-    if (request.quality) unsupported('quality');
-    if (request.style) unsupported('style');
-    for (const [key, value] of Object.entries(request.providerOptions)) {
-      if (key === 'sampleCount' || key === 'prompt') {
-        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
-        continue;
-      }
-      if (value !== undefined) parameters[key] = value;
-    }
-    return { body: { instances: [{ prompt: request.prompt }], parameters }, warnings };
+    const mapped = mapParams(imagenRows(request.model, this.name), easelParams(request, { n: sampleCount }), { base, options: accepted.options });
+    const parameters = { ...mapped.body, includeRaiReason: true };
+    return { body: { instances: [{ prompt: request.prompt }], parameters }, warnings: [...accepted.warnings, ...mapped.warnings] };
   }
 
   protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -80,10 +65,10 @@ export class ImagenBackend extends HostedBackend {
     }
     this.requireKey();
     const plan = planJobs(request.n, this.config.maxSamplesPerCall);
-    const warnings = new Set<string>();
+    const warnings: BackendWarning[] = [];
     const bodies = plan.map((count) => {
       const built = this.buildBody(request, count);
-      for (const w of built.warnings) warnings.add(w);
+      warnings.push(...built.warnings);
       return built.body;
     });
     let done = 0;
@@ -100,8 +85,8 @@ export class ImagenBackend extends HostedBackend {
     if (images.length === 0) {
       throw moderationError('Google Imagen', this.name, `every image was filtered${reasons.length ? ` (${[...new Set(reasons)].join('; ')})` : ''}`);
     }
-    if (filtered > 0) warnings.add(`Google Imagen filtered ${filtered} of ${request.n} images${reasons.length ? ` (${[...new Set(reasons)].join('; ')})` : ''}`);
-    return { images, warnings: [...warnings], providerMetadata: { calls: calls.length, filtered } };
+    if (filtered > 0) warnings.push(otherWarning(`Google Imagen filtered ${filtered} of ${request.n} images${reasons.length ? ` (${[...new Set(reasons)].join('; ')})` : ''}`));
+    return { images, warnings: uniqueWarnings(warnings), providerMetadata: { calls: calls.length, filtered } };
   }
 
   private async predict(url: string, body: Record<string, unknown>, signal: AbortSignal): Promise<{ images: BackendImage[]; reasons: string[] }> {

@@ -13,6 +13,7 @@ import type { DecoderFolder, ModelFolder } from './model-folder.ts';
 import { SeededRandom } from './random.ts';
 import { Sampler, guidanceEmbedding, makeSchedule } from './schedulers.ts';
 import type { SamplerState, SchedulerName } from './schedulers.ts';
+import type { JobWarning } from '../../core/job.ts';
 
 export interface EngineOptions {
   executionProvider: 'cpu' | 'cuda';
@@ -68,7 +69,8 @@ export interface EngineTimings {
 export interface EngineResult {
   images: EngineImage[];
   settings: { width: number; height: number; steps: number; guidanceScale: number; scheduler: SchedulerName; cfg: boolean; decoder: 'vae' | 'taesd'; provider: 'cpu' | 'cuda' };
-  warnings: string[];
+  /** Plain objects, so they cross from the engine thread as they are. */
+  warnings: JobWarning[];
   timings: EngineTimings;
 }
 
@@ -171,7 +173,7 @@ export class Engine {
     mark(pipe.text);
     mark(pipe.unet);
 
-    const warnings: string[] = [];
+    const warnings: JobWarning[] = [];
     const defaults = modelDefaults(pipe.folder, pipe.family);
     const width = req.width ?? defaults.width;
     const height = req.height ?? defaults.height;
@@ -180,7 +182,7 @@ export class Engine {
     const isLcm = pipe.family === 'lcm';
     let guidance = req.guidanceScale ?? defaults.guidanceScale;
     if (scheduler === 'lcm' && !isLcm) throw new EngineRequestError(`the lcm scheduler needs an LCM model; ${pipe.folder.id} is not one`);
-    if (isLcm && scheduler !== 'lcm') warnings.push(`${pipe.folder.id} is an LCM model; scheduler ${scheduler} may give poor images`);
+    if (isLcm && scheduler !== 'lcm') warnings.push({ type: 'compatibility', setting: 'provider_options.scheduler', detail: `${pipe.folder.id} is an LCM model; scheduler ${scheduler} may give poor images` });
     if (width % 8 || height % 8) throw new EngineRequestError(`width and height must be multiples of 8, got ${width}x${height}`);
     const io = pipe.unetIo;
     const fixedH = fixed(io.sample.shape[2]);
@@ -190,7 +192,7 @@ export class Engine {
     }
     const cfg = !isLcm && guidance > 1;
     if (!cfg && !isLcm && guidance > 0 && guidance <= 1) guidance = 0;
-    if (!cfg && req.items.some((it) => it.negativePrompt)) warnings.push('negative_prompt is ignored without classifier-free guidance (guidance_scale ≤ 1 or an LCM/turbo model)');
+    if (!cfg && req.items.some((it) => it.negativePrompt)) warnings.push({ type: 'unsupported', setting: 'negative_prompt', detail: 'negative_prompt is ignored without classifier-free guidance (guidance_scale ≤ 1 or an LCM/turbo model)' });
 
     const strength = req.init?.strength ?? 1;
     const schedule = makeSchedule(scheduler, pipe.folder.schedule, steps, req.init ? strength : 1);

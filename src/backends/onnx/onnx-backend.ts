@@ -15,18 +15,20 @@ import type {
   BackendImage,
   BackendRequest,
   BackendResult,
+  BackendWarning,
   ImageBackend,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { MEDIA_TYPES } from '../../core/image-request.ts';
 import { onnxBackendConfigSchema, onnxProviderOptionsSchema } from './options.ts';
+import type { z } from 'zod';
 import type { OnnxBackendConfig, OnnxBackendConfigInput } from './options.ts';
 import { EngineHost, EngineThreadError } from './engine-host.ts';
 import type { EngineItem, EngineRequest, EngineResult } from './engine.ts';
 import { readDecoderFolder, readModelFolder, resolveModelDir } from './model-folder.ts';
-import { uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
-import type { z } from 'zod';
+import { acceptedOptions } from '../provider-options.ts';
+import { uniqueWarnings, unsupported } from '../warnings.ts';
 
 export interface OnnxBackendDeps {
   /** Where the one-line notices go (CUDA fallback); default: `log`, else stderr. */
@@ -47,8 +49,6 @@ interface Pending {
   settled: boolean;
 }
 
-/** Provider options the engine reads; others (moderation…) are the API's and pass silently. */
-const KNOWN_OPTIONS = new Set(['scheduler', 'strength', 'decoder', 'moderation', 'input_fidelity']);
 const CAPS_TTL_MS = 2000;
 
 export class OnnxBackend implements ImageBackend {
@@ -113,8 +113,20 @@ export class OnnxBackend implements ImageBackend {
       .sort();
   }
 
-  modelSpec(_model: string): BackendModelSpec {
-    return uniformSpec(this.capabilities, 'gpu-time', onnxProviderOptionsSchema as z.ZodType<Record<string, unknown>>);
+  /**
+   * Every model makes images from a prompt at sizes in multiples of 8 up to `maxPixels`; one with a
+   * VAE encoder (or TAESD's) also edits one image. No masks, no variations, no qualities (steps are
+   * the quality knob). Costed by the time it runs.
+   */
+  modelSpec(model: string): BackendModelSpec {
+    const edit = this.canEdit(model);
+    return {
+      capabilities: { generate: true, edit, mask: false, variation: false, maxInputImages: edit ? 1 : 0 },
+      maxImagesPerCall: this.config.maxBatch,
+      sizes: { kind: 'range', minSide: 8, maxSide: 8192, multipleOf: 8, maxPixels: this.config.maxPixels },
+      pricing: 'gpu-time',
+      providerOptions: onnxProviderOptionsSchema,
+    };
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -133,16 +145,12 @@ export class OnnxBackend implements ImageBackend {
       throw new BackendError(`Model "${request.model}" is not installed in ${this.modelsDir}: run \`easel models pull ${request.model}\``, { code: 'model_not_found' });
     }
 
-    const warnings: string[] = [];
-    const parsed = onnxProviderOptionsSchema.safeParse(request.providerOptions ?? {});
-    if (!parsed.success) throw refuse(`provider_options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const opts = parsed.data;
-    for (const key of Object.keys(request.providerOptions ?? {})) {
-      if (!KNOWN_OPTIONS.has(key)) warnings.push(`provider option ${key} is not supported by backend "${this.name}"; ignored`);
-    }
-    if (request.style) warnings.push(`style is not supported by backend "${this.name}"; ignored`);
-    if (request.quality && !['auto', 'standard'].includes(request.quality)) warnings.push(`quality is not supported by backend "${this.name}"; use steps instead`);
-    if (request.background === 'transparent') warnings.push(`backend "${this.name}" makes opaque images; background=transparent ignored`);
+    const accepted = acceptedOptions(request.providerOptions, onnxProviderOptionsSchema, { backend: this.name, model: request.model });
+    const opts = accepted.options as z.infer<typeof onnxProviderOptionsSchema>;
+    const warnings: BackendWarning[] = [...accepted.warnings];
+    if (request.style) warnings.push(unsupported('style', `style is not supported by backend "${this.name}"; ignored`));
+    if (request.quality && !['auto', 'standard'].includes(request.quality)) warnings.push(unsupported('quality', `quality is not supported by backend "${this.name}"; use steps instead`));
+    if (request.background === 'transparent') warnings.push(unsupported('background', `backend "${this.name}" makes opaque images; background=transparent ignored`));
 
     const size = request.size;
     if (size && size.width * size.height > this.config.maxPixels) {
@@ -160,7 +168,7 @@ export class OnnxBackend implements ImageBackend {
     };
     if (request.kind === 'edit') {
       if (request.inputImages.length === 0) throw refuse('An edit needs an input image');
-      if (request.inputImages.length > 1) warnings.push(`backend "${this.name}" edits the first input image only`);
+      if (request.inputImages.length > 1) warnings.push(unsupported('image', `backend "${this.name}" edits the first input image only`));
       if (!this.canEdit(request.model)) throw refuse(`Model "${request.model}" has no VAE encoder, so it cannot edit images`);
       const target = size ?? this.editSize(modelDir, await sharp(request.inputImages[0]!.data).metadata());
       const rgb = await sharp(request.inputImages[0]!.data)
@@ -173,7 +181,7 @@ export class OnnxBackend implements ImageBackend {
       base.height = target.height;
       base.init = { rgb: new Uint8Array(rgb.buffer, rgb.byteOffset, rgb.byteLength), strength: opts.strength ?? this.config.defaultStrength };
     } else {
-      if (opts.strength !== undefined) warnings.push('strength applies to edits only; ignored');
+      if (opts.strength !== undefined) warnings.push(unsupported('provider_options.strength', 'strength applies to edits only; ignored'));
       if (size) {
         base.width = size.width;
         base.height = size.height;
@@ -202,7 +210,7 @@ export class OnnxBackend implements ImageBackend {
 
     const images: BackendImage[] = [];
     for (const res of results) {
-      for (const w of res.warnings) if (!warnings.includes(w)) warnings.push(w);
+      warnings.push(...res.warnings);
       for (const img of res.images) {
         images.push({ data: await encode(img.rgb, img.width, img.height, request.outputFormat, request.outputCompression), mediaType: MEDIA_TYPES[request.outputFormat], seed: img.seed });
       }
@@ -211,7 +219,7 @@ export class OnnxBackend implements ImageBackend {
     const first = results[0]!;
     return {
       images,
-      warnings,
+      warnings: uniqueWarnings(warnings),
       providerMetadata: {
         seed: seed0,
         ...first.settings,

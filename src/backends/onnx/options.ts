@@ -50,7 +50,7 @@ export const onnxBackendConfigSchema = z
 export type OnnxBackendConfig = z.infer<typeof onnxBackendConfigSchema>;
 export type OnnxBackendConfigInput = z.input<typeof onnxBackendConfigSchema>;
 
-/** Per-request settings accepted in `provider_options`. */
+/** Per-request settings accepted in `provider_options` (nothing else is). */
 export const onnxProviderOptionsSchema = z
   .object({
     scheduler: z.enum(SCHEDULERS).optional(),
@@ -58,4 +58,4 @@ export const onnxProviderOptionsSchema = z
     strength: z.number().gt(0).max(1).optional(),
     decoder: z.enum(DECODERS).optional(),
   })
-  .passthrough();
+  .strict();

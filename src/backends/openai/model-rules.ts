@@ -17,7 +17,8 @@
  * itself; `revised_prompt` is passed through where it comes back.
  */
 import { z } from 'zod';
-import type { BackendCapabilities, BackendRequest } from '../image-backend.ts';
+import type { BackendCapabilities, BackendRequest, BackendWarning } from '../image-backend.ts';
+import { compatibility, unsupported } from '../warnings.ts';
 import { uniformSpec } from '../model-spec.ts';
 import type { BackendModelSpec, PricingKind } from '../model-spec.ts';
 import { BackendError } from '../image-backend.ts';
@@ -80,7 +81,7 @@ export interface RuledRequest {
   request: BackendRequest;
   /** Images per call: more than one entry when the model takes fewer images per call than asked. */
   calls: number[];
-  warnings: string[];
+  warnings: BackendWarning[];
 }
 
 /** Whether `auto` means on: the backend talks to OpenAI itself. */
@@ -109,7 +110,7 @@ export function applyOpenAIModelRules(request: BackendRequest, backend: string):
   const model = request.model || 'dall-e-2';
   const refuse = (message: string, param?: string) =>
     new BackendError(`${message} (model ${model} on backend "${backend}")${param ? ` [param '${param}']` : ''}`, { code: 'invalid_request' });
-  const warnings: string[] = [];
+  const warnings: BackendWarning[] = [];
   const out: BackendRequest = { ...request, providerOptions: { ...request.providerOptions } };
 
   if (request.kind !== 'variation' && request.prompt.length > rule.maxPromptChars) {
@@ -140,10 +141,10 @@ export function applyOpenAIModelRules(request: BackendRequest, backend: string):
       const mapped = QUALITY_MAP[family]?.[q];
       if (mapped === undefined) throw refuse(`quality "${request.quality}" is not offered; use one of ${rule.qualities.join(', ')}`, 'quality');
       if (mapped === null) {
-        if (q !== 'auto') warnings.push(`quality "${request.quality}" is not offered by ${model} on backend "${backend}"; the model's default is used`);
+        if (q !== 'auto') warnings.push(unsupported('quality', `quality "${request.quality}" is not offered by ${model} on backend "${backend}"; the model's default is used`));
         delete out.quality;
       } else {
-        warnings.push(`quality "${request.quality}" is sent as "${mapped}" to ${model} on backend "${backend}"`);
+        warnings.push(compatibility('quality', `quality "${request.quality}" is sent as "${mapped}" to ${model} on backend "${backend}"`));
         out.quality = mapped;
       }
     } else {
@@ -160,7 +161,7 @@ export function applyOpenAIModelRules(request: BackendRequest, backend: string):
   }
   if (model.startsWith('gpt-image-1-mini') && 'input_fidelity' in out.providerOptions) {
     delete out.providerOptions.input_fidelity;
-    warnings.push(`input_fidelity is not offered by ${model} on backend "${backend}"; ignored`);
+    warnings.push(unsupported('provider_options.input_fidelity', `input_fidelity is not offered by ${model} on backend "${backend}"; ignored`));
   }
   if (request.outputCompression !== undefined && request.outputFormat === 'png') {
     // Compression applies to jpeg and webp only; the worker re-encodes anyway.
@@ -179,6 +180,9 @@ export const openaiProviderOptionsSchema = z
     input_fidelity: z.enum(['high', 'low']).optional(),
   })
   .strict();
+
+/** DALL·E takes only `moderation` (`input_fidelity` is for GPT image edits). */
+const dalleProviderOptionsSchema = openaiProviderOptionsSchema.pick({ moderation: true });
 
 /**
  * The spec of one model behind an `openai` backend: with the model rules on (api.openai.com, or
@@ -208,6 +212,6 @@ export function openaiModelSpec(model: string, backend: BackendCapabilities, rul
     ...(rule.styles ? { styles: rule.styles } : {}),
     maxPromptChars: rule.maxPromptChars,
     pricing,
-    providerOptions: model.startsWith('gpt-image') || model.startsWith('chatgpt-image') ? openaiProviderOptionsSchema : openaiProviderOptionsSchema.pick({ moderation: true }),
+    providerOptions: model.startsWith('gpt-image') || model.startsWith('chatgpt-image') ? openaiProviderOptionsSchema : dalleProviderOptionsSchema,
   };
 }

@@ -23,6 +23,7 @@ import type {
   BackendPartialImage,
   BackendRequest,
   BackendResult,
+  BackendWarning,
   ImageBackend,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
@@ -31,7 +32,10 @@ import { openaiBackendConfigSchema } from './options.ts';
 import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
 import { applyOpenAIModelRules, openaiModelSpec, rulesApply } from './model-rules.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
-import type { BackendConfig } from '../../config/schema.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { declaredOptionType } from '../declared-options.ts';
+import { otherWarning, uniqueWarnings, unsupported } from '../warnings.ts';
+import { z } from 'zod';
 import { createPooledFetch } from '../../net/pooled-fetch.ts';
 
 type FetchLike = typeof globalThis.fetch;
@@ -52,8 +56,6 @@ export interface OpenAIBackendDeps {
 const MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024;
 const HEALTH_TIMEOUT_MS = 10_000;
 const MODERATION_CODES = new Set(['moderation_blocked', 'content_policy_violation']);
-/** Body keys provider options may not override: they would change the call's shape, not its settings. */
-const RESERVED_KEYS = new Set(['stream', 'partial_images', 'image', 'mask']);
 
 type ModelFamily = 'dall-e-2' | 'dall-e-3' | 'gpt-image' | 'other';
 
@@ -92,13 +94,17 @@ export class OpenAIBackend implements ImageBackend {
   private readonly healthCacheMs: number;
   private healthCache: { at: number; value: BackendHealth } | undefined;
   private healthInFlight: Promise<BackendHealth> | undefined;
+  /** The zod shape of the provider options config declares, if any. */
+  private readonly declaredOptions: Record<string, z.ZodType> | undefined;
 
-  /** Takes any backend config entry (the registry hands it the union); the schema refuses non-openai ones. */
-  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | BackendConfig, deps: OpenAIBackendDeps = {}) {
+  /** Takes any backend config entry (tests' factories hand it the union); the schema refuses non-openai ones. */
+  constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | { type: string; name: string }, deps: OpenAIBackendDeps = {}) {
     this.config = openaiBackendConfigSchema.parse(config);
     this.name = this.config.name;
     this.fetchImpl = deps.fetch ?? globalThis.fetch;
     this.healthCacheMs = deps.healthCacheMs ?? 10_000;
+    const declared = this.config.providerOptions;
+    this.declaredOptions = declared && Object.fromEntries(Object.entries(declared).map(([k, d]) => [k, declaredOptionType(d).optional()]));
 
     const env = deps.env ?? process.env;
     const apiKey = this.config.apiKey ?? env[this.config.apiKeyEnv ?? 'OPENAI_API_KEY'];
@@ -146,7 +152,10 @@ export class OpenAIBackend implements ImageBackend {
    */
   modelSpec(model: string): BackendModelSpec {
     const official = this.config.listPrices === 'auto' ? rulesApply('auto', this.config.baseUrl) : this.config.listPrices;
-    return openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
+    const spec = openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
+    if (!this.declaredOptions || !(spec.providerOptions instanceof z.ZodObject)) return spec;
+    // What another OpenAI-compatible server takes besides OpenAI's own (LocalAI, vLLM-Omni, …), as config declares it.
+    return { ...spec, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -154,7 +163,7 @@ export class OpenAIBackend implements ImageBackend {
     const ruled = applyOpenAIModelRules(request, this.name);
     if (ruled.calls.length === 1) {
       const result = await this.generateOnce(ruled.request, ctx);
-      return { ...result, warnings: [...ruled.warnings, ...result.warnings] };
+      return { ...result, warnings: uniqueWarnings([...ruled.warnings, ...result.warnings]) };
     }
     let finished = 0;
     let before = 0;
@@ -177,7 +186,7 @@ export class OpenAIBackend implements ImageBackend {
     );
     return {
       images: parts.flatMap((p) => p.images),
-      warnings: [...new Set([...ruled.warnings, ...parts.flatMap((p) => p.warnings)])],
+      warnings: uniqueWarnings([...ruled.warnings, ...parts.flatMap((p) => p.warnings)]),
       providerMetadata: { calls: parts.map((p) => p.providerMetadata ?? {}) },
     };
   }
@@ -217,7 +226,7 @@ export class OpenAIBackend implements ImageBackend {
       throw new BackendError(`Backend "${this.name}" returned no images`, { code: 'backend_error', retryable: true });
     }
     if (items.length < request.n) {
-      warnings.push(`Backend "${this.name}" returned ${items.length} of ${request.n} requested images`);
+      warnings.push(otherWarning(`Backend "${this.name}" returned ${items.length} of ${request.n} requested images`));
     }
 
     // Used only when the bytes are not a recognisable PNG/JPEG/WebP.
@@ -266,11 +275,11 @@ export class OpenAIBackend implements ImageBackend {
    * image models, generations and edits) and the caller takes them; otherwise 0, with a warning when
    * some were asked for.
    */
-  private partialsFor(request: BackendRequest, ctx: BackendCallContext, warnings: string[]): number {
+  private partialsFor(request: BackendRequest, ctx: BackendCallContext, warnings: BackendWarning[]): number {
     const asked = request.partialImages ?? 0;
     if (asked <= 0 || !ctx.reportPartialImage) return 0;
     if (request.kind === 'variation' || modelFamily(request.model) !== 'gpt-image') {
-      warnings.push(`partial_images is not supported by ${request.model || 'dall-e-2'}${request.kind === 'variation' ? ' variations' : ''} on backend "${this.name}"; ignored`);
+      warnings.push(unsupported('partial_images', `partial_images is not supported by ${request.model || 'dall-e-2'}${request.kind === 'variation' ? ' variations' : ''} on backend "${this.name}"; ignored`));
       return 0;
     }
     return Math.min(3, asked);
@@ -281,7 +290,7 @@ export class OpenAIBackend implements ImageBackend {
    * image comes in the `*.completed` event. Streamed events carry no image index, so n > 1 is asked
    * as n calls of one image each, in parallel (each image is billed the same either way).
    */
-  private async generateStreamed(request: BackendRequest, body: Record<string, unknown>, warnings: string[], partials: number, ctx: BackendCallContext): Promise<BackendResult> {
+  private async generateStreamed(request: BackendRequest, body: Record<string, unknown>, warnings: BackendWarning[], partials: number, ctx: BackendCallContext): Promise<BackendResult> {
     const progress = new Array<number>(request.n).fill(0);
     const report = (index: number, p: number) => {
       progress[index] = p;
@@ -411,9 +420,15 @@ export class OpenAIBackend implements ImageBackend {
     }
   }
 
-  /** The JSON or multipart fields (less the files), with what had to be left out said in warnings. */
-  private buildBody(request: BackendRequest): { body: Record<string, unknown>; warnings: string[] } {
-    const warnings: string[] = [];
+  /**
+   * The JSON or multipart fields (less the files), with what had to be left out said in warnings.
+   * The accepted provider options go in first and easel's own fields over them, so options add
+   * settings (OpenAI's `moderation`, `input_fidelity`) but never replace the model, count, size,
+   * prompt or stream that easel priced and moderated.
+   */
+  private buildBody(request: BackendRequest): { body: Record<string, unknown>; warnings: BackendWarning[] } {
+    const accepted = acceptedOptions(request.providerOptions, this.modelSpec(request.model).providerOptions, { backend: this.name, model: request.model || 'dall-e-2' });
+    const warnings: BackendWarning[] = [...accepted.warnings];
     const family = modelFamily(request.model);
     const fields: Record<string, unknown> = dropUndefined({
       model: request.model || undefined,
@@ -431,18 +446,18 @@ export class OpenAIBackend implements ImageBackend {
     });
 
     const rules = UNSUPPORTED[family];
-    const unsupported = (key: string) => `${key} is not supported by ${request.model || 'dall-e-2'} on backend "${this.name}"; ignored`;
+    const ignored = (key: string) => unsupported(key, `${key} is not supported by ${request.model || 'dall-e-2'} on backend "${this.name}"; ignored`);
     for (const key of rules.drop) delete fields[key];
     for (const key of rules.warn) {
       if (key in fields) {
-        if (!(key === 'background' && fields[key] === 'auto')) warnings.push(unsupported(key));
+        if (!(key === 'background' && fields[key] === 'auto')) warnings.push(ignored(key));
         delete fields[key];
       }
     }
     if (request.kind === 'edit' && family !== 'other') {
       for (const key of EDIT_UNSUPPORTED) {
         if (key in fields) {
-          warnings.push(`${key} is not supported for edits on backend "${this.name}"; ignored`);
+          warnings.push(unsupported(key, `${key} is not supported for edits on backend "${this.name}"; ignored`));
           delete fields[key];
         }
       }
@@ -451,7 +466,7 @@ export class OpenAIBackend implements ImageBackend {
       for (const key of Object.keys(fields)) {
         if (VARIATION_FIELDS.has(key)) continue;
         // The worker always sets an output format; DALL·E variations are PNG and the worker converts.
-        if (key !== 'output_format') warnings.push(`${key} is not supported for variations on backend "${this.name}"; ignored`);
+        if (key !== 'output_format') warnings.push(unsupported(key, `${key} is not supported for variations on backend "${this.name}"; ignored`));
         delete fields[key];
       }
     }
@@ -464,18 +479,10 @@ export class OpenAIBackend implements ImageBackend {
     });
     for (const [key, value] of Object.entries(extras)) {
       if (this.config.extraBodyFields) fields[key] = value;
-      else warnings.push(`${key} is not supported by backend "${this.name}"; ignored`);
+      else warnings.push(unsupported(key, `${key} is not supported by backend "${this.name}"; ignored`));
     }
 
-    for (const [key, value] of Object.entries(request.providerOptions)) {
-      if (RESERVED_KEYS.has(key)) {
-        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
-        continue;
-      }
-      if (value === undefined) continue;
-      fields[key] = value;
-    }
-    return { body: fields, warnings };
+    return { body: { ...accepted.options, ...fields }, warnings };
   }
 
   /**

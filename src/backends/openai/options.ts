@@ -3,6 +3,7 @@
  * itself, LocalAI, another easel), driven through the official SDK.
  */
 import { z } from 'zod';
+import { declaredOptionsSchema } from '../declared-options.ts';
 
 export const openaiBackendConfigSchema = z
   .object({
@@ -47,6 +48,12 @@ export const openaiBackendConfigSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Provider options requests may set besides OpenAI's own (`moderation`, `input_fidelity`), for
+     * OpenAI-compatible servers that take more (`{true_cfg_scale: number}`); guarded names (model,
+     * n, size, prompt, steps, …) cannot be declared.
+     */
+    providerOptions: declaredOptionsSchema.optional(),
     /** Extra headers sent with every request. */
     headers: z.record(z.string(), z.string()).optional(),
   })

@@ -34,8 +34,10 @@ import type {
   BackendPartialImage,
   BackendRequest,
   BackendResult,
+  BackendWarning,
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
+import { otherWarning } from '../warnings.ts';
 import { normalizeHosts } from './options.ts';
 import type { NormalizedHost, PoolHostConfig, PoolSettings } from './options.ts';
 
@@ -130,7 +132,7 @@ export interface RunIO {
 export interface BatchOutput {
   /** In batch order: member k gets images [offset, offset + n). */
   images: BackendImage[];
-  warnings: string[];
+  warnings: BackendWarning[];
   providerMetadata?: Record<string, unknown>;
 }
 
@@ -693,7 +695,7 @@ export class HostPool {
         return;
       }
       const warnings = [...out.warnings];
-      if (images.length < m.n) warnings.push(`Backend "${this.opts.backendName}" returned ${images.length} of ${m.n} requested images`);
+      if (images.length < m.n) warnings.push(otherWarning(`Backend "${this.opts.backendName}" returned ${images.length} of ${m.n} requested images`));
       w.resolve({
         images,
         warnings,

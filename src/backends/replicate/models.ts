@@ -2,11 +2,19 @@
  * How easel's request becomes a Replicate prediction's `input`: a profile per known model (FLUX
  * takes an aspect ratio and up to four outputs, SDXL takes width/height and a negative prompt, …),
  * a conservative default for the rest (only what was set, under the usual names, one image per
- * prediction), and config overrides on top. What a model cannot take is said in a warning.
+ * prediction), and config overrides on top. Each profile is also the model's spec (what it takes,
+ * which provider options) and its parameter table. What a model cannot take is said in a warning.
  */
-import type { BackendRequest } from '../image-backend.ts';
+import { z } from 'zod';
+import type { BackendCapabilities, BackendRequest, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
-import { nearestAspectRatio } from '../http/media.ts';
+import { aspectRatioSizes } from '../http/media.ts';
+import { aspectRatioRow, easelParams, mapParams, notTaken } from '../http/param-table.ts';
+import type { ParamRow } from '../http/param-table.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { declaredOptionType } from '../declared-options.ts';
+import { unsupported } from '../warnings.ts';
+import type { ImageSize } from '../../core/image-request.ts';
 import type { ReplicateInputConfig } from './options.ts';
 
 export type ModelRef =
@@ -58,7 +66,15 @@ export interface ReplicateProfile {
   /** Width/height are rounded to a multiple of this. */
   sizeMultiple: number;
   extra: Record<string, unknown>;
+  /** The model's inputs beyond easel's own fields that change neither price, moderation nor limits. */
+  options: Record<string, z.ZodType>;
 }
+
+/** `output_quality`: jpg/webp encoder quality (0–100). `go_fast`: the faster, slightly lossy FLUX path. */
+const outputQuality = { output_quality: z.number().int().min(0).max(100).optional() };
+const goFast = { go_fast: z.boolean().optional() };
+/** `prompt_strength`: how far an image-to-image result may move from its input (0–1). */
+const promptStrength = { prompt_strength: z.number().min(0).max(1).optional() };
 
 const FLUX_RATIOS = ['1:1', '16:9', '21:9', '3:2', '2:3', '4:5', '5:4', '3:4', '4:3', '9:16', '9:21'];
 
@@ -77,6 +93,7 @@ const DEFAULT_PROFILE: ReplicateProfile = {
   maskField: 'mask',
   sizeMultiple: 8,
   extra: {},
+  options: {},
 };
 
 const flux = (over: Partial<ReplicateProfile>): ReplicateProfile => ({
@@ -90,96 +107,135 @@ const flux = (over: Partial<ReplicateProfile>): ReplicateProfile => ({
   ...over,
 });
 
+const sdOptions = {
+  ...promptStrength,
+  scheduler: z.string().min(1).optional(),
+  /** SDXL's refiner: none, an ensemble of experts, or a refining pass over the base image. */
+  refine: z.enum(['no_refiner', 'expert_ensemble_refiner', 'base_image_refiner']).optional(),
+  high_noise_frac: z.number().min(0).max(1).optional(),
+  apply_watermark: z.boolean().optional(),
+};
+
 const PROFILES: Record<string, ReplicateProfile> = {
-  'black-forest-labs/flux-schnell': flux({ numOutputsField: 'num_outputs', maxOutputs: 4 }),
-  'black-forest-labs/flux-dev': flux({ numOutputsField: 'num_outputs', maxOutputs: 4, guidanceField: 'guidance', imageField: 'image' }),
-  'black-forest-labs/flux-pro': flux({ stepsField: 'steps', guidanceField: 'guidance' }),
-  'black-forest-labs/flux-1.1-pro': flux({ stepsField: null }),
-  'black-forest-labs/flux-1.1-pro-ultra': flux({ stepsField: null }),
-  'stability-ai/sdxl': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4 },
-  'stability-ai/stable-diffusion': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4 },
+  'black-forest-labs/flux-schnell': flux({ numOutputsField: 'num_outputs', maxOutputs: 4, options: { ...goFast, ...outputQuality } }),
+  'black-forest-labs/flux-dev': flux({
+    numOutputsField: 'num_outputs',
+    maxOutputs: 4,
+    guidanceField: 'guidance',
+    imageField: 'image',
+    options: { ...goFast, ...outputQuality, ...promptStrength },
+  }),
+  'black-forest-labs/flux-pro': flux({ stepsField: 'steps', guidanceField: 'guidance', options: { ...outputQuality, prompt_upsampling: z.boolean().optional() } }),
+  'black-forest-labs/flux-1.1-pro': flux({ stepsField: null, options: { ...outputQuality, prompt_upsampling: z.boolean().optional() } }),
+  'black-forest-labs/flux-1.1-pro-ultra': flux({ stepsField: null, options: { ...outputQuality, raw: z.boolean().optional() } }),
+  'stability-ai/sdxl': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4, options: sdOptions },
+  'stability-ai/stable-diffusion': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4, options: sdOptions },
 };
 
 export function profileFor(model: string, overrides: ReplicateInputConfig | undefined): ReplicateProfile {
   const base = PROFILES[modelSlug(model)] ?? DEFAULT_PROFILE;
   if (!overrides) return base;
-  const merged: ReplicateProfile = { ...base, extra: { ...base.extra, ...overrides.extra } };
+  const declared = Object.fromEntries(Object.entries(overrides.providerOptions ?? {}).map(([k, d]) => [k, declaredOptionType(d)]));
+  const merged: ReplicateProfile = { ...base, extra: { ...base.extra, ...overrides.extra }, options: { ...base.options, ...declared } };
   for (const [key, value] of Object.entries(overrides)) {
-    if (key === 'extra' || value === undefined) continue;
+    if (key === 'extra' || key === 'providerOptions' || value === undefined) continue;
     (merged as unknown as Record<string, unknown>)[key] = value;
   }
   if (overrides.numOutputsField === null && overrides.maxOutputs === undefined) merged.maxOutputs = 1;
   return merged;
 }
 
-/** Keys a request's provider options may not set: easel fills them. */
-const RESERVED = new Set(['prompt']);
+const schemas = new WeakMap<ReplicateProfile, z.ZodObject>();
 
+/** The strict schema of a profile's provider options. */
+export function profileOptions(profile: ReplicateProfile): z.ZodObject {
+  let schema = schemas.get(profile);
+  if (!schema) {
+    schema = z.object(Object.fromEntries(Object.entries(profile.options).map(([k, t]) => [k, t.optional()]))).strict();
+    schemas.set(profile, schema);
+  }
+  return schema;
+}
+
+/** A model's spec from its profile: what it takes follows from which inputs it has. */
+export function replicateModelSpec(profile: ReplicateProfile, backend: BackendCapabilities, providerReported: boolean): BackendModelSpec {
+  const edit = profile.imageField !== null && backend.edit;
+  return {
+    capabilities: { generate: true, edit, mask: edit && profile.maskField !== null && backend.mask, variation: false, maxInputImages: edit ? 1 : 0 },
+    maxImagesPerCall: backend.maxImagesPerCall,
+    ...(profile.size === 'aspect_ratio' ? { sizes: aspectRatioSizes(profile.aspectRatios) } : {}),
+    pricing: providerReported ? 'provider-reported' : 'price-table',
+    providerOptions: profileOptions(profile),
+  };
+}
+
+/** The table of one prediction of a model with this profile. */
+export function replicateRows(profile: ReplicateProfile, model: string, backend: string): ParamRow[] {
+  const field = (param: ParamRow['param'], name: string | null): ParamRow => (name ? { param, field: name } : notTaken(param, model, backend));
+  const m = profile.sizeMultiple;
+  const side = (v: number) => Math.max(m, Math.round(v / m) * m);
+  const sizeRows: ParamRow[] =
+    profile.size === 'width_height'
+      ? [
+          {
+            param: 'size',
+            field: 'width',
+            transform: (size: ImageSize, t) => {
+              if (side(size.width) !== size.width || side(size.height) !== size.height) {
+                t.warn(`size ${size.width}x${size.height} rounded to ${side(size.width)}x${side(size.height)} for ${model}`);
+              }
+              return side(size.width);
+            },
+          },
+          { param: 'size', field: 'height', transform: (size: ImageSize) => side(size.height) },
+        ]
+      : profile.size === 'aspect_ratio'
+        ? [aspectRatioRow(profile.aspectRatios, model)]
+        : [notTaken('size', model, backend)];
+  return [
+    { param: 'prompt', field: 'prompt' },
+    ...sizeRows,
+    field('seed', profile.seedField),
+    field('negative_prompt', profile.negativePromptField),
+    field('steps', profile.stepsField),
+    field('guidance_scale', profile.guidanceField),
+    // A model without an output-format input answers what it answers; the worker converts.
+    ...(profile.outputFormatField ? [{ param: 'output_format', field: profile.outputFormatField, transform: (f: string) => profile.outputFormats[f] } satisfies ParamRow] : []),
+    notTaken('quality', model, backend),
+    notTaken('style', model, backend),
+  ];
+}
+
+/**
+ * One prediction's input: the profile's extras, then the accepted provider options, then easel's
+ * mapped fields, count and images (which always win).
+ */
 export function buildInput(
   request: BackendRequest,
   count: number,
   seed: number | undefined,
   profile: ReplicateProfile,
+  options: Record<string, unknown>,
   backend: string,
   dataUri: (data: Uint8Array, mediaType: string) => string,
-): { input: Record<string, unknown>; warnings: string[] } {
-  const warnings: string[] = [];
-  const input: Record<string, unknown> = { ...profile.extra, prompt: request.prompt };
-  const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${backend}"; ignored`);
-  const put = (field: string | null, value: unknown, what: string) => {
-    if (value === undefined) return;
-    if (field) input[field] = value;
-    else unsupported(what);
-  };
-
-  if (request.size) {
-    if (profile.size === 'width_height') {
-      const m = profile.sizeMultiple;
-      input.width = Math.max(m, Math.round(request.size.width / m) * m);
-      input.height = Math.max(m, Math.round(request.size.height / m) * m);
-      if (input.width !== request.size.width || input.height !== request.size.height) {
-        warnings.push(`size ${request.size.width}x${request.size.height} rounded to ${input.width}x${input.height} for ${request.model}`);
-      }
-    } else if (profile.size === 'aspect_ratio') {
-      const { ratio, exact } = nearestAspectRatio(request.size, profile.aspectRatios);
-      input.aspect_ratio = ratio;
-      if (!exact) warnings.push(`size ${request.size.width}x${request.size.height} sent as the nearest aspect ratio ${ratio} for ${request.model}`);
-    } else {
-      unsupported('size');
-    }
-  }
-  if (count > 1) {
-    if (!profile.numOutputsField) throw new Error('planned several outputs for a one-output model');
-    input[profile.numOutputsField] = count;
-  }
-  put(profile.seedField, seed, 'seed');
-  put(profile.negativePromptField, request.negativePrompt, 'negative_prompt');
-  put(profile.stepsField, request.steps, 'steps');
-  put(profile.guidanceField, request.guidanceScale, 'guidance_scale');
-  if (profile.outputFormatField) {
-    const value = profile.outputFormats[request.outputFormat];
-    if (value) input[profile.outputFormatField] = value;
-  }
-  if (request.quality) unsupported('quality');
-  if (request.style) unsupported('style');
+): { input: Record<string, unknown>; warnings: BackendWarning[] } {
+  const mapped = mapParams(replicateRows(profile, request.model, backend), easelParams(request, { seed }), { base: profile.extra, options });
+  const input = mapped.body;
+  const warnings = mapped.warnings;
+  if (count > 1 && !profile.numOutputsField) throw new Error('planned several outputs for a one-output model');
+  // The count is always easel's, even where an extra named the field.
+  if (profile.numOutputsField && (count > 1 || profile.numOutputsField in input)) input[profile.numOutputsField] = count;
   if (request.inputImages.length) {
     if (!profile.imageField) {
       throw new BackendError(`${request.model} on backend "${backend}" takes no input image`, { code: 'invalid_request' });
     }
-    if (request.inputImages.length > 1) warnings.push(`only the first input image is sent to ${request.model}`);
+    if (request.inputImages.length > 1) warnings.push(unsupported('image', `only the first input image is sent to ${request.model}`));
     const first = request.inputImages[0]!;
     input[profile.imageField] = dataUri(first.data, first.mediaType);
   }
   if (request.mask) {
     if (!profile.maskField) throw new BackendError(`${request.model} on backend "${backend}" takes no mask`, { code: 'invalid_request' });
     input[profile.maskField] = dataUri(request.mask.data, request.mask.mediaType);
-  }
-  for (const [key, value] of Object.entries(request.providerOptions)) {
-    if (RESERVED.has(key)) {
-      warnings.push(`provider option ${key} is not allowed on backend "${backend}"; ignored`);
-      continue;
-    }
-    if (value !== undefined) input[key] = value;
   }
   return { input, warnings };
 }

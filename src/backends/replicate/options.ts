@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { hostedCommonFields, pollingFields } from '../http/options.ts';
+import { declaredOptionsSchema } from '../declared-options.ts';
 
 export const replicateInputSchema = z
   .object({
@@ -24,8 +25,14 @@ export const replicateInputSchema = z
     outputFormatField: z.string().min(1).nullable().optional(),
     imageField: z.string().min(1).nullable().optional(),
     maskField: z.string().min(1).nullable().optional(),
-    /** Inputs sent with every prediction (e.g. `{disable_safety_checker: false}`); request provider options win. */
+    /** Inputs sent with every prediction (e.g. `{disable_safety_checker: false}`); easel's mapped fields win over them. */
     extra: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * Provider options requests may set, with their types (`{lora_scale: number}` is refused: guarded
+     * names cannot be declared). They add to what a built-in profile declares; for any other model they
+     * are all it takes.
+     */
+    providerOptions: declaredOptionsSchema.optional(),
   })
   .strict();
 

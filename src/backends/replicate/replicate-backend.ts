@@ -9,7 +9,7 @@
  * moment the prediction succeeds. `aborted` (a Cancel-After deadline passed before the run started,
  * unbilled) is retryable; `failed` with a safety message is a content-policy violation.
  */
-import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, cleanupSignal, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
@@ -22,7 +22,12 @@ import type { WebhookOutcome, WebhookReceiver, WebhookRequest } from '../http/we
 import { webhookTarget } from '../http/options.ts';
 import { replicateBackendConfigSchema } from './options.ts';
 import type { ReplicateBackendConfig, ReplicateBackendConfigInput } from './options.ts';
-import { buildInput, parseModelRef, profileFor } from './models.ts';
+import { buildInput, parseModelRef, profileFor, profileOptions, replicateModelSpec } from './models.ts';
+import type { ReplicateProfile } from './models.ts';
+import { perModel } from '../per-model.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { otherWarning, uniqueWarnings } from '../warnings.ts';
 
 const TOKEN_ENVS = ['REPLICATE_API_TOKEN'];
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
@@ -85,6 +90,8 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
   private readonly seen = new SeenIds();
   /** Predictions answered by create (with `Prefer: wait`), used before the first poll. */
   private readonly fresh = new Map<string, Prediction>();
+  /** A model's profile with this backend's config applied (remembered per model). */
+  private readonly profile = perModel((model): ReplicateProfile => profileFor(model, this.config.input));
   private webhookSecret: string | undefined;
   private secretFetch: Promise<string | undefined> | undefined;
 
@@ -102,23 +109,28 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
     return { authorization: `Bearer ${this.apiKey}`, 'content-type': 'application/json', accept: 'application/json' };
   }
 
+  override modelSpec(model: string): BackendModelSpec {
+    return replicateModelSpec(this.profile(model), this.capabilities, this.config.usdPerSecond !== undefined);
+  }
+
   protected async run(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
     if (request.kind === 'variation') {
       throw new BackendError(`Backend "${this.name}" (Replicate) does not do variations`, { code: 'invalid_request' });
     }
     this.requireKey();
     const ref = parseModelRef(request.model);
-    const profile = profileFor(request.model, this.config.input);
+    const profile = this.profile(request.model);
     const perPrediction = profile.numOutputsField ? profile.maxOutputs : 1;
     const plan = planJobs(request.n, perPrediction);
     const firstSeeds = plan.map((_, i) => plan.slice(0, i).reduce((a, b) => a + b, 0));
-    const warnings = new Set<string>();
+    const accepted = acceptedOptions(request.providerOptions, profileOptions(profile), { backend: this.name, model: request.model });
+    const warnings: BackendWarning[] = [...accepted.warnings];
     const dataUri = (data: Uint8Array, type: string) => `data:${type};base64,${Buffer.from(data).toString('base64')}`;
     // Build every input up front: a request the model cannot take fails before anything is paid for.
     const inputs = plan.map((count, i) => {
       const seed = request.seed === undefined ? undefined : request.seed + firstSeeds[i]!;
-      const built = buildInput(request, count, seed, profile, this.name, dataUri);
-      for (const w of built.warnings) warnings.add(w);
+      const built = buildInput(request, count, seed, profile, accepted.options, this.name, dataUri);
+      warnings.push(...built.warnings);
       return built.input;
     });
     const report = planProgress(plan, request.n, (p) => ctx.reportProgress(p));
@@ -145,10 +157,10 @@ export class ReplicateBackend extends HostedBackend implements WebhookReceiver {
       this.config.usdPerSecond !== undefined && times.every((t) => typeof t === 'number')
         ? round6((times as number[]).reduce((a, b) => a + b, 0) * this.config.usdPerSecond)
         : undefined;
-    if (images.length < request.n) warnings.add(`Replicate returned ${images.length} of ${request.n} requested images`);
+    if (images.length < request.n) warnings.push(otherWarning(`Replicate returned ${images.length} of ${request.n} requested images`));
     return {
       images,
-      warnings: [...warnings],
+      warnings: uniqueWarnings(warnings),
       ...(costUsd !== undefined ? { costUsd } : {}),
       providerMetadata: {
         predictions: results.map((r) => r.id),

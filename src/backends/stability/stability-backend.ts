@@ -8,42 +8,27 @@
  * blurred image), and input moderation is a 403 `content_moderation`: both become content-policy
  * violations naming Stability.
  */
-import type { BackendCallContext, BackendImage, BackendRequest, BackendResult } from '../image-backend.ts';
+import type { BackendCallContext, BackendImage, BackendRequest, BackendResult, BackendWarning } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { HostedBackend, hostedInit } from '../http/hosted-backend.ts';
 import type { HostedBackendDeps } from '../http/hosted-backend.ts';
 import { mapLimit } from '../http/concurrency.ts';
 import { moderationError } from '../http/errors.ts';
-import { nearestAspectRatio, sniffMediaType } from '../http/media.ts';
+import { sniffMediaType } from '../http/media.ts';
+import { easelParams, mapParams } from '../http/param-table.ts';
 import type { HttpAnswer } from '../http/client.ts';
+import type { BackendModelSpec } from '../model-spec.ts';
+import { acceptedOptions } from '../provider-options.ts';
+import { uniqueWarnings, unsupported } from '../warnings.ts';
 import { stabilityBackendConfigSchema } from './options.ts';
 import type { StabilityBackendConfig, StabilityBackendConfigInput } from './options.ts';
+import { endpointFor, stabilityModelSpec, stabilityRows } from './models.ts';
+import type { StabilityEndpoint } from './models.ts';
+
+export { endpointFor } from './models.ts';
+export type { StabilityEndpoint } from './models.ts';
 
 const KEY_ENVS = ['STABILITY_API_KEY'];
-const ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
-const STYLE_PRESETS = new Set([
-  'enhance', 'anime', 'photographic', 'digital-art', 'comic-book', 'fantasy-art', 'line-art', 'analog-film', 'neon-punk',
-  'isometric', 'low-poly', 'origami', 'modeling-compound', 'cinematic', '3d-model', 'pixel-art', 'tile-texture',
-]);
-const MAX_SEED = 4_294_967_294;
-
-export interface StabilityEndpoint {
-  path: 'ultra' | 'core' | 'sd3';
-  /** The `model` field for sd3. */
-  model?: string;
-  negativePrompt: boolean;
-  edit: boolean;
-  webp: boolean;
-  cfgScale: boolean;
-}
-
-export function endpointFor(model: string): StabilityEndpoint | undefined {
-  const m = model.toLowerCase();
-  if (m === 'ultra' || m === 'stable-image-ultra') return { path: 'ultra', negativePrompt: true, edit: true, webp: true, cfgScale: false };
-  if (m === 'core' || m === 'stable-image-core') return { path: 'core', negativePrompt: true, edit: false, webp: true, cfgScale: false };
-  if (m.startsWith('sd3')) return { path: 'sd3', model: m, negativePrompt: !m.includes('turbo'), edit: true, webp: false, cfgScale: true };
-  return undefined;
-}
 
 export class StabilityBackend extends HostedBackend {
   readonly type = 'stability';
@@ -57,41 +42,35 @@ export class StabilityBackend extends HostedBackend {
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
   }
 
-  /** The multipart fields (as strings) and files for one image. */
-  buildForm(request: BackendRequest, endpoint: StabilityEndpoint, seed: number | undefined): { form: FormData; fields: Record<string, string>; warnings: string[] } {
-    const warnings: string[] = [];
-    const fields: Record<string, string> = {};
-    const unsupported = (what: string) => warnings.push(`${what} is not supported by ${request.model} on backend "${this.name}"; ignored`);
-    for (const [k, v] of Object.entries(this.config.extraFields ?? {})) fields[k] = String(v);
-    fields.prompt = request.prompt;
+  override modelSpec(model: string): BackendModelSpec {
+    return stabilityModelSpec(model, this.capabilities);
+  }
+
+  /**
+   * The multipart fields (as strings) and files for one image: config extras, then the accepted
+   * provider options, then easel's mapped fields (which always win).
+   */
+  buildForm(request: BackendRequest, endpoint: StabilityEndpoint, seed: number | undefined): { form: FormData; fields: Record<string, string>; warnings: BackendWarning[] } {
     const editing = request.inputImages.length > 0;
     if (editing && !endpoint.edit) throw new BackendError(`${request.model} on backend "${this.name}" takes no input image`, { code: 'invalid_request' });
     if (request.mask) throw new BackendError(`masks are not supported by ${request.model} on backend "${this.name}"`, { code: 'invalid_request' });
-    if (endpoint.model) fields.model = endpoint.model;
-    if (endpoint.path === 'sd3') fields.mode = editing ? 'image-to-image' : 'text-to-image';
-    if (request.size) {
-      if (editing) {
-        warnings.push(`size is taken from the input image for edits on backend "${this.name}"; ignored`);
-      } else {
-        const { ratio, exact } = nearestAspectRatio(request.size, ASPECT_RATIOS);
-        fields.aspect_ratio = ratio;
-        if (!exact) warnings.push(`size ${request.size.width}x${request.size.height} sent as the nearest aspect ratio ${ratio} for ${request.model}`);
-      }
+    const accepted = acceptedOptions(request.providerOptions, this.modelSpec(request.model).providerOptions, { backend: this.name, model: request.model });
+    const mapped = mapParams(stabilityRows(endpoint, request.model, this.name, editing), easelParams(request, { seed }), {
+      base: this.config.extraFields,
+      options: accepted.options,
+    });
+    const body = mapped.body;
+    if (endpoint.model) body.model = endpoint.model;
+    if (endpoint.path === 'sd3') body.mode = editing ? 'image-to-image' : 'text-to-image';
+    const warnings = [...accepted.warnings, ...mapped.warnings];
+    if (editing) body.strength ??= 0.7;
+    else if (body.strength !== undefined) {
+      delete body.strength;
+      warnings.push(unsupported('provider_options.strength', `strength applies to edits only on backend "${this.name}"; ignored`));
     }
-    if (request.negativePrompt !== undefined) (endpoint.negativePrompt ? (fields.negative_prompt = request.negativePrompt) : unsupported('negative_prompt'));
-    if (seed !== undefined) fields.seed = String(seed % (MAX_SEED + 1));
-    if (request.style) (STYLE_PRESETS.has(request.style) ? (fields.style_preset = request.style) : unsupported(`style "${request.style}"`));
-    fields.output_format = request.outputFormat === 'webp' && !endpoint.webp ? 'png' : request.outputFormat;
-    if (request.guidanceScale !== undefined) (endpoint.cfgScale ? (fields.cfg_scale = String(request.guidanceScale)) : unsupported('guidance_scale'));
-    if (request.steps !== undefined) unsupported('steps');
-    if (request.quality) unsupported('quality');
-    if (editing && fields.strength === undefined) fields.strength = '0.7';
-    for (const [key, value] of Object.entries(request.providerOptions)) {
-      if (key === 'prompt' || key === 'image') {
-        warnings.push(`provider option ${key} is not allowed on backend "${this.name}"; ignored`);
-        continue;
-      }
-      if (value !== undefined && value !== null) fields[key] = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+    const fields: Record<string, string> = {};
+    for (const [k, v] of Object.entries(body)) {
+      if (v !== undefined && v !== null) fields[k] = typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
     }
     const form = new FormData();
     for (const [k, v] of Object.entries(fields)) form.append(k, v);
@@ -99,7 +78,7 @@ export class StabilityBackend extends HostedBackend {
       const img = request.inputImages[0]!;
       const ext = img.mediaType.split('/')[1] ?? 'png';
       form.append('image', new Blob([img.data as Uint8Array<ArrayBuffer>], { type: img.mediaType }), `image.${ext}`);
-      if (request.inputImages.length > 1) warnings.push(`only the first input image is sent to ${request.model}`);
+      if (request.inputImages.length > 1) warnings.push(unsupported('image', `only the first input image is sent to ${request.model}`));
     }
     return { form, fields, warnings };
   }
@@ -111,11 +90,11 @@ export class StabilityBackend extends HostedBackend {
     if (!endpoint) {
       throw new BackendError(`Stability AI has no endpoint for model "${request.model}" (use ultra, core or an sd3 model)`, { code: 'model_not_found' });
     }
-    const warnings = new Set<string>();
+    const warnings: BackendWarning[] = [];
     // Build every form first: a request the model cannot take fails before anything is paid for.
     const forms = Array.from({ length: request.n }, (_, i) => {
       const built = this.buildForm(request, endpoint, request.seed === undefined ? undefined : request.seed + i);
-      for (const w of built.warnings) warnings.add(w);
+      warnings.push(...built.warnings);
       return built.form;
     });
     let done = 0;
@@ -124,7 +103,7 @@ export class StabilityBackend extends HostedBackend {
       ctx.reportProgress(++done / request.n);
       return image;
     });
-    return { images, warnings: [...warnings], providerMetadata: { endpoint: endpoint.path, seeds: images.map((i) => i.seed ?? null) } };
+    return { images, warnings: uniqueWarnings(warnings), providerMetadata: { endpoint: endpoint.path, seeds: images.map((i) => i.seed ?? null) } };
   }
 
   private async one(endpoint: StabilityEndpoint, form: FormData, signal: AbortSignal): Promise<BackendImage> {
