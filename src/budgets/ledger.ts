@@ -42,9 +42,11 @@ export interface RowState extends LedgerRow {
 
 export type ReserveResult = { ok: true } | { ok: false; row: RowState };
 
+export type ReservationStatus = 'held' | 'settled' | 'released';
+
 export interface ReservationInfo {
   jobId: string;
-  status: 'held' | 'settled' | 'released';
+  status: ReservationStatus;
   amountUsd: number;
   chargedUsd: number | null;
   actualUsd: number | null;
