@@ -5,31 +5,29 @@
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from './database.ts';
 import type { ApiKey, KeyStore, NewApiKey } from './job-store.ts';
+import type { Database, NewRow, Row } from './schema.ts';
 
-interface KeyRow {
-  id: string;
-  name: string;
-  prefix: string;
-  admin: number | string | boolean;
-  created_at: number | string;
-  revoked_at: number | string | null;
-}
-
+/** Every column but the hash, which is only ever compared in SQL. */
 const COLUMNS = ['id', 'name', 'prefix', 'admin', 'created_at', 'revoked_at'] as const;
+type KeyRow = Pick<Row<'api_keys'>, (typeof COLUMNS)[number]>;
 
 function rowToKey(r: KeyRow): ApiKey {
   return {
     id: r.id,
     name: r.name,
     prefix: r.prefix,
-    admin: r.admin === true || Number(r.admin) === 1,
-    createdAt: new Date(Number(r.created_at)),
-    revokedAt: r.revoked_at == null ? null : new Date(Number(r.revoked_at)),
+    admin: r.admin === 1,
+    createdAt: new Date(r.created_at),
+    revokedAt: r.revoked_at == null ? null : new Date(r.revoked_at),
   };
 }
 
+function newKeyRow(key: NewApiKey, now: number): NewRow<'api_keys'> {
+  return { id: key.id, name: key.name, prefix: key.prefix, hash: key.hash, admin: key.admin ? 1 : 0, created_at: now, revoked_at: null };
+}
+
 export class SqlKeyStore implements KeyStore {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
@@ -37,18 +35,7 @@ export class SqlKeyStore implements KeyStore {
 
   async createKey(key: NewApiKey): Promise<ApiKey> {
     const now = Date.now();
-    await this.db
-      .insertInto('api_keys')
-      .values({
-        id: key.id,
-        name: key.name,
-        prefix: key.prefix,
-        hash: key.hash,
-        admin: key.admin ? 1 : 0,
-        created_at: now,
-        revoked_at: null,
-      })
-      .execute();
+    await this.db.insertInto('api_keys').values(newKeyRow(key, now)).execute();
     return { id: key.id, name: key.name, prefix: key.prefix, admin: key.admin, createdAt: new Date(now), revokedAt: null };
   }
 
@@ -59,13 +46,13 @@ export class SqlKeyStore implements KeyStore {
       .where('hash', '=', hash)
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
-    return row ? rowToKey(row as KeyRow) : undefined;
+    return row ? rowToKey(row) : undefined;
   }
 
   /** All keys, revoked ones included, oldest first. */
   async listKeys(): Promise<ApiKey[]> {
     const rows = await this.db.selectFrom('api_keys').select(COLUMNS).orderBy('created_at').orderBy('id').execute();
-    return (rows as KeyRow[]).map(rowToKey);
+    return rows.map(rowToKey);
   }
 
   /** Revokes the live key with this id, or every live key with this name. */
@@ -84,9 +71,9 @@ export class SqlKeyStore implements KeyStore {
   async countKeys(): Promise<number> {
     const row = await this.db
       .selectFrom('api_keys')
-      .select((eb) => eb.fn.countAll().as('n'))
+      .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('revoked_at', 'is', null)
       .executeTakeFirstOrThrow();
-    return Number((row as { n: number | string | bigint }).n);
+    return row.n;
   }
 }
