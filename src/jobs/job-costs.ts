@@ -27,6 +27,7 @@ export interface AdmissionRecord {
   batchId: string | null;
 }
 
+/** A nullable number column of a row that may itself be absent, as null (the API's job extras). */
 export const num = (v: number | null | undefined): number | null => v ?? null;
 
 /** The row admission writes for a job. */
