@@ -103,7 +103,6 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
   }
 
   const providerOptions: Record<string, unknown> = { ...(b.provider_options ?? {}) };
-  if (b.moderation) providerOptions.moderation = b.moderation;
 
   const request: ImageRequest = {
     prompt: b.prompt,
@@ -121,6 +120,7 @@ export function parseGeneration(body: unknown, limits: RequestLimits, preferAsyn
     ...(b.steps != null ? { steps: b.steps } : {}),
     ...(b.guidance_scale != null ? { guidanceScale: b.guidance_scale } : {}),
     ...(b.partial_images ? { partialImages: b.partial_images } : {}),
+    ...(b.moderation ? { moderation: b.moderation } : {}),
     ...(Object.keys(providerOptions).length ? { providerOptions } : {}),
   };
   return {

@@ -10,6 +10,7 @@ import type { Kysely } from 'kysely';
 import { newJobId, ulid } from '../core/ids.ts';
 import type { JobError, JobStatus, Priority } from '../core/job.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, NewRow, Row } from '../store/schema.ts';
 
 export type BatchStatus = 'in_progress' | 'canceled' | 'completed';
 export type ItemStatus = 'pending' | 'claimed' | 'submitted' | 'failed' | 'canceled';
@@ -69,56 +70,89 @@ export interface ItemResult {
   costUsd: number | null;
 }
 
-const toDate = (v: unknown): Date | null => (v == null ? null : new Date(Number(v)));
+const toDate = (v: number | null): Date | null => (v == null ? null : new Date(v));
 
-function rowToBatch(r: any): Batch {
+/** The input of BatchStore.create. */
+export interface NewBatch {
+  keyId: string;
+  priority: Priority;
+  hourlyCapUsd: number | null;
+  metadata: Record<string, string> | null;
+  idempotencyKey: string | null;
+  idempotencyFingerprint?: string | null;
+  items: { customId: string | null; body: ItemBody }[];
+}
+
+/** A `batches` row as the batch it describes. */
+function rowToBatch(r: Row<'batches'>): Batch {
   return {
     id: r.id,
     keyId: r.key_id,
     status: r.status,
-    total: Number(r.total),
+    total: r.total,
     priority: r.priority,
-    hourlyCapUsd: r.hourly_cap_usd == null ? null : Number(r.hourly_cap_usd),
-    metadata: r.metadata ? JSON.parse(r.metadata) : null,
-    idempotencyKey: r.idempotency_key ?? null,
-    idempotencyFingerprint: r.idempotency_fingerprint ?? null,
-    createdAt: toDate(r.created_at)!,
+    hourlyCapUsd: r.hourly_cap_usd,
+    metadata: r.metadata ? (JSON.parse(r.metadata) as Record<string, string>) : null,
+    idempotencyKey: r.idempotency_key,
+    idempotencyFingerprint: r.idempotency_fingerprint,
+    createdAt: new Date(r.created_at),
     canceledAt: toDate(r.canceled_at),
     completedAt: toDate(r.completed_at),
   };
 }
 
-function rowToItem(r: any): BatchItem {
+/** A new batch's row. */
+function newBatchRow(id: string, input: NewBatch, now: number): NewRow<'batches'> {
   return {
-    batchId: r.batch_id,
-    index: Number(r.idx),
-    customId: r.custom_id ?? null,
-    body: JSON.parse(r.body),
-    status: r.status,
-    jobId: r.job_id ?? null,
-    error: r.error ? JSON.parse(r.error) : null,
+    id,
+    key_id: input.keyId,
+    status: 'in_progress',
+    total: input.items.length,
+    priority: input.priority,
+    hourly_cap_usd: input.hourlyCapUsd,
+    metadata: input.metadata ? JSON.stringify(input.metadata) : null,
+    idempotency_key: input.idempotencyKey,
+    idempotency_fingerprint: input.idempotencyFingerprint ?? null,
+    created_at: now,
+    canceled_at: null,
+    completed_at: null,
   };
 }
 
+/** A `batch_items` row as the request it holds. */
+function rowToItem(r: Row<'batch_items'>): BatchItem {
+  return {
+    batchId: r.batch_id,
+    index: r.idx,
+    customId: r.custom_id,
+    body: JSON.parse(r.body) as ItemBody,
+    status: r.status,
+    jobId: r.job_id,
+    error: r.error ? (JSON.parse(r.error) as JobError) : null,
+  };
+}
+
+/** The row of a batch's request, waiting. */
+function newItemRow(batchId: string, index: number, item: NewBatch['items'][number], now: number): NewRow<'batch_items'> {
+  return { batch_id: batchId, idx: index, custom_id: item.customId, body: JSON.stringify(item.body), status: 'pending', job_id: null, error: null, updated_at: now };
+}
+
 export class BatchStore {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
   }
 
-  async create(input: { keyId: string; priority: Priority; hourlyCapUsd: number | null; metadata: Record<string, string> | null; idempotencyKey: string | null; idempotencyFingerprint?: string | null; items: { customId: string | null; body: ItemBody }[] }): Promise<Batch> {
+  async create(input: NewBatch): Promise<Batch> {
     const id = `batch_${ulid()}`;
     const now = Date.now();
     await this.db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('batches')
-        .values({ id, key_id: input.keyId, status: 'in_progress', total: input.items.length, priority: input.priority, hourly_cap_usd: input.hourlyCapUsd, metadata: input.metadata ? JSON.stringify(input.metadata) : null, idempotency_key: input.idempotencyKey, idempotency_fingerprint: input.idempotencyFingerprint ?? null, created_at: now, canceled_at: null, completed_at: null })
-        .execute();
+      await trx.insertInto('batches').values(newBatchRow(id, input, now)).execute();
       for (let i = 0; i < input.items.length; i += 200) {
         await trx
           .insertInto('batch_items')
-          .values(input.items.slice(i, i + 200).map((it, k) => ({ batch_id: id, idx: i + k, custom_id: it.customId, body: JSON.stringify(it.body), status: 'pending', job_id: null, error: null, updated_at: now })))
+          .values(input.items.slice(i, i + 200).map((it, k) => newItemRow(id, i + k, it, now)))
           .execute();
       }
     });
@@ -148,38 +182,39 @@ export class BatchStore {
   }
 
   async counts(batchId: string): Promise<BatchCounts> {
-    const rows = (await sql<{ s: string; n: number | string; cost: number | string | null }>`
+    // A raw statement: the status it groups by is the item's or its job's, whichever is current.
+    const rows = (await sql<{ s: ItemStatus | JobStatus; n: number; cost: number | null }>`
       select case when i.status = 'submitted' then coalesce(j.status, 'queued') else i.status end as s, count(*) as n, sum(j.cost_usd) as cost
       from batch_items i left join jobs j on j.id = i.job_id and i.status = 'submitted'
       where i.batch_id = ${batchId}
       group by case when i.status = 'submitted' then coalesce(j.status, 'queued') else i.status end`.execute(this.db)).rows;
     const c: BatchCounts = { total: 0, pending: 0, queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0, costUsd: 0 };
     for (const r of rows) {
-      const n = Number(r.n);
+      const n = r.n;
       c.total += n;
       const s = r.s === 'claimed' ? 'pending' : r.s;
       if (s in c) (c as unknown as Record<string, number>)[s]! += n;
-      c.costUsd = Math.round((c.costUsd + Number(r.cost ?? 0)) * 1e6) / 1e6;
+      c.costUsd = Math.round((c.costUsd + (r.cost ?? 0)) * 1e6) / 1e6;
     }
     return c;
   }
 
   /** Jobs of the batch still queued or running. */
   async inFlight(batchId: string): Promise<number> {
-    const r = (await this.db
+    const r = await this.db
       .selectFrom('batch_items as i')
       .innerJoin('jobs as j', 'j.id', 'i.job_id')
-      .select((eb) => eb.fn.countAll().as('n'))
+      .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('i.batch_id', '=', batchId)
       .where('i.status', '=', 'submitted')
       .where('j.status', 'in', ['queued', 'running'])
-      .executeTakeFirst()) as { n: number | string } | undefined;
-    return Number(r?.n ?? 0);
+      .executeTakeFirst();
+    return r?.n ?? 0;
   }
 
   async waiting(batchId: string): Promise<number> {
-    const r = (await this.db.selectFrom('batch_items').select((eb) => eb.fn.countAll().as('n')).where('batch_id', '=', batchId).where('status', 'in', ['pending', 'claimed']).executeTakeFirst()) as { n: number | string } | undefined;
-    return Number(r?.n ?? 0);
+    const r = await this.db.selectFrom('batch_items').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', batchId).where('status', 'in', ['pending', 'claimed']).executeTakeFirst();
+    return r?.n ?? 0;
   }
 
   /** Claims up to `limit` pending requests, lowest index first, each with the id of the job it will become. */
@@ -219,12 +254,12 @@ export class BatchStore {
       .where('i.updated_at', '<', Date.now() - olderThanMs)
       .limit(500)
       .execute();
-    for (const s of stale as { batch_id: string; idx: number | string; job: string | null }[]) {
+    for (const s of stale) {
       await this.db
         .updateTable('batch_items')
         .set(s.job ? { status: 'submitted', updated_at: Date.now() } : { status: 'pending', job_id: null, updated_at: Date.now() })
         .where('batch_id', '=', s.batch_id)
-        .where('idx', '=', Number(s.idx))
+        .where('idx', '=', s.idx)
         .where('status', '=', 'claimed')
         .execute();
     }
@@ -248,11 +283,11 @@ export class BatchStore {
       .where('i.batch_id', '=', batchId)
       .where('j.status', 'in', ['queued', 'running'])
       .execute();
-    return (active as { id: string }[]).map((a) => a.id);
+    return active.map((a) => a.id);
   }
 
   async results(batchId: string, afterIndex: number, limit: number): Promise<{ items: ItemResult[]; hasMore: boolean }> {
-    const rows = (await this.db
+    const rows = await this.db
       .selectFrom('batch_items as i')
       .leftJoin('jobs as j', 'j.id', 'i.job_id')
       .select(['i.idx', 'i.custom_id', 'i.status', 'i.job_id', 'i.error', 'j.status as job_status', 'j.error as job_error', 'j.cost_usd'])
@@ -260,14 +295,14 @@ export class BatchStore {
       .where('i.idx', '>', afterIndex)
       .orderBy('i.idx')
       .limit(limit + 1)
-      .execute()) as any[];
-    const items = rows.slice(0, limit).map((r) => ({
-      index: Number(r.idx),
-      customId: r.custom_id ?? null,
-      status: (r.status === 'submitted' ? (r.job_status ?? 'queued') : r.status === 'claimed' ? 'pending' : r.status) as ItemStatus | JobStatus,
+      .execute();
+    const items = rows.slice(0, limit).map((r): ItemResult => ({
+      index: r.idx,
+      customId: r.custom_id,
+      status: r.status === 'submitted' ? (r.job_status ?? 'queued') : r.status === 'claimed' ? 'pending' : r.status,
       jobId: r.status === 'submitted' ? r.job_id : null,
-      error: r.job_error ? JSON.parse(r.job_error) : r.error ? JSON.parse(r.error) : null,
-      costUsd: r.cost_usd == null ? null : Number(r.cost_usd),
+      error: r.job_error ? (JSON.parse(r.job_error) as JobError) : r.error ? (JSON.parse(r.error) as JobError) : null,
+      costUsd: r.cost_usd,
     }));
     return { items, hasMore: rows.length > limit };
   }

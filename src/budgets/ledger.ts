@@ -19,6 +19,7 @@
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, Row } from '../store/schema.ts';
 import type { BudgetLimit, BudgetsConfig } from './config.ts';
 
 export const MICROS = 1_000_000;
@@ -42,9 +43,11 @@ export interface RowState extends LedgerRow {
 
 export type ReserveResult = { ok: true } | { ok: false; row: RowState };
 
+export type ReservationStatus = 'held' | 'settled' | 'released';
+
 export interface ReservationInfo {
   jobId: string;
-  status: 'held' | 'settled' | 'released';
+  status: ReservationStatus;
   amountUsd: number;
   chargedUsd: number | null;
   actualUsd: number | null;
@@ -109,11 +112,22 @@ class Refused extends Error {
   }
 }
 
+/** A `budget_reservations` row as the reservation it describes. */
+function rowToReservation(r: Row<'budget_reservations'>): ReservationInfo {
+  return {
+    jobId: r.job_id,
+    status: r.status,
+    amountUsd: fromMicros(r.amount_micros),
+    chargedUsd: r.charged_micros == null ? null : fromMicros(r.charged_micros),
+    actualUsd: r.actual_micros == null ? null : fromMicros(r.actual_micros),
+  };
+}
+
 const byRow = (a: { scope: string; period: string }, b: { scope: string; period: string }) =>
   a.scope < b.scope ? -1 : a.scope > b.scope ? 1 : a.period < b.period ? -1 : a.period > b.period ? 1 : 0;
 
 export class BudgetLedger {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
@@ -138,7 +152,7 @@ export class BudgetLedger {
             .execute();
           const r = await trx
             .updateTable('budget_ledger')
-            .set({ reserved_micros: sql`reserved_micros + ${amount}`, updated_at: now })
+            .set((eb) => ({ reserved_micros: eb('reserved_micros', '+', amount), updated_at: now }))
             .where('scope', '=', row.scope)
             .where('period', '=', row.period)
             .where(sql<boolean>`spent_micros + reserved_micros + ${amount} <= ${row.limitMicros}`)
@@ -183,14 +197,14 @@ export class BudgetLedger {
   private async finish(jobId: string, actualMicros: number | null, release: boolean): Promise<boolean> {
     const now = Date.now();
     return this.db.transaction().execute(async (trx) => {
-      const held = (await trx
+      const held = await trx
         .selectFrom('budget_reservations')
         .select(['rows', 'amount_micros'])
         .where('job_id', '=', jobId)
         .where('status', '=', 'held')
-        .executeTakeFirst()) as { rows: string; amount_micros: number | string } | undefined;
+        .executeTakeFirst();
       if (!held) return false;
-      const amount = Number(held.amount_micros);
+      const amount = held.amount_micros;
       const charged = release ? 0 : Math.min(amount, actualMicros === null ? amount : Math.max(0, Math.round(actualMicros)));
       const won = await trx
         .updateTable('budget_reservations')
@@ -203,7 +217,7 @@ export class BudgetLedger {
       for (const row of rows) {
         await trx
           .updateTable('budget_ledger')
-          .set({ reserved_micros: sql`reserved_micros - ${amount}`, spent_micros: sql`spent_micros + ${charged}`, updated_at: now })
+          .set((eb) => ({ reserved_micros: eb('reserved_micros', '-', amount), spent_micros: eb('spent_micros', '+', charged), updated_at: now }))
           .where('scope', '=', row.scope)
           .where('period', '=', row.period)
           .execute();
@@ -215,27 +229,20 @@ export class BudgetLedger {
   /** Current spend and reservations of some rows (absent rows read as zero). */
   async state(rows: LedgerRow[]): Promise<RowState[]> {
     if (rows.length === 0) return [];
-    const found = (await this.db
+    const found = await this.db
       .selectFrom('budget_ledger')
       .select(['scope', 'period', 'spent_micros', 'reserved_micros'])
       .where((eb) => eb.or(rows.map((r) => eb.and([eb('scope', '=', r.scope), eb('period', '=', r.period)]))))
-      .execute()) as { scope: string; period: string; spent_micros: number | string; reserved_micros: number | string }[];
+      .execute();
     return rows.map((r) => {
       const f = found.find((x) => x.scope === r.scope && x.period === r.period);
-      return { ...r, spentMicros: Number(f?.spent_micros ?? 0), reservedMicros: Number(f?.reserved_micros ?? 0) };
+      return { ...r, spentMicros: f?.spent_micros ?? 0, reservedMicros: f?.reserved_micros ?? 0 };
     });
   }
 
   async reservation(jobId: string): Promise<ReservationInfo | undefined> {
-    const r = (await this.db.selectFrom('budget_reservations').selectAll().where('job_id', '=', jobId).executeTakeFirst()) as any;
-    if (!r) return undefined;
-    return {
-      jobId,
-      status: r.status,
-      amountUsd: fromMicros(Number(r.amount_micros)),
-      chargedUsd: r.charged_micros == null ? null : fromMicros(Number(r.charged_micros)),
-      actualUsd: r.actual_micros == null ? null : fromMicros(Number(r.actual_micros)),
-    };
+    const r = await this.db.selectFrom('budget_reservations').selectAll().where('job_id', '=', jobId).executeTakeFirst();
+    return r ? rowToReservation(r) : undefined;
   }
 
   /**
@@ -244,17 +251,17 @@ export class BudgetLedger {
    * `orphanMs`): settle or release them from the job's final state.
    */
   async sweep(orphanMs = 10 * 60_000, limit = 500): Promise<number> {
-    const rows = (await this.db
+    const rows = await this.db
       .selectFrom('budget_reservations as r')
       .leftJoin('jobs as j', 'j.id', 'r.job_id')
       .select(['r.job_id', 'r.created_at', 'j.status', 'j.cost_usd'])
       .where('r.status', '=', 'held')
       .where((eb) => eb.or([eb('j.status', 'in', ['succeeded', 'failed', 'canceled']), eb.and([eb('j.id', 'is', null), eb('r.created_at', '<', Date.now() - orphanMs)])]))
       .limit(limit)
-      .execute()) as { job_id: string; status: string | null; cost_usd: number | string | null }[];
+      .execute();
     let n = 0;
     for (const r of rows) {
-      const ok = r.status === 'succeeded' ? await this.settle(r.job_id, r.cost_usd == null ? null : toMicros(Number(r.cost_usd))) : await this.release(r.job_id);
+      const ok = r.status === 'succeeded' ? await this.settle(r.job_id, r.cost_usd == null ? null : toMicros(r.cost_usd)) : await this.release(r.job_id);
       if (ok) n++;
     }
     return n;

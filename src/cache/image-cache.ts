@@ -25,6 +25,7 @@ import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobKind, StoredImage } from '../core/job.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, NewRow } from '../store/schema.ts';
 import type { ApiKey, JobStore } from '../store/job-store.ts';
 import { imageKey, thumbKey } from '../images/keys.ts';
 import type { CacheConfig } from './config.ts';
@@ -104,13 +105,13 @@ export function decodeEmbedding(text: string, embedderId: string): Float32Array 
 export class ImageCache {
   readonly config: CacheConfig;
   readonly embedder: Embedder | undefined;
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
   private readonly store: JobStore;
   private readonly storage: ImageStorage;
   private readonly log: Logger;
   private readonly vectors = new Map<string, Float32Array>();
   /** Entries waiting to be written: finished jobs are added in batches, one statement per flush. */
-  private pending: Record<string, unknown>[] = [];
+  private pending: NewRow<'image_cache'>[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -160,7 +161,7 @@ export class ImageCache {
       .where('cache_key', '=', keys.cacheKey)
       .where('expires_at', '>', Date.now())
       .where('created_at', '>', Date.now() - this.config.exact.ttlSeconds * 1000);
-    const rows = (await q.orderBy('created_at', 'desc').limit(3).execute()) as { id: string; job_id: string; key_id: string }[];
+    const rows = await q.orderBy('created_at', 'desc').limit(3).execute();
     for (const r of rows) {
       const images = await this.usable(r.id, r.job_id);
       if (images) return { kind: 'exact', entryId: r.id, sourceJobId: r.job_id, sourceKeyId: r.key_id, images };
@@ -178,8 +179,9 @@ export class ImageCache {
       .where('params_key', '=', keys.paramsKey)
       .where('expires_at', '>', Date.now())
       .where('created_at', '>', Date.now() - this.config.semantic.ttlSeconds * 1000)
-      .where('embedding', 'is not', null);
-    const rows = (await q.orderBy('created_at', 'desc').limit(this.config.semantic.maxCandidates).execute()) as { id: string; job_id: string; key_id: string; embedding: string }[];
+      .where('embedding', 'is not', null)
+      .$narrowType<{ embedding: string }>();
+    const rows = await q.orderBy('created_at', 'desc').limit(this.config.semantic.maxCandidates).execute();
     const scored: { id: string; job: string; key: string; sim: number }[] = [];
     for (const r of rows) {
       let v = this.vectors.get(r.id);

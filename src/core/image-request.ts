@@ -31,6 +31,12 @@ export interface ImageRequest {
    * `partial_images` on GPT image models); they go to the job's event stream. Others ignore it.
    */
   partialImages?: number;
+  /**
+   * OpenAI's own request fields: the strictness of its moderation (`low`, `auto`) and how closely an
+   * edit follows its input images. A model that does not take them gets them dropped with a warning.
+   */
+  moderation?: 'low' | 'auto';
+  inputFidelity?: 'high' | 'low';
   /** Storage keys of uploaded input images (edits, variations) and the mask. */
   inputImages?: string[];
   mask?: string;

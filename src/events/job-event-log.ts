@@ -7,13 +7,19 @@
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, Row } from '../store/schema.ts';
 import { isUniqueViolation } from '../store/sql-job-store.ts';
 import { RECORDED_BAND, RUNNING_PHASE_BASE } from './event-ids.ts';
 import { partialImageData } from './job-events.ts';
 import type { JobEventLog, PartialImageEvent, RecordedJobEvent } from './job-events.ts';
 
+/** A `job_events` row as the event it recorded. */
+function rowToEvent(r: Pick<Row<'job_events'>, 'event_id' | 'type' | 'data'>): RecordedJobEvent {
+  return { id: r.event_id, type: r.type, data: JSON.parse(r.data) as Record<string, unknown> };
+}
+
 export class SqlJobEventLog implements JobEventLog {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
@@ -24,7 +30,7 @@ export class SqlJobEventLog implements JobEventLog {
     // Two attempts of one job only overlap while a lease changes hands; the loser of the key retries.
     for (let tries = 0; ; tries++) {
       try {
-        const res = await sql<{ event_id: number | string }>`
+        const res = await sql<Pick<Row<'job_events'>, 'event_id'>>`
           insert into job_events (job_id, event_id, type, data, created_at)
           select j.id,
                  ${sql.lit(RUNNING_PHASE_BASE)} + ${sql.lit(RECORDED_BAND)} * (1 + (select count(*) from job_events e where e.job_id = j.id)),
@@ -35,7 +41,7 @@ export class SqlJobEventLog implements JobEventLog {
           where j.id = ${event.jobId} and j.status = 'running' and j.attempt = ${event.attempt}
           returning event_id`.execute(this.db);
         const row = res.rows[0];
-        return row ? Number(row.event_id) : undefined;
+        return row?.event_id;
       } catch (err) {
         if (tries < 3 && isUniqueViolation(err)) continue;
         throw err;
@@ -44,13 +50,13 @@ export class SqlJobEventLog implements JobEventLog {
   }
 
   async listAfter(jobId: string, afterId: number): Promise<RecordedJobEvent[]> {
-    const rows = (await this.db
+    const rows = await this.db
       .selectFrom('job_events')
       .select(['event_id', 'type', 'data'])
       .where('job_id', '=', jobId)
       .where('event_id', '>', afterId)
       .orderBy('event_id')
-      .execute()) as { event_id: number | string; type: string; data: string }[];
-    return rows.map((r) => ({ id: Number(r.event_id), type: r.type as RecordedJobEvent['type'], data: JSON.parse(r.data) as Record<string, unknown> }));
+      .execute();
+    return rows.map(rowToEvent);
   }
 }

@@ -7,32 +7,11 @@
 import type { Kysely } from 'kysely';
 import type { Job } from '../core/job.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, NewRow, Row } from '../store/schema.ts';
 import type { RoutingRecord } from '../routing/router.ts';
 
-export interface JobCostRow {
-  job_id: string;
-  key_id: string;
-  requested_model: string | null;
-  routing: string | null;
-  estimate_usd: number | string | null;
-  reserved: number | string;
-  cache_policy: string | null;
-  embedding: string | null;
-  cache_kind: string | null;
-  cache_source_job: string | null;
-  cache_similarity: number | string | null;
-  saved_usd: number | string | null;
-  backend: string | null;
-  backend_model: string | null;
-  images: number | string | null;
-  megapixels: number | string | null;
-  gpu_seconds: number | string | null;
-  self_hosted: number | string;
-  parent_job_id: string | null;
-  parent_index: number | string | null;
-  batch_id: string | null;
-  created_at: number | string;
-}
+/** A `job_costs` row: read as it is (settlement, fallbacks, the API's job extras use its columns). */
+export type JobCostRow = Row<'job_costs'>;
 
 /** What admission decided, for the row. */
 export interface AdmissionRecord {
@@ -48,10 +27,34 @@ export interface AdmissionRecord {
   batchId: string | null;
 }
 
-export const num = (v: number | string | null | undefined): number | null => (v == null ? null : Number(v));
+/** A nullable number column of a row that may itself be absent, as null (the API's job extras). */
+export const num = (v: number | null | undefined): number | null => v ?? null;
+
+/** The row admission writes for a job. */
+function admissionRow(job: Job, a: AdmissionRecord): NewRow<'job_costs'> {
+  return {
+    job_id: job.id,
+    key_id: job.keyId,
+    requested_model: a.requestedModel,
+    routing: a.routing ? JSON.stringify(a.routing) : null,
+    estimate_usd: a.estimateUsd,
+    reserved: a.reserved ? 1 : 0,
+    cache_policy: a.cachePolicy,
+    embedding: a.embedding,
+    cache_kind: a.hit?.kind ?? null,
+    cache_source_job: a.hit?.sourceJobId ?? null,
+    cache_similarity: a.hit?.similarity ?? null,
+    saved_usd: a.hit ? a.hit.savedUsd : null,
+    self_hosted: 0,
+    parent_job_id: a.parent?.jobId ?? null,
+    parent_index: a.parent?.index ?? null,
+    batch_id: a.batchId,
+    created_at: job.createdAt.getTime(),
+  };
+}
 
 export class JobCosts {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
   /**
    * Jobs admitted by this process with nothing worth a row: a worker in the same process
    * (`easel serve`) and the 202 answer then skip reading one. Bounded; other processes just read.
@@ -72,25 +75,7 @@ export class JobCosts {
     }
     await this.db
       .insertInto('job_costs')
-      .values({
-        job_id: job.id,
-        key_id: job.keyId,
-        requested_model: a.requestedModel,
-        routing: a.routing ? JSON.stringify(a.routing) : null,
-        estimate_usd: a.estimateUsd,
-        reserved: a.reserved ? 1 : 0,
-        cache_policy: a.cachePolicy,
-        embedding: a.embedding,
-        cache_kind: a.hit?.kind ?? null,
-        cache_source_job: a.hit?.sourceJobId ?? null,
-        cache_similarity: a.hit?.similarity ?? null,
-        saved_usd: a.hit ? a.hit.savedUsd : null,
-        self_hosted: 0,
-        parent_job_id: a.parent?.jobId ?? null,
-        parent_index: a.parent?.index ?? null,
-        batch_id: a.batchId,
-        created_at: job.createdAt.getTime(),
-      })
+      .values(admissionRow(job, a))
       .onConflict((oc) => oc.column('job_id').doNothing())
       .execute();
   }
@@ -107,7 +92,7 @@ export class JobCosts {
 
   async get(jobId: string): Promise<JobCostRow | undefined> {
     if (this.rowless.has(jobId)) return undefined;
-    return (await this.db.selectFrom('job_costs').selectAll().where('job_id', '=', jobId).executeTakeFirst()) as JobCostRow | undefined;
+    return this.db.selectFrom('job_costs').selectAll().where('job_id', '=', jobId).executeTakeFirst();
   }
 
   /** A cache hit that could not be served after all: the job runs, so the row stops claiming a hit. */
@@ -139,7 +124,7 @@ export class JobCosts {
 
   /** Jobs that refine this one (draft → refine links). */
   async refinements(jobId: string, limit = 50): Promise<string[]> {
-    const rows = (await this.db.selectFrom('job_costs').select(['job_id']).where('parent_job_id', '=', jobId).orderBy('job_id').limit(limit).execute()) as { job_id: string }[];
+    const rows = await this.db.selectFrom('job_costs').select(['job_id']).where('parent_job_id', '=', jobId).orderBy('job_id').limit(limit).execute();
     return rows.map((r) => r.job_id);
   }
 }

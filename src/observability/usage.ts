@@ -17,16 +17,20 @@ import { CostModel } from '../pricing/cost-model.ts';
 const DAY = 86_400_000;
 const r6 = (x: number) => Math.round(x * 1e6) / 1e6;
 
+/**
+ * A row of the raw query below: its columns are aggregates, not a table's (counts and sums are numbers
+ * on both databases, see store/database.ts; a sum over no values is null).
+ */
 interface Row {
-  d: number | string;
+  d: number;
   model: string;
   backend: string | null;
   cache_kind: string | null;
-  jobs: number | string;
-  images: number | string | null;
-  cost: number | string | null;
-  saved: number | string | null;
-  gpu: number | string | null;
+  jobs: number;
+  images: number | null;
+  cost: number | null;
+  saved: number | null;
+  gpu: number | null;
 }
 
 export interface UsageQuery {
@@ -61,11 +65,11 @@ interface Bucket {
 }
 const empty = (): Bucket => ({ jobs: 0, images: 0, cost_usd: 0, cache_hits: 0, saved_usd: 0 });
 function add(b: Bucket, r: Row): void {
-  b.jobs += Number(r.jobs);
-  b.images += Number(r.images ?? 0);
-  b.cost_usd = r6(b.cost_usd + Number(r.cost ?? 0));
-  if (r.cache_kind) b.cache_hits += Number(r.jobs);
-  b.saved_usd = r6(b.saved_usd + Number(r.saved ?? 0));
+  b.jobs += r.jobs;
+  b.images += r.images ?? 0;
+  b.cost_usd = r6(b.cost_usd + (r.cost ?? 0));
+  if (r.cache_kind) b.cache_hits += r.jobs;
+  b.saved_usd = r6(b.saved_usd + (r.saved ?? 0));
 }
 
 export async function usage(mdb: MetadataDb, q: UsageQuery) {
@@ -77,14 +81,14 @@ export async function usage(mdb: MetadataDb, q: UsageQuery) {
   const cache = { exact: 0, semantic: 0, saved_usd: 0 };
   for (const r of data) {
     add(total, r);
-    const day = new Date(Number(r.d) * DAY).toISOString().slice(0, 10);
+    const day = new Date(r.d * DAY).toISOString().slice(0, 10);
     for (const [map, k] of [[days, day], [models, r.model], [backends, r.backend ?? 'unknown']] as const) {
       let b = map.get(k);
       if (!b) map.set(k, (b = empty()));
       add(b, r);
     }
-    if (r.cache_kind === 'exact' || r.cache_kind === 'semantic') cache[r.cache_kind] += Number(r.jobs);
-    cache.saved_usd = r6(cache.saved_usd + Number(r.saved ?? 0));
+    if (r.cache_kind === 'exact' || r.cache_kind === 'semantic') cache[r.cache_kind] += r.jobs;
+    cache.saved_usd = r6(cache.saved_usd + (r.saved ?? 0));
   }
   const list = (m: Map<string, Bucket>, name: string) => [...m].map(([k, b]) => ({ [name]: k, ...b })).sort((a, b) => b.cost_usd - a.cost_usd);
   return {
@@ -153,19 +157,19 @@ export async function costReport(mdb: MetadataDb, config: EaselConfig, prices: P
       m = { model: r.model, backend: r.backend ?? 'unknown', self_hosted: isSelf(r.backend ?? ''), jobs: 0, images: 0, cost_usd: 0, cost_per_image_usd: null, gpu_seconds_per_image: null, cache_hits: 0, saved_usd: 0, gpuTotal: 0, gpuImages: 0 };
       byModel.set(k, m);
     }
-    m.jobs += Number(r.jobs);
-    m.images += Number(r.images ?? 0);
-    m.cost_usd = r6(m.cost_usd + Number(r.cost ?? 0));
+    m.jobs += r.jobs;
+    m.images += r.images ?? 0;
+    m.cost_usd = r6(m.cost_usd + (r.cost ?? 0));
     if (r.gpu != null) {
-      m.gpuTotal += Number(r.gpu);
-      m.gpuImages += Number(r.images ?? 0);
+      m.gpuTotal += r.gpu;
+      m.gpuImages += r.images ?? 0;
     }
   }
   // Cache hits are attributed to the model they answered for.
   for (const r of data.filter((x) => x.cache_kind)) {
     for (const m of byModel.values()) if (m.model === r.model) {
-      m.cache_hits += Number(r.jobs);
-      m.saved_usd = r6(m.saved_usd + Number(r.saved ?? 0));
+      m.cache_hits += r.jobs;
+      m.saved_usd = r6(m.saved_usd + (r.saved ?? 0));
       break;
     }
   }
@@ -176,22 +180,22 @@ export async function costReport(mdb: MetadataDb, config: EaselConfig, prices: P
   }));
 
   // GPU utilization: measured GPU time over the part of the window the backend was in use.
-  const firstUse = (await sql<{ backend: string; first: number | string; gpu: number | string }>`
+  const firstUse = (await sql<{ backend: string; first: number; gpu: number }>`
     select backend, min(created_at) as first, sum(gpu_seconds) as gpu from job_costs
     where gpu_seconds is not null and created_at >= ${from.getTime()} and created_at < ${to.getTime()} group by backend`.execute(mdb.db)).rows;
   const gpu = firstUse.map((u) => {
     const cfg = config.costModel.backends[u.backend];
     const hosts = (config.backends.find((b) => b.name === u.backend) as { hosts?: unknown[] } | undefined)?.hosts;
     const gpus = cfg?.gpus ?? (Array.isArray(hosts) && hosts.length ? hosts.length : 1);
-    const windowSeconds = Math.max(1, (to.getTime() - Math.max(from.getTime(), Number(u.first))) / 1000);
+    const windowSeconds = Math.max(1, (to.getTime() - Math.max(from.getTime(), u.first)) / 1000);
     return {
       backend: u.backend,
       gpus,
       usd_per_gpu_hour: costs.ratePerGpuHour(u.backend),
-      gpu_seconds: Math.round(Number(u.gpu) * 10) / 10,
+      gpu_seconds: Math.round(u.gpu * 10) / 10,
       window_seconds: Math.round(windowSeconds),
       // Measured GPU time cannot exceed the wall time of the GPUs; a backend reporting more (or clocks apart) reads as full.
-      utilization: Math.min(1, Math.round((Number(u.gpu) / (windowSeconds * gpus)) * 1e4) / 1e4),
+      utilization: Math.min(1, Math.round((u.gpu / (windowSeconds * gpus)) * 1e4) / 1e4),
     };
   });
 

@@ -16,6 +16,7 @@ import type { ImageBackend } from '../backends/image-backend.ts';
 import type { PricingKind } from '../backends/model-spec.ts';
 import type { PriceTable } from './price-table.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database } from '../store/schema.ts';
 import type { CostModelConfig } from './cost-model-config.ts';
 
 const MP = 1024 * 1024;
@@ -57,7 +58,7 @@ export class CostModel {
   private readonly config: CostModelConfig;
   private readonly prices: Pick<PriceTable, 'priceFor'>;
   private readonly unpricedImageUsd: number;
-  private readonly db: Kysely<any> | undefined;
+  private readonly db: Kysely<Database> | undefined;
   private readonly observed = new Map<string, Observed>();
 
   constructor(opts: { config: CostModelConfig; prices: Pick<PriceTable, 'priceFor'>; unpricedImageUsd: number; mdb?: MetadataDb }) {
@@ -142,17 +143,18 @@ export class CostModel {
   }
 
   private async loadSamples(backendName: string, backendModel: string): Promise<number[]> {
-    const rows = (await this.db!
+    const rows = await this.db!
       .selectFrom('job_costs')
       .select(['gpu_seconds', 'images', 'megapixels'])
       .where('backend', '=', backendName)
       .where('backend_model', '=', backendModel)
       .where('gpu_seconds', 'is not', null)
+      .$narrowType<{ gpu_seconds: number }>()
       .orderBy('created_at', 'desc')
       .limit(50)
-      .execute()) as { gpu_seconds: number | string; images: number | string | null; megapixels: number | string | null }[];
+      .execute();
     return rows
-      .map((r) => Number(r.gpu_seconds) / Math.max(1, Number(r.images ?? 1)) / (Number(r.megapixels ?? 1) || 1))
+      .map((r) => r.gpu_seconds / Math.max(1, r.images ?? 1) / ((r.megapixels ?? 1) || 1))
       .filter((x) => Number.isFinite(x) && x > 0)
       .reverse();
   }

@@ -14,12 +14,13 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
-import type { Kysely } from 'kysely';
+import type { ExpressionBuilder, Kysely } from 'kysely';
 import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
 import { rawStatement } from '../store/raw-statement.ts';
 import type { RawStatement } from '../store/raw-statement.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, Row } from '../store/schema.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
 import type {
   ConsumeOptions,
@@ -31,20 +32,8 @@ import type {
   QueueMessage,
 } from './job-queue.ts';
 
-interface QueueMessageRow {
-  job_id: string;
-  priority: number;
-  seq: number;
-  enqueued_at: number;
-  available_at: number;
-  lease_owner: string | null;
-  lease_until: number | null;
-  delivery_count: number;
-}
-
-interface QueueTables {
-  queue_messages: QueueMessageRow;
-}
+/** What a claim reads of a `queue_messages` row. */
+type ClaimedRow = Pick<Row<'queue_messages'>, 'job_id' | 'priority' | 'seq' | 'delivery_count'>;
 
 export interface EmbeddedQueueOptions {
   db: MetadataDb;
@@ -63,7 +52,7 @@ export interface EmbeddedQueueOptions {
 const RANK_TO_PRIORITY = new Map<number, Priority>(PRIORITIES.map((p) => [PRIORITY_RANK[p], p]));
 
 function priorityOf(rank: number): Priority {
-  return RANK_TO_PRIORITY.get(Number(rank)) ?? 'normal';
+  return RANK_TO_PRIORITY.get(rank) ?? 'normal';
 }
 
 // FIFO order within a priority: microseconds since the epoch, strictly increasing within a process
@@ -90,7 +79,7 @@ function busFor(db: object): EventEmitter {
 export class EmbeddedQueue implements JobQueue {
   readonly kind = 'embedded' as const;
   private readonly mdb: MetadataDb;
-  private readonly db: Kysely<QueueTables>;
+  private readonly db: Kysely<Database>;
   private readonly bus: EventEmitter;
   readonly visibilityTimeoutMs: number;
   readonly pollIntervalMs: number;
@@ -105,7 +94,7 @@ export class EmbeddedQueue implements JobQueue {
 
   constructor(opts: EmbeddedQueueOptions) {
     this.mdb = opts.db;
-    this.db = opts.db.db as Kysely<QueueTables>;
+    this.db = opts.db.db;
     this.bus = busFor(opts.db.db);
     this.visibilityTimeoutMs = opts.visibilityTimeoutMs ?? 60_000;
     this.pollIntervalMs = opts.pollIntervalMs ?? 250;
@@ -165,12 +154,12 @@ export class EmbeddedQueue implements JobQueue {
 
   async counts(): Promise<QueueCounts> {
     const now = Date.now();
-    const { rows } = await sql<{ total: number | string; active: number | string | null }>`
+    const { rows } = await sql<{ total: number; active: number | null }>`
       select count(*) as total,
              sum(case when lease_until is not null and lease_until >= ${now} then 1 else 0 end) as active
       from queue_messages`.execute(this.db);
-    const total = Number(rows[0]?.total ?? 0);
-    const active = Number(rows[0]?.active ?? 0);
+    const total = rows[0]?.total ?? 0;
+    const active = rows[0]?.active ?? 0;
     return { waiting: total - active, active };
   }
 
@@ -196,7 +185,7 @@ export class EmbeddedQueue implements JobQueue {
 }
 
 interface ConsumerConfig {
-  db: Kysely<QueueTables>;
+  db: Kysely<Database>;
   dialect: MetadataDb['dialect'];
   bus: EventEmitter;
   owner: string;
@@ -379,7 +368,7 @@ class EmbeddedConsumer implements QueueConsumer {
     );
   }
 
-  private async claim(n: number): Promise<Pick<QueueMessageRow, 'job_id' | 'priority' | 'seq' | 'delivery_count'>[]> {
+  private async claim(n: number): Promise<ClaimedRow[]> {
     const { db } = this.cfg;
     const now = Date.now();
     const next = db
@@ -390,7 +379,7 @@ class EmbeddedConsumer implements QueueConsumer {
       .orderBy('priority')
       .orderBy('seq')
       .limit(n);
-    const lease = (eb: any) => ({
+    const lease = (eb: ExpressionBuilder<Database, 'queue_messages'>) => ({
       lease_owner: this.cfg.owner,
       lease_until: now + this.cfg.visibilityTimeoutMs,
       delivery_count: eb('delivery_count', '+', 1),
@@ -407,17 +396,17 @@ class EmbeddedConsumer implements QueueConsumer {
             .with((cte) => cte('next').materialized(), () => next.forUpdate().skipLocked())
             .updateTable('queue_messages')
             .set(lease)
-            .where('job_id', 'in', (eb: any) => eb.selectFrom('next').select('job_id'))
+            .where('job_id', 'in', (eb) => eb.selectFrom('next').select('job_id'))
             .returning(returned)
             .execute()
         : await db.updateTable('queue_messages').set(lease).where('job_id', 'in', next).returning(returned).execute();
     // RETURNING order is unspecified: deliver in queue order.
-    return rows.sort((a, b) => Number(a.priority) - Number(b.priority) || Number(a.seq) - Number(b.seq));
+    return rows.sort((a, b) => a.priority - b.priority || a.seq - b.seq);
   }
 
-  private dispatch(row: Pick<QueueMessageRow, 'job_id' | 'priority' | 'delivery_count'>): void {
+  private dispatch(row: ClaimedRow): void {
     const jobId = row.job_id;
-    const deliveryCount = Number(row.delivery_count);
+    const deliveryCount = row.delivery_count;
     // Our own earlier lease on this message expired and we claimed it again: the old run is stale.
     const stale = this.held.get(jobId);
     if (stale) this.lose(stale, 'lease expired and the message was delivered again');
@@ -559,7 +548,7 @@ class EmbeddedConsumer implements QueueConsumer {
         .execute(),
     ).then(
       (rows) => {
-        const renewed = new Map(rows.map((r) => [r.job_id, Number(r.delivery_count)]));
+        const renewed = new Map(rows.map((r) => [r.job_id, r.delivery_count]));
         for (const entry of entries) {
           if (entry.released) continue; // settled while the renewal ran
           if (renewed.get(entry.jobId) === entry.deliveryCount) entry.leaseUntil = until;

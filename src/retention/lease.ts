@@ -11,16 +11,10 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, Row } from '../store/schema.ts';
 
-export interface LeaseRow {
-  name: string;
-  owner: string | null;
-  lease_until: number;
-  last_run_at: number | null;
-  last_finished_at: number | null;
-  last_result: string | null;
-  updated_at: number;
-}
+/** A `leases` row, as it is (status and tests read its columns). */
+export type LeaseRow = Row<'leases'>;
 
 /** A per-process lease owner id: readable in the table, unique across restarts. */
 export function newLeaseOwner(): string {
@@ -30,7 +24,7 @@ export function newLeaseOwner(): string {
 export class DbLease {
   readonly name: string;
   readonly owner: string;
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb, name: string, owner: string = newLeaseOwner()) {
     this.db = mdb.db;
@@ -85,9 +79,6 @@ export class DbLease {
 
   /** The lease's row (for status and tests). */
   async read(): Promise<LeaseRow | undefined> {
-    const row = await this.db.selectFrom('leases').selectAll().where('name', '=', this.name).executeTakeFirst();
-    if (!row) return undefined;
-    const num = (v: unknown) => (v == null ? null : Number(v));
-    return { ...row, lease_until: Number(row.lease_until), last_run_at: num(row.last_run_at), last_finished_at: num(row.last_finished_at), updated_at: Number(row.updated_at) } as LeaseRow;
+    return this.db.selectFrom('leases').selectAll().where('name', '=', this.name).executeTakeFirst();
   }
 }

@@ -16,11 +16,13 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { EaselConfig } from '../config/schema.ts';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, Row } from '../store/schema.ts';
+import type { JobStatus } from '../core/job.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
 import { LocalStorage } from '../storage/local-storage.ts';
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
-const TERMINAL = ['succeeded', 'failed', 'canceled'];
+const TERMINAL: JobStatus[] = ['succeeded', 'failed', 'canceled'];
 /** Storage deletes in flight at once. */
 const DELETE_CONCURRENCY = 16;
 
@@ -65,7 +67,7 @@ interface Scope {
 }
 
 /** The scopes one run deletes in: one per key with its own number of days, then the default. */
-export async function retentionScopes(db: Kysely<any>, config: RetentionConfig, now: number): Promise<Scope[]> {
+export async function retentionScopes(db: Kysely<Database>, config: RetentionConfig, now: number): Promise<Scope[]> {
   const overrides = Object.entries(config.keys);
   const perKey = new Map<string, number | null>();
   if (overrides.length) {
@@ -80,12 +82,9 @@ export async function retentionScopes(db: Kysely<any>, config: RetentionConfig, 
   return scopes;
 }
 
-interface ExpiredJob {
-  id: string;
-  request: string;
-}
+type ExpiredJob = Pick<Row<'jobs'>, 'id' | 'request'>;
 
-function expiredBatch(db: Kysely<any>, scope: Scope, limit: number): Promise<ExpiredJob[]> {
+function expiredBatch(db: Kysely<Database>, scope: Scope, limit: number): Promise<ExpiredJob[]> {
   let q = db
     .selectFrom('jobs')
     .select(['id', 'request'])
@@ -122,7 +121,7 @@ async function deleteJobs(deps: RetentionDeps, jobs: ExpiredJob[]): Promise<{ im
   const { mdb, storage } = deps;
   const ids = jobs.map((j) => j.id);
   const images = await mdb.db.selectFrom('images').select(['storage_key', 'thumb_key']).where('job_id', 'in', ids).execute();
-  const imageKeys = images.flatMap((r) => [r.storage_key as string, ...(r.thumb_key ? [r.thumb_key as string] : [])]);
+  const imageKeys = images.flatMap((r) => [r.storage_key, ...(r.thumb_key ? [r.thumb_key] : [])]);
   const keys = [...new Set([...imageKeys, ...jobs.flatMap((j) => inputKeys(j.request))])];
   await mapLimit(keys, DELETE_CONCURRENCY, (key) => storage.delete(key));
   if (storage instanceof LocalStorage) {

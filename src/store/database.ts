@@ -14,13 +14,14 @@ import { Migrator } from 'kysely/migration';
 import type { Migration, MigrationProvider } from 'kysely/migration';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
+import type { Database } from './schema.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
 export interface MetadataDb {
   dialect: Dialect;
-  // The schema is described per table in the store implementations; `any` keeps this seam small.
-  db: Kysely<any>;
+  /** Every table and column: schema.ts. */
+  db: Kysely<Database>;
   close(): Promise<void>;
 }
 
@@ -35,7 +36,7 @@ export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverNam
     pg.types.setTypeParser(1700, (v) => Number(v));
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     pool.on('error', () => {}); // idle client errors surface on the next query instead
-    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { dialect: 'postgres', db, close: () => db.destroy() };
   }
   const file = url.replace(/^(sqlite|file):(\/\/)?/, '');
@@ -55,7 +56,7 @@ export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverNam
   const onCommit = () => {
     if (++commits === CHECKPOINTER_AFTER_COMMITS && file !== ':memory:') checkpointer = startCheckpointer(sqlite, resolve(file));
   };
-  const db = new Kysely<any>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite, onCommit)) });
+  const db = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(withStatementCache(sqlite, onCommit)) });
   return {
     dialect: 'sqlite',
     db,

@@ -9,8 +9,14 @@
 import { CompiledQuery } from 'kysely';
 import type { Kysely, QueryResult } from 'kysely';
 import type { Dialect } from './database.ts';
+import type { Database } from './schema.ts';
 
-export type RawStatement = <R = Record<string, unknown>>(db: Kysely<any>, params: readonly unknown[]) => Promise<QueryResult<R>>;
+/**
+ * Runs the statement on `db` (or a transaction of it). `R` is what its rows hold: the text is not
+ * checked against the schema, so a statement returning rows says their type (e.g. `Row<'jobs'>` for
+ * `returning *` on jobs).
+ */
+export type RawStatement = <R = Record<string, unknown>>(db: Kysely<Database>, params: readonly unknown[]) => Promise<QueryResult<R>>;
 
 export function rawStatement(dialect: Dialect, text: string): RawStatement {
   let arity = 0;
@@ -18,7 +24,7 @@ export function rawStatement(dialect: Dialect, text: string): RawStatement {
     arity++;
     return dialect === 'postgres' ? `$${arity}` : '?';
   });
-  return <R>(db: Kysely<any>, params: readonly unknown[]) => {
+  return <R>(db: Kysely<Database>, params: readonly unknown[]) => {
     if (params.length !== arity) throw new Error(`statement takes ${arity} parameters, got ${params.length}: ${sqlText}`);
     return db.executeQuery(CompiledQuery.raw(sqlText, params as unknown[])) as Promise<QueryResult<R>>;
   };

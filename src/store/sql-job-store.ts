@@ -8,110 +8,70 @@ import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { JOB_STATUSES } from '../core/job.ts';
 import type { ImageRequest } from '../core/image-request.ts';
-import type { Job, JobError, JobKind, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
+import type { Job, JobError, JobResult, JobStatus, NewJob, Priority, StoredImage } from '../core/job.ts';
 import type { MetadataDb } from './database.ts';
+import type { Database, JobsTable, NewRow, Row } from './schema.ts';
 import { rawStatement, rawStatementPerRows, valuesList } from './raw-statement.ts';
 import type { RawStatement } from './raw-statement.ts';
 import { TurnBatcher } from '../core/turn-batcher.ts';
 import type { CancelOutcome, CompleteJob, ImagePage, JobPage, JobStore, ListImagesQuery, ListJobsQuery } from './job-store.ts';
 
-/** A row of `jobs` as either driver returns it (BIGINTs may arrive as strings without pg's parser). */
-interface JobRow {
-  id: string;
-  key_id: string;
-  kind: string;
-  status: string;
-  priority: string;
-  model: string;
-  backend: string | null;
-  request: string;
-  progress: number | string;
-  attempt: number | string;
-  error: string | null;
-  result: string | null;
-  metadata: string | null;
-  webhook_url: string | null;
-  idempotency_key: string | null;
-  idempotency_fingerprint: string | null;
-  cancel_requested: number | string | boolean;
-  backend_state: string | null;
-  cost_usd: number | string | null;
-  created_at: number | string;
-  started_at: number | string | null;
-  finished_at: number | string | null;
-  updated_at: number | string;
-}
-
-interface ImageRow {
-  id: string;
-  job_id: string;
-  key_id: string;
-  idx: number | string;
-  storage_key: string;
-  media_type: string;
-  width: number | string;
-  height: number | string;
-  bytes: number | string;
-  sha256: string;
-  revised_prompt: string | null;
-  thumb_key?: string | null;
-  created_at: number | string;
-}
-
-const ACTIVE: JobStatus[] = ['queued', 'running'];
+const ACTIVE = ['queued', 'running'] as const satisfies readonly JobStatus[];
 
 const parseJson = <T>(text: string | null): T | null => (text == null ? null : (JSON.parse(text) as T));
 const toJson = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
-const toDate = (v: number | string | null): Date | null => (v == null ? null : new Date(Number(v)));
-const toBool = (v: number | string | boolean): boolean => v === true || Number(v) === 1;
+const toDate = (v: number | null): Date | null => (v == null ? null : new Date(v));
 
-export function rowToJob(r: JobRow): Job {
+/** A `jobs` row as the job it holds (the one place a job is read from a row). */
+export function rowToJob(r: Row<'jobs'>): Job {
   return {
     id: r.id,
     keyId: r.key_id,
-    kind: r.kind as JobKind,
-    status: r.status as JobStatus,
-    priority: r.priority as Priority,
+    kind: r.kind,
+    status: r.status,
+    priority: r.priority,
     model: r.model,
     backend: r.backend,
     request: JSON.parse(r.request) as ImageRequest,
-    progress: Number(r.progress),
-    attempt: Number(r.attempt),
+    progress: r.progress,
+    attempt: r.attempt,
     error: parseJson<JobError>(r.error),
     result: parseJson<JobResult>(r.result),
     metadata: parseJson<Record<string, string>>(r.metadata),
     webhookUrl: r.webhook_url,
     idempotencyKey: r.idempotency_key,
-    idempotencyFingerprint: r.idempotency_fingerprint ?? null,
-    cancelRequested: toBool(r.cancel_requested),
+    idempotencyFingerprint: r.idempotency_fingerprint,
+    cancelRequested: r.cancel_requested === 1,
     backendState: parseJson<unknown>(r.backend_state),
-    costUsd: r.cost_usd == null ? null : Number(r.cost_usd),
-    createdAt: toDate(r.created_at)!,
+    costUsd: r.cost_usd,
+    createdAt: new Date(r.created_at),
     startedAt: toDate(r.started_at),
     finishedAt: toDate(r.finished_at),
-    updatedAt: toDate(r.updated_at)!,
+    updatedAt: new Date(r.updated_at),
   };
 }
 
-export function rowToImage(r: ImageRow): StoredImage {
+/** An `images` row as the stored image it describes. */
+export function rowToImage(r: Row<'images'>): StoredImage {
   return {
     id: r.id,
     jobId: r.job_id,
     keyId: r.key_id,
-    index: Number(r.idx),
+    index: r.idx,
     storageKey: r.storage_key,
     mediaType: r.media_type,
-    width: Number(r.width),
-    height: Number(r.height),
-    bytes: Number(r.bytes),
+    width: r.width,
+    height: r.height,
+    bytes: r.bytes,
     sha256: r.sha256,
     revisedPrompt: r.revised_prompt,
     ...(r.thumb_key ? { thumbKey: r.thumb_key } : {}),
-    createdAt: toDate(r.created_at)!,
+    createdAt: new Date(r.created_at),
   };
 }
 
-function imageToRow(i: StoredImage): ImageRow {
+/** A stored image as its `images` row (every column, so the positional VALUES below can rely on it). */
+function imageToRow(i: StoredImage): NewRow<'images'> {
   return {
     id: i.id,
     job_id: i.jobId,
@@ -144,9 +104,16 @@ export function isUniqueViolation(err: unknown): boolean {
 
 const CREATED_KEPT = 5000;
 
+/** The columns of a new job that the insert statements take as parameters, in their order (the rest are literals). */
+const JOB_KEYS = ['id', 'key_id', 'kind', 'priority', 'model', 'request', 'metadata', 'webhook_url', 'idempotency_key', 'idempotency_fingerprint', 'created_at', 'updated_at'] as const satisfies readonly (keyof JobsTable)[];
+/** The values of `columns` of a row, in their order. */
+type ValuesOf<R, K extends readonly (keyof R)[]> = { -readonly [I in keyof K]: R[K[I] & keyof R] };
+/** A new job's parameters, JOB_KEYS order. */
+type JobInsertValues = ValuesOf<Row<'jobs'>, typeof JOB_KEYS>;
+
 interface PostgresBatchers {
-  insertJob: TurnBatcher<unknown[], undefined>;
-  startAttempt: TurnBatcher<{ id: string; backend: string | null; now: number }, JobRow | undefined>;
+  insertJob: TurnBatcher<JobInsertValues, undefined>;
+  startAttempt: TurnBatcher<{ id: string; backend: string | null; now: number }, Row<'jobs'> | undefined>;
   completeJob: TurnBatcher<{ id: string; attempt: number; done: CompleteJob & { finishedAt: number } }, boolean>;
 }
 
@@ -156,7 +123,7 @@ interface PostgresBatchers {
  * data-modifying CTE), so it needs no BEGIN/COMMIT: the winners' status change and their image rows
  * commit together, and a job that lost (canceled, or a stale attempt) gets neither.
  */
-function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; startAttempt: RawStatement }): PostgresBatchers {
+function postgresBatchers(db: Kysely<Database>, one: { insertJob: RawStatement; startAttempt: RawStatement }): PostgresBatchers {
   const insert = rawStatement(
     'postgres',
     `insert into jobs (id, key_id, kind, status, priority, model, backend, request, progress, attempt, error, result, metadata,
@@ -198,10 +165,9 @@ function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; start
      )` : ''}
      select id from won`,
   );
-  const JOB_KEYS = ['id', 'key_id', 'kind', 'priority', 'model', 'request', 'metadata', 'webhook_url', 'idempotency_key', 'idempotency_fingerprint', 'created_at', 'updated_at'];
   return {
     insertJob: new TurnBatcher({
-      key: (values) => values[0] as string,
+      key: (values) => values[0],
       run: async (rows) => {
         if (rows.length === 1) await one.insertJob(db, rows[0]!);
         else await insert(db, [JSON.stringify(rows.map((values) => Object.fromEntries(JOB_KEYS.map((k, i) => [k, values[i]]))))]);
@@ -213,9 +179,9 @@ function postgresBatchers(db: Kysely<any>, one: { insertJob: RawStatement; start
       run: async (calls) => {
         if (calls.length === 1) {
           const { id, backend, now } = calls[0]!;
-          return [(await one.startAttempt<JobRow>(db, [backend, now, now, id])).rows[0]];
+          return [(await one.startAttempt<Row<'jobs'>>(db, [backend, now, now, id])).rows[0]];
         }
-        const { rows } = await start<JobRow>(db, [JSON.stringify(calls)]);
+        const { rows } = await start<Row<'jobs'>>(db, [JSON.stringify(calls)]);
         const byId = new Map(rows.map((r) => [r.id, r]));
         return calls.map((c) => byId.get(c.id));
       },
@@ -249,7 +215,7 @@ const imageValues = (images: StoredImage[]): unknown[] =>
 const IMAGE_CASTS = ['text', 'text', 'text', 'integer', 'text', 'text', 'integer', 'integer', 'bigint', 'text', 'text', 'text', 'bigint'] as const;
 
 export class SqlJobStore implements JobStore {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
   private readonly dialect: MetadataDb['dialect'];
 
   /**
@@ -306,7 +272,7 @@ export class SqlJobStore implements JobStore {
   async createJob(job: NewJob): Promise<Job> {
     const now = Date.now();
     const requestJson = JSON.stringify(job.request);
-    const values = [
+    const values: JobInsertValues = [
       job.id,
       job.keyId,
       job.kind,
@@ -356,7 +322,7 @@ export class SqlJobStore implements JobStore {
 
   async getJob(id: string): Promise<Job | undefined> {
     const row = await this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-    return row ? rowToJob(row as JobRow) : undefined;
+    return row ? rowToJob(row) : undefined;
   }
 
   async findByIdempotencyKey(keyId: string, idempotencyKey: string): Promise<Job | undefined> {
@@ -366,7 +332,7 @@ export class SqlJobStore implements JobStore {
       .where('key_id', '=', keyId)
       .where('idempotency_key', '=', idempotencyKey)
       .executeTakeFirst();
-    return row ? rowToJob(row as JobRow) : undefined;
+    return row ? rowToJob(row) : undefined;
   }
 
   async listJobs(query: ListJobsQuery): Promise<JobPage> {
@@ -374,15 +340,15 @@ export class SqlJobStore implements JobStore {
     let q = this.db.selectFrom('jobs').selectAll().where('key_id', '=', query.keyId);
     if (query.status) q = q.where('status', '=', query.status);
     if (query.after) q = q.where('id', '<', query.after);
-    const rows = (await q.orderBy('id', 'desc').limit(limit + 1).execute()) as JobRow[];
+    const rows = await q.orderBy('id', 'desc').limit(limit + 1).execute();
     const hasMore = rows.length > limit;
     return { jobs: (hasMore ? rows.slice(0, limit) : rows).map(rowToJob), hasMore };
   }
 
   async startAttempt(id: string, backend: string | null): Promise<Job | undefined> {
     const now = Date.now();
-    const row = this.pg ? await this.pg.startAttempt.call({ id, backend, now }) : (await this.sql.startAttempt<JobRow>(this.db, [backend, now, now, id])).rows[0];
-    return row ? rowToJob(row as JobRow) : undefined;
+    const row = this.pg ? await this.pg.startAttempt.call({ id, backend, now }) : (await this.sql.startAttempt<Row<'jobs'>>(this.db, [backend, now, now, id])).rows[0];
+    return row ? rowToJob(row) : undefined;
   }
 
   async setProgress(id: string, attempt: number, progress: number): Promise<boolean> {
@@ -411,7 +377,7 @@ export class SqlJobStore implements JobStore {
   async completeJob(id: string, attempt: number, done: CompleteJob): Promise<boolean> {
     const now = done.finishedAt ?? Date.now();
     if (this.pg) return this.pg.completeJob.call({ id, attempt, done: { ...done, finishedAt: now } });
-    const win = async (db: Kysely<any>) =>
+    const win = async (db: Kysely<Database>) =>
       (await this.sql.completeJob(db, [JSON.stringify(done.result), done.costUsd ?? null, now, now, id, attempt])).numAffectedRows! > 0n;
     // Without images there is nothing to commit alongside: one statement, no transaction.
     if (done.images.length === 0) return win(this.db);
@@ -422,7 +388,7 @@ export class SqlJobStore implements JobStore {
     });
   }
 
-  private insertImages(db: Kysely<any>, images: StoredImage[]): Promise<unknown> {
+  private insertImages(db: Kysely<Database>, images: StoredImage[]): Promise<unknown> {
     return this.sql.insertImages(images.length)(db, imageValues(images));
   }
 
@@ -443,7 +409,7 @@ export class SqlJobStore implements JobStore {
     // requested. SET expressions all see the old row, so the CASEs agree with each other.
     for (let tries = 0; tries < 3; tries++) {
       const now = Date.now();
-      const row = (await this.db
+      const row = await this.db
         .updateTable('jobs')
         .set({
           status: sql`case when status = 'queued' then 'canceled' else status end`,
@@ -454,7 +420,7 @@ export class SqlJobStore implements JobStore {
         .where('id', '=', id)
         .where('status', 'in', ACTIVE)
         .returningAll()
-        .executeTakeFirst()) as JobRow | undefined;
+        .executeTakeFirst();
       if (row) {
         const job = rowToJob(row);
         return job.status === 'canceled' ? { outcome: 'canceled', job } : { outcome: 'cancel_requested', job };
@@ -483,12 +449,12 @@ export class SqlJobStore implements JobStore {
 
   async getImage(id: string): Promise<StoredImage | undefined> {
     const row = await this.db.selectFrom('images').selectAll().where('id', '=', id).executeTakeFirst();
-    return row ? rowToImage(row as ImageRow) : undefined;
+    return row ? rowToImage(row) : undefined;
   }
 
   async listImagesForJob(jobId: string): Promise<StoredImage[]> {
     const rows = await this.db.selectFrom('images').selectAll().where('job_id', '=', jobId).orderBy('idx').execute();
-    return (rows as ImageRow[]).map(rowToImage);
+    return rows.map(rowToImage);
   }
 
   async listImages(query: ListImagesQuery): Promise<ImagePage> {
@@ -514,37 +480,40 @@ export class SqlJobStore implements JobStore {
         ? q.where(sql<boolean>`(j.request::json ->> 'prompt') ilike ${pattern} escape '\\'`)
         : q.where(sql<boolean>`lower(json_extract(j.request, '$.prompt')) like lower(${pattern}) escape '\\'`);
     }
-    const rows = (await q.orderBy('i.job_id', 'desc').orderBy('i.idx', 'asc').limit(limit + 1).execute()) as ImageRow[];
+    const rows = await q.orderBy('i.job_id', 'desc').orderBy('i.idx', 'asc').limit(limit + 1).execute();
     const hasMore = rows.length > limit;
     const images = (hasMore ? rows.slice(0, limit) : rows).map(rowToImage);
     const jobIds = [...new Set(images.map((i) => i.jobId))];
-    const jobs = jobIds.length ? ((await this.db.selectFrom('jobs').selectAll().where('id', 'in', jobIds).execute()) as JobRow[]).map(rowToJob) : [];
+    const jobs = jobIds.length ? (await this.db.selectFrom('jobs').selectAll().where('id', 'in', jobIds).execute()).map(rowToJob) : [];
     const byId = new Map(jobs.map((j) => [j.id, j]));
     return { items: images.flatMap((image) => (byId.has(image.jobId) ? [{ image, job: byId.get(image.jobId)! }] : [])), hasMore };
   }
 
   async countByStatus(keyId?: string): Promise<Record<JobStatus, number>> {
-    let q = this.db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll().as('n')]);
+    let q = this.db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll<number>().as('n')]);
     if (keyId !== undefined) q = q.where('key_id', '=', keyId);
     const rows = await q.groupBy('status').execute();
     const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
-    for (const r of rows as { status: string; n: number | string | bigint }[]) {
-      if (r.status in counts) counts[r.status as JobStatus] = Number(r.n);
+    for (const r of rows) {
+      if (r.status in counts) counts[r.status] = r.n;
     }
     return counts;
   }
 
   async countActiveByModel(keyId?: string): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]> {
-    let q = this.db.selectFrom('jobs').select(['model', 'status', (eb) => eb.fn.countAll().as('n')]).where('status', 'in', ACTIVE);
+    let q = this.db
+      .selectFrom('jobs')
+      .select(['model', 'status', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('status', 'in', ACTIVE)
+      .$narrowType<{ status: (typeof ACTIVE)[number] }>();
     if (keyId !== undefined) q = q.where('key_id', '=', keyId);
     const rows = await q.groupBy(['model', 'status']).execute();
-    return (rows as { model: string; status: 'queued' | 'running'; n: number | string | bigint }[]).map((r) => ({ model: r.model, status: r.status, count: Number(r.n) }));
+    return rows.map((r) => ({ model: r.model, status: r.status, count: r.n }));
   }
 
   async listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]> {
     let q = this.db.selectFrom('jobs').select(['id', 'priority']).where('status', 'in', ACTIVE);
     if (after) q = q.where('id', '>', after);
-    const rows = await q.orderBy('id', 'asc').limit(limit).execute();
-    return rows as { id: string; priority: Priority }[];
+    return q.orderBy('id', 'asc').limit(limit).execute();
   }
 }

@@ -7,34 +7,32 @@ import type { MetadataDb } from './database.ts';
 import type { ApiKey, KeyStore, NewApiKey } from './job-store.ts';
 import { DomainError } from '../core/errors.ts';
 import { isUniqueViolation } from './sql-job-store.ts';
+import type { Database, NewRow, Row } from './schema.ts';
 
 const keyNameTaken = (name: string) =>
   new DomainError('conflict', `An API key named '${name}' already exists; names are unique among live keys (revoke it first, or choose another name).`, { param: 'name', code: 'key_name_taken' });
 
-interface KeyRow {
-  id: string;
-  name: string;
-  prefix: string;
-  admin: number | string | boolean;
-  created_at: number | string;
-  revoked_at: number | string | null;
-}
-
+/** Every column but the hash, which is only ever compared in SQL. */
 const COLUMNS = ['id', 'name', 'prefix', 'admin', 'created_at', 'revoked_at'] as const;
+type KeyRow = Pick<Row<'api_keys'>, (typeof COLUMNS)[number]>;
 
 function rowToKey(r: KeyRow): ApiKey {
   return {
     id: r.id,
     name: r.name,
     prefix: r.prefix,
-    admin: r.admin === true || Number(r.admin) === 1,
-    createdAt: new Date(Number(r.created_at)),
-    revokedAt: r.revoked_at == null ? null : new Date(Number(r.revoked_at)),
+    admin: r.admin === 1,
+    createdAt: new Date(r.created_at),
+    revokedAt: r.revoked_at == null ? null : new Date(r.revoked_at),
   };
 }
 
+function newKeyRow(key: NewApiKey, now: number): NewRow<'api_keys'> {
+  return { id: key.id, name: key.name, prefix: key.prefix, hash: key.hash, admin: key.admin ? 1 : 0, created_at: now, revoked_at: null };
+}
+
 export class SqlKeyStore implements KeyStore {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
@@ -47,15 +45,7 @@ export class SqlKeyStore implements KeyStore {
     if (taken) throw keyNameTaken(key.name);
     await this.db
       .insertInto('api_keys')
-      .values({
-        id: key.id,
-        name: key.name,
-        prefix: key.prefix,
-        hash: key.hash,
-        admin: key.admin ? 1 : 0,
-        created_at: now,
-        revoked_at: null,
-      })
+      .values(newKeyRow(key, now))
       .execute()
       .catch((err) => {
         // Two creations with one name raced past the check: the unique index decides.
@@ -71,13 +61,13 @@ export class SqlKeyStore implements KeyStore {
       .where('hash', '=', hash)
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
-    return row ? rowToKey(row as KeyRow) : undefined;
+    return row ? rowToKey(row) : undefined;
   }
 
   /** All keys, revoked ones included, oldest first. */
   async listKeys(): Promise<ApiKey[]> {
     const rows = await this.db.selectFrom('api_keys').select(COLUMNS).orderBy('created_at').orderBy('id').execute();
-    return (rows as KeyRow[]).map(rowToKey);
+    return rows.map(rowToKey);
   }
 
   /**
@@ -103,9 +93,9 @@ export class SqlKeyStore implements KeyStore {
   async countKeys(): Promise<number> {
     const row = await this.db
       .selectFrom('api_keys')
-      .select((eb) => eb.fn.countAll().as('n'))
+      .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('revoked_at', 'is', null)
       .executeTakeFirstOrThrow();
-    return Number((row as { n: number | string | bigint }).n);
+    return row.n;
   }
 }

@@ -302,6 +302,8 @@ export class GroupCommitSqliteDialect implements Dialect {
     return new GroupCommitAdapter();
   }
 
+  // Kysely's Dialect contract: the introspector reads whatever schema the database has, so it takes
+  // `Kysely<any>` (as SqliteIntrospector does), not the app's `Kysely<Database>`.
   createIntrospector(db: Kysely<any>): DatabaseIntrospector {
     return new SqliteIntrospector(db);
   }

@@ -6,38 +6,17 @@
  * fenced by the lease owner and the attempt count, so a process whose lease expired cannot record over
  * the process that took the delivery after it.
  */
-import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import type { MetadataDb } from '../store/database.ts';
+import type { Database, NewRow, Row } from '../store/schema.ts';
 
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed';
 
-export interface DeliveryRow {
-  id: string;
-  job_id: string;
-  event_type: string;
-  url: string;
-  payload: string;
-  status: DeliveryStatus;
-  attempts: number;
-  next_attempt_at: number;
-  first_attempt_at: number | null;
-  last_error: string | null;
-  lease_owner: string | null;
-  lease_until: number | null;
-  created_at: number;
-  delivered_at: number | null;
-  updated_at: number;
-}
+/** A delivery is its `webhook_deliveries` row (the dispatcher reads its columns as they are). */
+export type DeliveryRow = Row<'webhook_deliveries'>;
 
-export interface AttemptRow {
-  delivery_id: string;
-  attempt: number;
-  at: number;
-  status_code: number | null;
-  error: string | null;
-  duration_ms: number;
-}
+/** One HTTP attempt: its `webhook_attempts` row. */
+export type AttemptRow = Row<'webhook_attempts'>;
 
 export interface NewDelivery {
   id: string;
@@ -58,35 +37,29 @@ export interface AttemptOutcome {
   nextAttemptAt?: number;
 }
 
-const num = (v: unknown): number => Number(v);
-const numOrNull = (v: unknown): number | null => (v == null ? null : Number(v));
-
-function toDelivery(r: any): DeliveryRow {
+/** The row of a new delivery, due at once. */
+function newDeliveryRow(d: NewDelivery, now: number): NewRow<'webhook_deliveries'> {
   return {
-    ...r,
-    attempts: num(r.attempts),
-    next_attempt_at: num(r.next_attempt_at),
-    first_attempt_at: numOrNull(r.first_attempt_at),
-    lease_until: numOrNull(r.lease_until),
-    created_at: num(r.created_at),
-    delivered_at: numOrNull(r.delivered_at),
-    updated_at: num(r.updated_at),
-  };
-}
-
-function toAttempt(r: any): AttemptRow {
-  return {
-    delivery_id: r.delivery_id,
-    attempt: num(r.attempt),
-    at: num(r.at),
-    status_code: numOrNull(r.status_code),
-    error: r.error ?? null,
-    duration_ms: num(r.duration_ms),
+    id: d.id,
+    job_id: d.jobId,
+    event_type: d.eventType,
+    url: d.url,
+    payload: d.payload,
+    status: 'pending',
+    attempts: 0,
+    next_attempt_at: now,
+    first_attempt_at: null,
+    last_error: null,
+    lease_owner: null,
+    lease_until: null,
+    created_at: now,
+    delivered_at: null,
+    updated_at: now,
   };
 }
 
 export class WebhookDeliveryStore {
-  private readonly db: Kysely<any>;
+  private readonly db: Kysely<Database>;
   private readonly dialect: MetadataDb['dialect'];
 
   constructor(mdb: MetadataDb) {
@@ -105,7 +78,7 @@ export class WebhookDeliveryStore {
       .orderBy('finished_at')
       .limit(limit)
       .execute();
-    return rows.map((r) => r.id as string);
+    return rows.map((r) => r.id);
   }
 
   /**
@@ -119,25 +92,7 @@ export class WebhookDeliveryStore {
       if (deliveries.length > 0) {
         await trx
           .insertInto('webhook_deliveries')
-          .values(
-            deliveries.map((d) => ({
-              id: d.id,
-              job_id: d.jobId,
-              event_type: d.eventType,
-              url: d.url,
-              payload: d.payload,
-              status: 'pending',
-              attempts: 0,
-              next_attempt_at: now,
-              first_attempt_at: null,
-              last_error: null,
-              lease_owner: null,
-              lease_until: null,
-              created_at: now,
-              delivered_at: null,
-              updated_at: now,
-            })),
-          )
+          .values(deliveries.map((d) => newDeliveryRow(d, now)))
           .onConflict((oc) => oc.doNothing())
           .execute();
       }
@@ -164,7 +119,7 @@ export class WebhookDeliveryStore {
       .where('status', '=', 'pending')
       .returningAll()
       .execute();
-    return rows.map(toDelivery).sort((a, b) => a.next_attempt_at - b.next_attempt_at);
+    return rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at);
   }
 
   /**
@@ -228,43 +183,44 @@ export class WebhookDeliveryStore {
       .orderBy('next_attempt_at')
       .limit(1)
       .executeTakeFirst();
-    return row ? num(row.next_attempt_at) : undefined;
+    return row?.next_attempt_at;
   }
 
   async deliveriesForJob(jobId: string): Promise<{ deliveries: DeliveryRow[]; attempts: AttemptRow[] }> {
-    const deliveries = (await this.db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', jobId).orderBy('created_at').execute()).map(toDelivery);
+    const deliveries = await this.db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', jobId).orderBy('created_at').execute();
     if (deliveries.length === 0) return { deliveries, attempts: [] };
-    const attempts = (
-      await this.db
-        .selectFrom('webhook_attempts')
-        .selectAll()
-        .where(
-          'delivery_id',
-          'in',
-          deliveries.map((d) => d.id),
-        )
-        .orderBy('delivery_id')
-        .orderBy('attempt')
-        .execute()
-    ).map(toAttempt);
+    const attempts = await this.db
+      .selectFrom('webhook_attempts')
+      .selectAll()
+      .where(
+        'delivery_id',
+        'in',
+        deliveries.map((d) => d.id),
+      )
+      .orderBy('delivery_id')
+      .orderBy('attempt')
+      .execute();
     return { deliveries, attempts };
   }
 
   async getDelivery(id: string): Promise<DeliveryRow | undefined> {
-    const row = await this.db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
-    return row ? toDelivery(row) : undefined;
+    return this.db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
   async jobWebhookUrl(jobId: string): Promise<string | null> {
     const row = await this.db.selectFrom('jobs').select('webhook_url').where('id', '=', jobId).executeTakeFirst();
-    return (row?.webhook_url as string | null | undefined) ?? null;
+    return row?.webhook_url ?? null;
   }
 
   /** Counts by status (metrics, tests). */
   async counts(): Promise<Record<DeliveryStatus, number>> {
-    const rows = await sql<{ status: string; n: number | string }>`select status, count(*) as n from webhook_deliveries group by status`.execute(this.db);
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('status')
+      .execute();
     const out: Record<DeliveryStatus, number> = { pending: 0, delivered: 0, failed: 0 };
-    for (const r of rows.rows) if (r.status in out) out[r.status as DeliveryStatus] = Number(r.n);
+    for (const r of rows) if (r.status in out) out[r.status] = r.n;
     return out;
   }
 }

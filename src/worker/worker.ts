@@ -9,7 +9,7 @@ import { newImageId } from '../core/ids.ts';
 import { isTerminal, toWarning } from '../core/job.ts';
 import type { Job, JobError, JobWarning, StoredImage } from '../core/job.ts';
 import { MEDIA_TYPES } from '../core/image-request.ts';
-import type { ImageSize } from '../core/image-request.ts';
+import type { ImageRequest, ImageSize } from '../core/image-request.ts';
 import type { BackendImageInput, BackendRequest, BackendResult } from '../backends/image-backend.ts';
 import { BackendError } from '../backends/image-backend.ts';
 import type { BackendRegistry } from '../backends/registry.ts';
@@ -219,6 +219,7 @@ export class Worker {
     const backendModel = route.backendModel;
     const req = picked?.request ? { ...job.request, ...picked.request } : job.request;
     const inputImages = await Promise.all((req.inputImages ?? []).map((k) => this.loadInput(k)));
+    const folded = foldOpenAIFields(req, route);
     const mask = req.mask ? await this.loadInput(req.mask) : undefined;
     const base: Omit<BackendRequest, 'n'> = {
       kind: job.kind,
@@ -238,12 +239,12 @@ export class Worker {
       partialImages: req.partialImages,
       inputImages,
       mask,
-      providerOptions: req.providerOptions ?? {},
+      providerOptions: folded.providerOptions,
     };
 
     // Split n across calls the backend can take; progress is the share of images done.
     const perCall = Math.max(1, route.spec.maxImagesPerCall);
-    const out: BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number } = { images: [], warnings: [] };
+    const out: BackendResult & { gpuSeconds?: number; host?: string; backendMs?: number } = { images: [], warnings: [...folded.warnings] };
     // The attempt's start counts as a write: a job that finishes within one interval writes no
     // progress at all (completion sets it to 1), which saves a write and an event per fast job.
     let lastWrite = Date.now();
@@ -361,3 +362,23 @@ function sizeWarnings(asked: ImageSize | undefined, images: StoredImage[]): JobW
   const got = [...new Set(off.map((i) => `${i.width}x${i.height}`))].join(', ');
   return [{ type: 'compatibility', setting: 'size', detail: `asked for ${asked.width}x${asked.height}; the backend returned ${got}` }];
 }
+
+/**
+ * OpenAI's own request fields (`moderation`, `input_fidelity`) go to the backend as the provider
+ * options they are, where the model's spec takes them; elsewhere they are dropped, said on the job.
+ */
+function foldOpenAIFields(req: ImageRequest, route: ResolvedModel): { providerOptions: Record<string, unknown>; warnings: JobWarning[] } {
+  const providerOptions: Record<string, unknown> = { ...(req.providerOptions ?? {}) };
+  const warnings: JobWarning[] = [];
+  const fields: [string, string, unknown][] = [
+    ['moderation', 'moderation', req.moderation],
+    ['input_fidelity', 'input_fidelity', req.inputFidelity],
+  ];
+  for (const [setting, option, value] of fields) {
+    if (value === undefined) continue;
+    if (route.spec.providerOptions.safeParse({ ...providerOptions, [option]: value }).success) providerOptions[option] = value;
+    else warnings.push({ type: 'unsupported', setting, detail: `${setting} is not taken by model '${route.name}'; ignored` });
+  }
+  return { providerOptions, warnings };
+}
+

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { pino } from 'pino';
 import { newImageId, newJobId } from '../../src/core/ids.ts';
 import type { NewJob } from '../../src/core/job.ts';
@@ -16,6 +17,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { createApiKey } from '../../src/auth/api-keys.ts';
 import { migrate, openDatabase } from '../../src/store/database.ts';
 import type { MetadataDb } from '../../src/store/database.ts';
+import type { Database } from '../../src/store/schema.ts';
 import { SqlJobStore } from '../../src/store/sql-job-store.ts';
 import { SqlKeyStore } from '../../src/store/sql-key-store.ts';
 import { LocalStorage } from '../../src/storage/local-storage.ts';
@@ -113,8 +115,9 @@ function defineSuite(name: string, target: () => Promise<Target>, skip?: string)
       return { id, keys: [...keysOut, ...(inputImages ?? []), ...(mask ? [mask] : [])] };
     }
 
-    const rowsOf = async (table: string, column: string, id: string) =>
-      (await mdb.db.selectFrom(table).select(column).where(column, '=', id).execute()).length;
+    // Any table and column by name: the typed builder wants to know them, so plain SQL.
+    const rowsOf = async (table: keyof Database, column: string, id: string) =>
+      (await sql`select 1 from ${sql.table(table)} where ${sql.ref(column)} = ${id}`.execute(mdb.db)).rows.length;
 
     test('deletes exactly the expired jobs of each policy, with every row and object they own', async () => {
       const a = (await createApiKey(keys, { name: 'default-policy' })).key;

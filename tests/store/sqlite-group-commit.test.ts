@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import Database from 'libsql';
 import { openDatabase } from '../../src/store/database.ts';
 import type { MetadataDb } from '../../src/store/database.ts';
@@ -18,6 +19,8 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
   let dir: string;
   let file: string;
   let mdb: MetadataDb;
+  /** The handle with this suite's own table `t`, which easel's schema does not know. */
+  let db: Kysely<{ t: { id: number; v: string } }>;
   /** A second connection to the same file, as another process would have. */
   let other: InstanceType<typeof Database>;
 
@@ -27,7 +30,8 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
     dir = mkdtempSync(join(tmpdir(), 'easel-group-'));
     file = join(dir, 'db.sqlite');
     mdb = openDatabase(file, { sqliteDriver: driver });
-    await sql`create table t (id integer primary key, v text not null unique)`.execute(mdb.db);
+    db = mdb.db.withTables<{ t: { id: number; v: string } }>();
+    await sql`create table t (id integer primary key, v text not null unique)`.execute(db);
     other = new Database(file);
     other.exec('PRAGMA busy_timeout = 5000');
   });
@@ -39,11 +43,11 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
   });
 
   beforeEach(async () => {
-    await mdb.db.deleteFrom('t').execute();
+    await db.deleteFrom('t').execute();
   });
 
   test('concurrent writes all land, each with its own result', async () => {
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => mdb.db.insertInto('t').values({ id: i + 1, v: `v${i}` }).executeTakeFirst()));
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => db.insertInto('t').values({ id: i + 1, v: `v${i}` }).executeTakeFirst()));
     assert.deepEqual(
       results.map((r) => Number(r.insertId)),
       Array.from({ length: 50 }, (_, i) => i + 1),
@@ -53,7 +57,7 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
 
   test('a write is visible to another connection by the time its promise settles, and not before', async () => {
     let settled = false;
-    const write = mdb.db
+    const write = db
       .insertInto('t')
       .values({ id: 1, v: 'a' })
       .execute()
@@ -66,11 +70,11 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
   });
 
   test('a failing statement fails alone; the rest of its group commits', async () => {
-    await mdb.db.insertInto('t').values({ id: 1, v: 'taken' }).execute();
+    await db.insertInto('t').values({ id: 1, v: 'taken' }).execute();
     const outcomes = await Promise.allSettled([
-      mdb.db.insertInto('t').values({ id: 2, v: 'b' }).execute(),
-      mdb.db.insertInto('t').values({ id: 3, v: 'taken' }).execute(), // unique violation
-      mdb.db.insertInto('t').values({ id: 4, v: 'd' }).execute(),
+      db.insertInto('t').values({ id: 2, v: 'b' }).execute(),
+      db.insertInto('t').values({ id: 3, v: 'taken' }).execute(), // unique violation
+      db.insertInto('t').values({ id: 4, v: 'd' }).execute(),
     ]);
     assert.deepEqual(
       outcomes.map((o) => o.status),
@@ -85,14 +89,14 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
 
   test('a transaction that throws undoes only its own writes, not its neighbours in the group', async () => {
     const outcomes = await Promise.allSettled([
-      mdb.db.insertInto('t').values({ id: 1, v: 'before' }).execute(),
-      mdb.db.transaction().execute(async (trx) => {
+      db.insertInto('t').values({ id: 1, v: 'before' }).execute(),
+      db.transaction().execute(async (trx) => {
         await trx.insertInto('t').values({ id: 2, v: 'inside' }).execute();
         const seen = await trx.selectFrom('t').select('v').where('id', '=', 2).executeTakeFirst();
         assert.equal(seen?.v, 'inside', 'a transaction reads its own writes');
         throw new Error('changed my mind');
       }),
-      mdb.db.insertInto('t').values({ id: 3, v: 'after' }).execute(),
+      db.insertInto('t').values({ id: 3, v: 'after' }).execute(),
     ]);
     assert.deepEqual(
       outcomes.map((o) => o.status),
@@ -106,7 +110,7 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
 
   test('transactions in one group are applied in order and each commits with the group', async () => {
     const txs = Array.from({ length: 10 }, (_, i) =>
-      mdb.db.transaction().execute(async (trx) => {
+      db.transaction().execute(async (trx) => {
         const n = await trx.selectFrom('t').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
         await trx.insertInto('t').values({ id: i + 1, v: `seen ${Number(n.n)}` }).execute();
         return Number(n.n);
@@ -117,19 +121,19 @@ for (const driver of sqliteDrivers()) describe(`SQLite group commit (${driver})`
   });
 
   test('a read does not see writes that nobody has been told about yet', async () => {
-    await mdb.db.insertInto('t').values({ id: 1, v: 'committed' }).execute();
-    const pending = mdb.db.updateTable('t').set({ v: 'pending' }).where('id', '=', 1).execute();
-    const read = await mdb.db.selectFrom('t').select('v').where('id', '=', 1).executeTakeFirst();
+    await db.insertInto('t').values({ id: 1, v: 'committed' }).execute();
+    const pending = db.updateTable('t').set({ v: 'pending' }).where('id', '=', 1).execute();
+    const read = await db.selectFrom('t').select('v').where('id', '=', 1).executeTakeFirst();
     assert.equal(read?.v, 'committed');
     await pending;
-    assert.equal((await mdb.db.selectFrom('t').select('v').where('id', '=', 1).executeTakeFirst())?.v, 'pending');
+    assert.equal((await db.selectFrom('t').select('v').where('id', '=', 1).executeTakeFirst())?.v, 'pending');
   });
 
   test('another connection on this thread writes between groups without waiting for a lock', async () => {
     const t0 = Date.now();
     await Promise.all(
       Array.from({ length: 20 }, async (_, i) => {
-        await mdb.db.insertInto('t').values({ id: i * 2 + 1, v: `mine ${i}` }).execute();
+        await db.insertInto('t').values({ id: i * 2 + 1, v: `mine ${i}` }).execute();
         other.prepare('insert into t (id, v) values (?, ?)').run(i * 2 + 2, `other ${i}`);
       }),
     );

@@ -117,7 +117,7 @@ export function parseImageForm(kind: 'edit' | 'variation', fields: Map<string, u
   // Variations take no prompt; the shared schema wants one, so it gets a stand-in that is dropped.
   const parsed = parseGeneration(kind === 'variation' ? { ...body, prompt: 'variation' } : body, deps.config.limits, preferAsync);
   if (kind === 'variation') parsed.request.prompt = '';
-  if (fidelity !== undefined) parsed.request.providerOptions = { ...parsed.request.providerOptions, input_fidelity: fidelity };
+  if (fidelity !== undefined) parsed.request.inputFidelity = fidelity;
   return parsed;
 }
 

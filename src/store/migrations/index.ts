@@ -11,6 +11,11 @@ import * as m009 from './009-thumbnails.ts';
 import * as m010 from './010-batch-fingerprint.ts';
 import * as m011 from './011-unique-key-names.ts';
 
+// Migrations take `Kysely<any>`, not the app's `Kysely<Database>` (../schema.ts), and this is the one
+// place outside a dialect's introspector where `Kysely<any>` belongs: a migration runs against the
+// schema as the migrations before it left it, which is not the current `Database`, and it must keep
+// compiling unchanged when later migrations change that interface (Kysely's migration guidance).
+
 // Names sort in the order they must run.
 export const migrations: Record<string, Migration> = {
   '001-core': m001,
