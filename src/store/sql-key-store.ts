@@ -47,9 +47,10 @@ export class SqlKeyStore implements KeyStore {
       .insertInto('api_keys')
       .values(newKeyRow(key, now))
       .execute()
-      .catch((err) => {
-        // Two creations with one name raced past the check: the unique index decides.
-        throw isUniqueViolation(err) ? keyNameTaken(key.name) : err;
+      .catch(async (err) => {
+        // Two creations with one name raced past the check: the unique index decides (the hash is unique too).
+        if (isUniqueViolation(err) && (await this.db.selectFrom('api_keys').select('id').where('name', '=', key.name).where('revoked_at', 'is', null).executeTakeFirst())) throw keyNameTaken(key.name);
+        throw err;
       });
     return { id: key.id, name: key.name, prefix: key.prefix, admin: key.admin, createdAt: new Date(now), revokedAt: null };
   }
