@@ -480,10 +480,10 @@ function defineSuite(name: string, target: () => Promise<Target>): void {
       );
       // Names are unique among live keys; a revoked key's name is free again.
       const named = { prefix: 'p', admin: false, name: `named-${id1}` };
-      await keys.createKey({ ...named, id: newKeyId(), hash: `h1-${id1}` });
-      await assert.rejects(keys.createKey({ ...named, id: newKeyId(), hash: `h2-${id1}` }), (err: any) => err.code === 'key_name_taken' && err.kind === 'conflict');
+      await keys.createKey({ ...named, id: newKeyId(), hash: `n1-${id1}` });
+      await assert.rejects(keys.createKey({ ...named, id: newKeyId(), hash: `n2-${id1}` }), (err: any) => err.code === 'key_name_taken' && err.kind === 'conflict');
       assert.equal(await keys.revokeKey(named.name), true);
-      await keys.createKey({ ...named, id: newKeyId(), hash: `h3-${id1}` });
+      await keys.createKey({ ...named, id: newKeyId(), hash: `n3-${id1}` });
     });
   });
 }
