@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { startEasel } from '../support/easel.ts';
+import { childCwd, childEnv } from '../support/child-env.ts';
 import type { TestEasel } from '../support/easel.ts';
 
 const run = promisify(execFile);
@@ -15,7 +16,7 @@ const easelBin = join(import.meta.dirname, '../../bin/easel.js');
 
 async function cli(args: string[], env: Record<string, string> = {}) {
   try {
-    const r = await run(process.execPath, [easelBin, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
+    const r = await run(process.execPath, [easelBin, ...args], { cwd: childCwd(), env: childEnv(env), timeout: 60_000 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err: any) {
     return { code: err.code as number, stdout: err.stdout as string, stderr: err.stderr as string };

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { startEasel } from '../support/easel.ts';
+import { childCwd } from '../support/child-env.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { startHfStandin } from '../support/hf-standin.ts';
 import type { HfStandin } from '../support/hf-standin.ts';
@@ -28,7 +29,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: root, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -140,7 +141,7 @@ describe('no model and no backend', () => {
 
   test('`easel serve` prints exactly that one line', async () => {
     const dir = mkdtempSync(join(root, 'serve-'));
-    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     try {
       await new Promise<void>((resolve, reject) => {
