@@ -40,6 +40,10 @@ import { CostControl } from './cost/service.ts';
 import { BatchStore } from './batches/batch-store.ts';
 import { BatchPump } from './batches/pump.ts';
 import { startMetricsServer } from './observability/metrics-server.ts';
+import { AutoPull } from './models/auto-pull.ts';
+import { DEFAULT_HF_ENDPOINT } from './models/model-store.ts';
+import { describeProgress, formatBytes } from './models/pull-progress.ts';
+import { CATALOG } from './models/catalog.ts';
 
 export interface Roles {
   api: boolean;
@@ -85,8 +89,10 @@ export class Runtime {
   readonly webhooks: WebhookService;
   /** Worker role: deletes expired jobs on the `retention` schedule, one worker at a time. */
   readonly retention: RetentionScheduler | undefined;
-  /** Set when nothing can generate: the one line saying which command fetches a model. */
+  /** Set when nothing can generate yet: the one line saying so (the download under way, or the command that fetches a model). */
   readonly setupHint: string | undefined;
+  /** No backend and no model: the default model's download (src/models/auto-pull.ts), unless turned off. */
+  readonly autoPull: AutoPull | undefined;
   /** Cost control: routing, budgets, cache, cost model, metrics (src/cost). */
   readonly cost: CostControl;
   readonly batches: BatchStore;
@@ -137,13 +143,37 @@ export class Runtime {
       verify = (key, expires, signature) => verifyFileSignature(secret, key, expires, signature);
     }
 
-    // No backend configured: models pulled into <dataDir>/models run on the built-in engine.
+    // No backend configured: models pulled into <dataDir>/models run on the built-in engine; with
+    // none pulled, the default model is downloaded in the background and served once it is in.
     const embedded = withEmbeddedDefault(config.backends, config.models, dataDir);
-    this.setupHint = embedded.hint;
-    this.backends = BackendRegistry.fromConfig(embedded.backends, embedded.models, opts.backendFactories, {
-      log: this.log.child({ component: 'backend' }),
-      publicUrl: config.server.publicUrl,
-    });
+    const backendDeps = { log: this.log.child({ component: 'backend' }), publicUrl: config.server.publicUrl };
+    this.backends = BackendRegistry.fromConfig(embedded.backends, embedded.models, opts.backendFactories, backendDeps);
+    if (embedded.needsModel && config.modelStore.autoPull) {
+      const endpoint = config.modelStore.endpoint ?? DEFAULT_HF_ENDPOINT;
+      const modelsDir = join(dataDir, 'models');
+      const wanted = config.modelStore.autoPullModels;
+      const approx = CATALOG.filter((e) => wanted.includes(e.name)).reduce((n, e) => n + e.approxBytes, 0);
+      this.autoPull = new AutoPull({
+        modelsDir,
+        models: wanted,
+        endpoint,
+        token: process.env.HF_TOKEN || undefined,
+        idleTimeoutMs: config.modelStore.idleTimeoutSeconds * 1000,
+        retries: config.modelStore.retries,
+        log: this.log.child({ component: 'auto-pull' }),
+        command: `easel ${role}`,
+        onReady: () => {
+          const ready = withEmbeddedDefault([], [], dataDir);
+          const built = BackendRegistry.fromConfig(ready.backends, ready.models, opts.backendFactories, backendDeps);
+          this.backends.add(built.listBackends(), ready.models);
+        },
+      });
+      this.setupHint =
+        `No image model yet: downloading the default model (${wanted.join(' + ')}, about ${formatBytes(approx)}) from ${endpoint} into ${modelsDir} in the background. ` +
+        'Generations answer 503 model_loading until it is ready (progress in the log, GET /v1/system and the console\'s System page); EASEL_AUTO_PULL=0 turns this off.';
+    } else {
+      this.setupHint = embedded.hint;
+    }
     this.prices = new PriceTable(priceRules(config.pricing));
     this.cost = new CostControl({
       config, mdb: this.mdb, store: this.store, storage: this.storage, backends: this.backends, queue: this.queue, events: this.events, prices: this.prices,
@@ -193,6 +223,7 @@ export class Runtime {
           cost: this.cost,
           batches: this.batches,
           mdb: this.mdb,
+          autoPull: this.autoPull,
         })
       : undefined;
   }
@@ -226,6 +257,12 @@ export class Runtime {
     ]);
     const health = await this.backends.health();
     const names = Object.keys(health);
+    if (this.autoPull && names.length === 0) {
+      const pull = this.autoPull.state();
+      checks.model = pull.status === 'failed'
+        ? { ok: false, message: `the default model could not be downloaded: ${pull.error}` }
+        : { ok: false, message: `the default model is ${pull.status === 'waiting' ? `being downloaded by ${pull.owner}` : pull.status}: ${describeProgress(pull)}` };
+    }
     const healthy = names.filter((n) => health[n]!.ok);
     checks.backends = healthy.length
       ? { ok: true, message: `${healthy.length}/${names.length} healthy` }
@@ -273,6 +310,7 @@ export class Runtime {
     }
     // After listen: webhook payloads carry image URLs built from the public URL.
     await this.webhooks.start();
+    this.autoPull?.start();
   }
 
   /**
@@ -311,6 +349,7 @@ export class Runtime {
   async stop(graceMs = this.config.worker.shutdownGraceSeconds * 1000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    await this.autoPull?.stop().catch(() => {});
     if (this.server) await this.server.close().catch(() => {});
     await this.retention?.stop().catch(() => {});
     await this.batchPump?.stop().catch(() => {});

@@ -67,8 +67,11 @@ export class PullProgress {
     const first = this.samples[0];
     const last = this.samples.at(-1);
     // The rate over the window, and only once there is a second's worth of it.
-    const span = first && last ? Math.max(last.t, this.now()) - first.t : 0;
-    const rate = first && last && span >= 1000 ? (last.bytes - first.bytes) / (span / 1000) : null;
+    const now = this.now();
+    const span = first && last ? Math.max(last.t, now) - first.t : 0;
+    // Nothing for a while (a stalled transfer waiting for its idle timeout): 0 B/s and no estimate.
+    const quiet = last !== undefined && now - last.t > 5000;
+    const rate = quiet ? 0 : first && last && span >= 1000 ? (last.bytes - first.bytes) / (span / 1000) : null;
     const left = total === null ? null : total - received;
     return {
       percent: total ? Math.min(100, Math.floor((received / total) * 1000) / 10) : total === 0 ? 100 : null,

@@ -127,10 +127,11 @@ describe('easel models pull, then the embedded default', () => {
 });
 
 describe('no model and no backend', () => {
-  test('one line says which command to run; generations answer 503 no_backend', async () => {
-    const easel = await startEasel({ overrides: { backends: [], models: [] } });
+  test('with the automatic download off, one line says which command to run; generations answer 503 no_backend', async () => {
+    const easel = await startEasel({ overrides: { backends: [], models: [], modelStore: { autoPull: false } } });
     try {
-      assert.match(easel.runtime.setupHint ?? '', /^No image model yet: run `npm run easel -- models pull sd-turbo`/);
+      assert.equal(easel.runtime.autoPull, undefined);
+      assert.match(easel.runtime.setupHint ?? '', /^No image model yet and the automatic download is off .*run `npm run easel -- models pull sd-turbo`/);
       const res = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'a cat' } });
       assert.equal(res.status, 503);
       assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'no_backend');
@@ -139,9 +140,9 @@ describe('no model and no backend', () => {
     }
   });
 
-  test('`easel serve` prints exactly that one line', async () => {
+  test('`easel serve` with EASEL_AUTO_PULL=0 prints exactly that one line', async () => {
     const dir = mkdtempSync(join(root, 'serve-'));
-    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent', EASEL_AUTO_PULL: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     try {
       await new Promise<void>((resolve, reject) => {
@@ -159,6 +160,10 @@ describe('no model and no backend', () => {
       child.kill('SIGTERM');
     }
     const lines = out.split('\n').filter((l) => /model/i.test(l));
-    assert.deepEqual(lines, ['No image model yet: run `npm run easel -- models pull sd-turbo` (about 2.5 GB; or configure a backend, see README), then start easel again.']);
+    assert.deepEqual(lines, [
+      'No image model yet and the automatic download is off (modelStore.autoPull / EASEL_AUTO_PULL): run `npm run easel -- models pull sd-turbo` (about 2.5 GB; or configure a backend, see README), then start easel again.',
+    ]);
+    // The first-start output names the console and the API docs too.
+    assert.match(out, /API docs http:\/\/127\.0\.0\.1:\d+\/docs · OpenAPI http:\/\/127\.0\.0\.1:\d+\/openapi\.json/);
   });
 });

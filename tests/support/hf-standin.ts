@@ -40,6 +40,8 @@ export interface HfStandin {
   cutNext(repo: string, path: string, bytes: number): void;
   /** The next GET of this repo path sends `bytes` bytes of the body, then nothing, holding the connection open. */
   stallNext(repo: string, path: string, bytes: number): void;
+  /** Drops the connections of stalled answers (the client sees the connection lost and resumes). */
+  releaseStalls(): void;
   /** Serves this file with a flipped byte (headers still describe the true file). */
   corrupt(repo: string, path: string): void;
   /** Bodies go out in chunks of `chunkBytes` every `intervalMs` (0 = at once). */
@@ -71,6 +73,7 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
   const cuts = new Map<string, number>();
   const stalls = new Map<string, number>();
   let throttle = { chunkBytes: 0, intervalMs: 0 };
+  const stalled = new Set<ServerResponse>();
   let open = 0;
   const corrupted = new Set<string>();
   const requests: HfRequest[] = [];
@@ -137,6 +140,8 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
       stalls.delete(k);
       // Headers and a few bytes, then silence on an open connection (closed with the server).
       res.write(body.subarray(0, Math.min(stall, body.byteLength)));
+      stalled.add(res);
+      res.on('close', () => stalled.delete(res));
       return;
     }
     if (throttle.chunkBytes > 0) {
@@ -225,6 +230,10 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
     put,
     cutNext: (repo, path, bytes) => cuts.set(key(repo, 'main', path), bytes),
     stallNext: (repo, path, bytes) => stalls.set(key(repo, 'main', path), bytes),
+    releaseStalls: () => {
+      for (const res of stalled) res.socket?.destroy();
+      stalled.clear();
+    },
     corrupt: (repo, path) => corrupted.add(key(repo, 'main', path)),
     throttle: (chunkBytes, intervalMs) => {
       throttle = { chunkBytes, intervalMs };

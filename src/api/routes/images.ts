@@ -18,6 +18,7 @@ import { parseCachePolicy } from '../../cost/service.ts';
 import { streamImages, tapPartials } from '../image-stream.ts';
 import type { PartialTap } from '../image-stream.ts';
 import { streamTiming } from './events.ts';
+import { modelLoadingError } from '../model-loading.ts';
 
 export function prefersAsync(req: FastifyRequest): boolean {
   const prefer = req.headers.prefer;
@@ -81,6 +82,10 @@ export async function submitJob(deps: ApiDeps & { views: JobViews }, req: Fastif
   const decision = deps.cost ? await deps.cost.route({ model: sub.model, kind: sub.kind, request: sub.request, inputs: sub.inputs, preferEdit: sub.preferEdit }) : undefined;
   const route = decision?.route ?? deps.backends.resolve(sub.model);
   if (!route) {
+    // issue-20 (first start): while the default model downloads, 503 model_loading with its progress
+    // and Retry-After instead of no_backend. Keep this check when submitJob is rewritten.
+    const loading = deps.backends.listModels().length === 0 ? modelLoadingError(deps.autoPull) : undefined;
+    if (loading) throw loading;
     if (sub.model === undefined || deps.backends.listModels().length === 0) {
       throw new ApiError(503, 'No image model is configured on this server. Pull one for the built-in engine (npm run easel -- models pull sd-turbo) or add a backend and a model to the config (see the README).', { code: 'no_backend' });
     }

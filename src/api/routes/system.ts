@@ -3,6 +3,7 @@
  * the public models it serves and its queue depth (queued and running jobs for those models, all
  * keys), plus the GPU hosts, busy time and loaded model wherever the backend reports them in its
  * health details (the GPU host pools do). Host URLs are internal addresses: only admin keys see them.
+ * While the default model is downloaded on first start, `model_download` says how far it is.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
@@ -63,12 +64,30 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
         hosts,
       };
     });
+    const pull = deps.autoPull?.state();
     return {
       object: 'system',
       checked_at: Math.floor(Date.now() / 1000),
       jobs: counts,
       default_model: deps.backends.defaultModel ?? null,
       backends,
+      // The first start's download of the default model (null when there is none).
+      model_download: pull
+        ? {
+            status: pull.status,
+            models: pull.models,
+            model: pull.model,
+            percent: pull.percent,
+            received_bytes: pull.receivedBytes,
+            total_bytes: pull.totalBytes,
+            bytes_per_second: pull.bytesPerSecond,
+            eta_seconds: pull.etaSeconds,
+            endpoint: pull.endpoint,
+            owner: pull.owner,
+            error: pull.error,
+            started_at: pull.startedAt,
+          }
+        : null,
     };
   });
 }
