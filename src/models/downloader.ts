@@ -16,6 +16,7 @@ import { dirname } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { networkCause } from '../net/network-cause.ts';
 
 export interface DownloadSpec {
   url: string;
@@ -75,31 +76,6 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /** Error codes of failures a retry will not cure. */
 const PERMANENT_CODES = new Set(['ENOTFOUND', 'ERR_INVALID_URL', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY']);
-
-/**
- * The innermost useful message of a network error: fetch throws `TypeError('fetch failed')` with the
- * system error in `cause` (`getaddrinfo ENOTFOUND huggingface.co`), or an AggregateError of one error
- * per address tried (`connect ECONNREFUSED ::1:443`, `… 127.0.0.1:443`), whose own message is empty.
- */
-export function networkCause(err: unknown): { message: string; code?: string } {
-  let best: { message: string; code?: string } = { message: err instanceof Error ? err.message : String(err) };
-  let e: unknown = err;
-  for (let depth = 0; e && depth < 8; depth++) {
-    const x = e as { message?: unknown; code?: unknown; errors?: unknown; cause?: unknown };
-    const code = typeof x.code === 'string' ? x.code : undefined;
-    const message = typeof x.message === 'string' ? x.message : '';
-    if (Array.isArray(x.errors) && x.errors.length) {
-      const inner = x.errors.map((i) => networkCause(i).message).filter(Boolean);
-      best = { message: [...new Set(inner)].join('; ') || message || code || best.message, code: code ?? best.code };
-      break;
-    }
-    if (message && message !== 'fetch failed' && !/^(terminated|other side closed)$/.test(message)) best = { message, code: code ?? best.code };
-    else if (code && !message) best = { message: code, code };
-    else if (code) best = { ...best, code };
-    e = x.cause;
-  }
-  return best;
-}
 
 function isPermanent(err: unknown): boolean {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined, d = 0; e && d < 8; e = e.cause as typeof e, d++) {
