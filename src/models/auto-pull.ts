@@ -179,7 +179,8 @@ export class AutoPull {
       retryDelayMs: o.retryDelayMs,
     };
     const todo = this.missing();
-    this.set({ status: 'downloading', owner: null, model: todo[0] ?? null });
+    // `starting` while the sizes are asked for: no percentage until the total is known.
+    this.set({ status: 'starting', owner: null, model: todo[0] ?? null });
     this.ticker = setInterval(() => this.tick(), 1000);
     this.ticker.unref();
     const started = Date.now();
@@ -197,6 +198,7 @@ export class AutoPull {
         { models: todo, totalBytes: total, resumedBytes: resumed, endpoint: o.endpoint },
         `downloading the default model (${todo.join(' + ')}${total !== null ? `, ${formatBytes(total)}` : ''}) from ${o.endpoint} into ${o.modelsDir}${resumed ? `, resuming with ${formatBytes(resumed)} already here` : ''}; generations answer 503 model_loading until it is ready`,
       );
+      this.set({ status: 'downloading' });
       for (const plan of plans) {
         this.set({ model: plan.entry.name });
         await pullModel(plan.entry.name, {
@@ -227,7 +229,7 @@ export class AutoPull {
       });
       this.set({ status: 'failed', error: line, model: null });
       this.writeStatus();
-      o.log.error({ err: { message: (err as Error).message } }, `the default model could not be downloaded: ${line}; easel keeps serving (generations answer 503 until a model is installed)`);
+      o.log.error({ endpoint: o.endpoint, error: (err as Error).message }, `the default model could not be downloaded: ${line}; easel keeps serving (generations answer 503 until a model is installed)`);
     } finally {
       clearInterval(this.ticker);
     }

@@ -12,6 +12,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import sharp from 'sharp';
 import { startEasel } from '../support/easel.ts';
@@ -21,8 +23,10 @@ import type { HfStandin } from '../support/hf-standin.ts';
 import { spawnEasel, writeConfig } from '../support/processes.ts';
 import type { EaselProcess } from '../support/processes.ts';
 import { until } from '../support/until.ts';
+import { childCwd, childEnv } from '../support/child-env.ts';
 import { PADDING_PATH, TURBO_REPO, publishedDefaultModels } from './support/published.ts';
 
+const BIN = fileURLToPath(new URL('../../bin/easel.js', import.meta.url));
 let root: string;
 before(() => {
   root = mkdtempSync(join(tmpdir(), 'easel-autopull-'));
@@ -110,6 +114,29 @@ describe('first start with no backend and no model', () => {
       assert.ok(progress.length >= 3 && progress.every((l) => typeof l.percent === 'number'), `${progress.length} progress lines`);
     } finally {
       hf.throttle(0, 0);
+      await easel.close();
+    }
+  });
+
+  test("the README's `easel generate` right after the first start waits for the model, then saves the image", async () => {
+    hf.stallNext(TURBO_REPO, PADDING_PATH, 50_000);
+    const easel = await startEasel({ overrides: noBackend({ endpoint: hf.url, idleTimeoutSeconds: 120 }) });
+    const out = join(root, 'out');
+    try {
+      await until('the download to stall', async () => ((await system(easel))?.received_bytes >= 50_000 ? true : undefined), 20_000, 100);
+      let stderr = '';
+      const child = spawn(process.execPath, [BIN, 'generate', 'a red fox in snow', '--out', out, '--url', easel.url, '--key', easel.adminKey], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d));
+      child.stderr.on('data', (d: Buffer) => (stderr += d));
+      const exited = new Promise<number>((r) => child.on('close', (code) => r(code ?? 1)));
+      await until('generate to say it waits', () => /waiting: The default model \(taesd \+ sd-turbo\) is downloading: \d+/.test(stderr), 30_000, 100);
+      hf.releaseStalls();
+      assert.equal(await exited, 0, stderr);
+      const files = stdout.trim().split('\n');
+      assert.equal(files.length, 1);
+      assert.equal((await sharp(files[0]!).metadata()).format, 'png');
+    } finally {
       await easel.close();
     }
   });
