@@ -66,8 +66,8 @@ describe('a hub that cannot be reached', () => {
     assert.equal(retries.length, 2, r.stderr);
     for (const l of retries) assert.match(l, /connect ECONNREFUSED 127\.0\.0\.1:\d+; retrying/);
     assert.match(r.stderr, /^easel: .*connect ECONNREFUSED 127\.0\.0\.1:\d+ \(gave up after 3 attempts\)\. http:\/\/127\.0\.0\.1:\d+ could not be reached or stopped answering: check the network or proxy, or point easel at a mirror of the Hub with --endpoint URL or HF_ENDPOINT=URL$/m);
-    // 0.5 s + 1 s of backoff, not minutes (the bound leaves room for a loaded machine).
-    assert.ok(r.ms < 30_000, `${r.ms} ms`);
+    // 0.5 s + 1 s of backoff, not minutes (before: 302 s per attempt; the bound leaves room for a loaded machine).
+    assert.ok(r.ms < 60_000, `${r.ms} ms`);
     await assertNoHusk(dir);
   });
 
@@ -80,7 +80,7 @@ describe('a hub that cannot be reached', () => {
       assert.match(r.stderr, /no data for 1 s \(idle timeout\); retrying \(attempt 2\)/);
       assert.match(r.stderr, /^easel: .*no data for 1 s \(idle timeout\) \(gave up after 2 attempts\)\..*HF_ENDPOINT=URL$/m);
       assert.ok(silent.connections() >= 2, `${silent.connections()} connections`);
-      assert.ok(r.ms < 30_000, `${r.ms} ms`);
+      assert.ok(r.ms < 60_000, `${r.ms} ms`);
       await assertNoHusk(dir);
     } finally {
       await silent.close();
