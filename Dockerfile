@@ -18,12 +18,11 @@ ENV NODE_ENV=production \
     npm_config_update_notifier=false \
     npm_config_fund=false \
     npm_config_audit=false
-COPY package.json package-lock.json .npmrc ./
-# Prebuilt native modules only (libsql, sharp, onnxruntime-node's CPU binaries): no compiler needed.
-# `npm install` keeps the locked versions; `npm ci` would refuse a lock made on a registry mirror
-# that lacks other platforms' optional binaries.
+COPY package.json package-lock.json ./
+# Prebuilt native modules only (libsql, sharp, onnxruntime-node's CPU binaries): no compiler needed,
+# and no install scripts. `npm ci` installs exactly the committed lock.
 RUN --mount=type=cache,target=/root/.npm \
-    npm install --omit=dev --ignore-scripts
+    npm ci --omit=dev --ignore-scripts
 # onnxruntime-node ships binaries for every OS and CPU; keep this platform's only (~200 MB less).
 ARG TARGETARCH
 RUN set -eu; \
@@ -38,9 +37,9 @@ RUN set -eu; \
 # ---- web console ------------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim AS console
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
+COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
-    npm install --ignore-scripts --no-audit --no-fund
+    npm ci --ignore-scripts --no-audit --no-fund
 COPY scripts/build-console.ts ./scripts/
 COPY console ./console
 RUN node scripts/build-console.ts --force

@@ -53,6 +53,11 @@ import { BudgetLedger } from './budgets/ledger.ts';
 import { JobCosts } from './jobs/job-costs.ts';
 import { JobSettler } from './jobs/settle.ts';
 import { Submissions } from './submissions/submissions.ts';
+import { AutoPull } from './models/auto-pull.ts';
+import { modelLoadingError } from './models/model-loading.ts';
+import { DEFAULT_HF_ENDPOINT } from './models/model-store.ts';
+import { describeProgress, formatBytes } from './models/pull-progress.ts';
+import { CATALOG } from './models/catalog.ts';
 
 export interface Roles {
   api: boolean;
@@ -98,7 +103,7 @@ export class Runtime {
   readonly webhooks: WebhookService;
   /** Worker role: deletes expired jobs on the `retention` schedule, one worker at a time. */
   readonly retention: RetentionScheduler | undefined;
-  /** Set when nothing can generate: the one line saying which command fetches a model. */
+  /** Set when nothing can generate yet: the one line saying so (the download under way, or the command that fetches a model). */
   readonly setupHint: string | undefined;
   /** Routing: aliases, candidates, fallback chains, circuit breakers (src/routing). */
   readonly router: Router;
@@ -114,6 +119,8 @@ export class Runtime {
   readonly settler: JobSettler;
   /** The one way in. */
   readonly submissions: Submissions;
+  /** No backend and no model: the default model's download (src/models/auto-pull.ts), unless turned off. */
+  readonly autoPull: AutoPull | undefined;
   readonly batches: BatchStore;
   private readonly embedder: Embedder | undefined;
   private cacheTimer: NodeJS.Timeout | undefined;
@@ -165,13 +172,37 @@ export class Runtime {
       verify = (key, expires, signature) => verifyFileSignature(secret, key, expires, signature);
     }
 
-    // No backend configured: models pulled into <dataDir>/models run on the built-in engine.
+    // No backend configured: models pulled into <dataDir>/models run on the built-in engine; with
+    // none pulled, the default model is downloaded in the background and served once it is in.
     const embedded = withEmbeddedDefault(config.backends, config.models, dataDir);
-    this.setupHint = embedded.hint;
-    this.backends = BackendRegistry.fromConfig(embedded.backends, embedded.models, opts.backendFactories, {
-      log: this.log.child({ component: 'backend' }),
-      publicUrl: config.server.publicUrl,
-    });
+    const backendDeps = { log: this.log.child({ component: 'backend' }), publicUrl: config.server.publicUrl };
+    this.backends = BackendRegistry.fromConfig(embedded.backends, embedded.models, opts.backendFactories, backendDeps);
+    if (embedded.needsModel && config.modelStore.autoPull) {
+      const endpoint = config.modelStore.endpoint ?? DEFAULT_HF_ENDPOINT;
+      const modelsDir = join(dataDir, 'models');
+      const wanted = config.modelStore.autoPullModels;
+      const approx = CATALOG.filter((e) => wanted.includes(e.name)).reduce((n, e) => n + e.approxBytes, 0);
+      this.autoPull = new AutoPull({
+        modelsDir,
+        models: wanted,
+        endpoint,
+        token: process.env.HF_TOKEN || undefined,
+        idleTimeoutMs: config.modelStore.idleTimeoutSeconds * 1000,
+        retries: config.modelStore.retries,
+        log: this.log.child({ component: 'auto-pull' }),
+        command: `easel ${role}`,
+        onReady: () => {
+          const ready = withEmbeddedDefault([], [], dataDir);
+          const built = BackendRegistry.fromConfig(ready.backends, ready.models, opts.backendFactories, backendDeps);
+          this.backends.add(built.listBackends(), ready.models);
+        },
+      });
+      this.setupHint =
+        `No image model yet: downloading the default model (${wanted.join(' + ')}, about ${formatBytes(approx)}) from ${endpoint} into ${modelsDir} in the background. ` +
+        'Generations answer 503 model_loading until it is ready (progress in the log, GET /v1/system and the console\'s System page); EASEL_AUTO_PULL=0 turns this off.';
+    } else {
+      this.setupHint = embedded.hint;
+    }
     this.prices = new PriceTable(priceRules(config.pricing));
     this.costs = new CostModel({ config: config.costModel, prices: this.prices, unpricedImageUsd: config.budgets.unpricedImageUsd, mdb: this.mdb });
     this.metrics = new CostMetrics();
@@ -205,6 +236,8 @@ export class Runtime {
       store: this.store, queue: this.queue, storage: this.storage, backends: this.backends, router: this.router, budgets: this.budgets, cache: this.cache,
       jobCosts: this.jobCosts, settler: this.settler, moderator, checkWebhookUrl: (url) => this.webhooks.checkWebhookUrl(url), uploads: config.uploads,
       log: this.log.child({ component: 'submissions' }),
+      // First start: while the default model downloads, generations answer 503 model_loading.
+      unavailable: () => modelLoadingError(this.autoPull),
     });
 
     this.worker = roles.worker
@@ -250,6 +283,7 @@ export class Runtime {
           metrics: this.metrics,
           batches: this.batches,
           mdb: this.mdb,
+          autoPull: this.autoPull,
         })
       : undefined;
   }
@@ -283,6 +317,12 @@ export class Runtime {
     ]);
     const health = await this.backends.health();
     const names = Object.keys(health);
+    if (this.autoPull && names.length === 0) {
+      const pull = this.autoPull.state();
+      checks.model = pull.status === 'failed'
+        ? { ok: false, message: `the default model could not be downloaded: ${pull.error}` }
+        : { ok: false, message: `the default model is ${pull.status === 'waiting' ? `being downloaded by ${pull.owner}` : pull.status}: ${describeProgress(pull)}` };
+    }
     const healthy = names.filter((n) => health[n]!.ok);
     checks.backends = healthy.length
       ? { ok: true, message: `${healthy.length}/${names.length} healthy` }
@@ -336,6 +376,7 @@ export class Runtime {
     }
     // After listen: webhook payloads carry image URLs built from the public URL.
     await this.webhooks.start();
+    this.autoPull?.start();
   }
 
   /**
@@ -374,6 +415,7 @@ export class Runtime {
   async stop(graceMs = this.config.worker.shutdownGraceSeconds * 1000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    await this.autoPull?.stop().catch(() => {});
     if (this.server) await this.server.close().catch(() => {});
     await this.retention?.stop().catch(() => {});
     await this.batchPump?.stop().catch(() => {});

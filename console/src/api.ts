@@ -240,9 +240,26 @@ export interface BackendView {
   hosts: HostView[];
 }
 
+/** The first start's download of the default model (`GET /v1/system`'s `model_download`). */
+export interface ModelDownloadView {
+  status: 'starting' | 'waiting' | 'downloading' | 'converting' | 'ready' | 'failed' | 'stopped';
+  models: string[];
+  model: string | null;
+  percent: number | null;
+  received_bytes: number;
+  total_bytes: number | null;
+  bytes_per_second: number | null;
+  eta_seconds: number | null;
+  endpoint: string;
+  owner: string | null;
+  error: string | null;
+  started_at: string;
+}
+
 export interface SystemView {
   checked_at: number;
   jobs: Record<string, number>;
   default_model: string | null;
   backends: BackendView[];
+  model_download?: ModelDownloadView | null;
 }

@@ -6,6 +6,12 @@ import type { BackendView, ModelInfo, SystemView } from './api.ts';
 let models: Promise<ModelInfo[]> | undefined;
 let system: { at: number; value: Promise<SystemView> } | undefined;
 
+/** Forgets the model list and system status (a model was just installed), so the next use asks again. */
+export function forgetModels(): void {
+  models = undefined;
+  system = undefined;
+}
+
 export function loadModels(): Promise<ModelInfo[]> {
   models ??= api<{ data: ModelInfo[] }>('/v1/models').then((r) => r.data, (err) => {
     models = undefined;
@@ -25,16 +31,17 @@ export function loadSystem(maxAgeMs = 10_000): Promise<SystemView> {
   return system.value;
 }
 
-export function useModels(): { models: ModelInfo[] | null; error: unknown } {
+/** The model list; `version` changes ask for it again (after the default model is installed). */
+export function useModels(version = 0): { models: ModelInfo[] | null; error: unknown } {
   const [state, setState] = useState<{ models: ModelInfo[] | null; error: unknown }>({ models: null, error: null });
   useEffect(() => {
     loadModels().then((m) => setState({ models: m, error: null }), (error) => setState({ models: [], error }));
-  }, []);
+  }, [version]);
   return state;
 }
 
 /** What each model's backend can do (from /v1/system), by public model name. */
-export function useCapabilities(): Record<string, BackendView['capabilities'] & { backend: string; ok: boolean }> {
+export function useCapabilities(version = 0): Record<string, BackendView['capabilities'] & { backend: string; ok: boolean }> {
   const [caps, setCaps] = useState<Record<string, BackendView['capabilities'] & { backend: string; ok: boolean }>>({});
   useEffect(() => {
     loadSystem().then(
@@ -45,6 +52,6 @@ export function useCapabilities(): Record<string, BackendView['capabilities'] & 
       },
       () => {},
     );
-  }, []);
+  }, [version]);
   return caps;
 }

@@ -165,7 +165,7 @@ export function buildOpenApi(limits: RequestLimits, serverUrl: string, multipart
     ['get', '/v1/keys', { summary: 'All keys (admin keys only)', responses: { ...ok('Keys'), '403': { description: 'Not an admin key' } } }],
     ['post', '/v1/keys', { summary: 'Create a key; the secret is in this answer only (admin keys only)', requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' }, admin: { type: 'boolean' } } } } } }, responses: { ...ok('The new key and its secret'), '403': { description: 'Not an admin key' } } }],
     ['post', '/v1/keys/{id}/revoke', { summary: 'Revoke a key (admin keys only)', parameters: idParam, responses: { ...ok('The revoked key'), '403': { description: 'Not an admin key' } } }],
-    ['get', '/v1/system', { summary: 'Backends and GPU hosts: health, busy time, loaded model, queue depth', responses: ok('System status') }],
+    ['get', '/v1/system', { summary: 'Backends and GPU hosts: health, busy time, loaded model, queue depth; the first start\'s model download', responses: ok('System status') }],
     ['get', '/metrics', { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Prometheus text format' } } }],
     ['post', '/hooks/providers/{backend}', { summary: "A hosted provider's signed webhook (Replicate, fal); verified before it is used", security: [], parameters: [{ name: 'backend', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'Accepted' }, '401': { description: 'Signature refused' } } }],
   ];

@@ -49,6 +49,7 @@ import { metricsRoutes } from './routes/metrics.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { refineRoutes } from './routes/refine.ts';
+import type { AutoPull } from '../models/auto-pull.ts';
 
 export interface ApiDeps {
   config: EaselConfig;
@@ -82,6 +83,8 @@ export interface ApiDeps {
   /** Batches (src/batches) and the database usage reports read. */
   batches?: BatchStore;
   mdb?: MetadataDb;
+  /** The default model's first-start download, while there is one (src/models/auto-pull.ts). */
+  autoPull?: Pick<AutoPull, 'state' | 'loading'>;
 }
 
 declare module 'fastify' {

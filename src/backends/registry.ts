@@ -35,13 +35,23 @@ export interface ModelInfo {
 export class BackendRegistry {
   private readonly backends = new Map<string, ImageBackend>();
   private readonly models = new Map<string, { backend: string; model: string; description?: string; config: ModelConfig }>();
-  private readonly defaultName: string | undefined;
+  private defaultName: string | undefined;
   private readonly healthCache = new Map<string, { value: BackendHealth; until: number }>();
 
   constructor(backends: ImageBackend[], models: ModelConfig[]) {
     for (const b of backends) this.backends.set(b.name, b);
     for (const m of models) this.models.set(m.name, { backend: m.backend, model: m.model ?? m.name, description: m.description, config: m });
     this.defaultName = models.find((m) => m.default)?.name ?? models[0]?.name;
+  }
+
+  /**
+   * Adds backends and their models to a running server (the embedded default once its model is
+   * downloaded): routing, the worker and `/v1/models` see them from the next request on.
+   */
+  add(backends: ImageBackend[], models: ModelConfig[]): void {
+    for (const b of backends) this.backends.set(b.name, b);
+    for (const m of models) this.models.set(m.name, { backend: m.backend, model: m.model ?? m.name, description: m.description, config: m });
+    this.defaultName ??= models.find((m) => m.default)?.name ?? models[0]?.name;
   }
 
   static fromConfig(

@@ -9,21 +9,20 @@ import { openDatabase, migrate } from '../store/database.ts';
 import { PriceTable } from '../pricing/price-table.ts';
 import { priceRules } from '../pricing/schema.ts';
 import { costReport, formatCostReport } from '../observability/usage.ts';
-import { configOrExit } from './main.ts';
-import type { GlobalOpts } from './main.ts';
+import { commandConfig, withDataOptions } from './options.ts';
 import { databaseUrl } from './migrate.ts';
 
 export function costsCommands(program: Command): void {
   const costs = program.command('costs').description('Cost reports from the database');
-  costs
+  const report = costs
     .command('report')
     .description('Cost per image by model, GPU utilization, self-hosted vs hosted break-even volume')
     .option('--days <n>', 'report window in days, ending now', '30')
-    .option('--json', 'print JSON instead of tables')
-    .action(async (opts: { days: string; json?: boolean }) => {
+    .option('--json', 'print JSON instead of tables');
+  withDataOptions(report).action(async (opts: { days: string; json?: boolean }) => {
       const days = Number(opts.days);
       if (!Number.isFinite(days) || days <= 0) throw new Error('--days must be a positive number');
-      const config = configOrExit(program.opts<GlobalOpts>());
+      const config = commandConfig(report);
       const mdb = openDatabase(databaseUrl(config));
       try {
         await migrate(mdb);

@@ -60,10 +60,22 @@ export function generateCommand(program: Command): void {
       if (opts.steps) body.steps = Number(opts.steps);
       if (opts.format) body.output_format = opts.format;
 
-      const res = await fetch(`${base}/v1/images/generations`, { method: 'POST', headers: { ...headers, prefer: 'respond-async' }, body: JSON.stringify(body) });
-      let job = (await res.json()) as JobView;
-      if (res.status !== 202) throw new Error(`server refused the request (${res.status}): ${(job as { error?: { message?: string } }).error?.message ?? JSON.stringify(job)}`);
       const tty = process.stderr.isTTY;
+      // Right after a first start the default model may still be downloading (503 model_loading):
+      // wait as the server asks (Retry-After) and submit again, so the README's command ends in an image.
+      let res: Response;
+      let job: JobView;
+      for (;;) {
+        res = await fetch(`${base}/v1/images/generations`, { method: 'POST', headers: { ...headers, prefer: 'respond-async' }, body: JSON.stringify(body) });
+        job = (await res.json()) as JobView;
+        const error = (job as { error?: { message?: string; code?: string } }).error;
+        if (res.status !== 503 || error?.code !== 'model_loading') break;
+        const wait = Math.min(60, Math.max(1, Number(res.headers.get('retry-after')) || 10));
+        process.stderr.write(`${tty ? '\r\x1b[2K' : ''}waiting: ${error.message}${tty ? '' : '\n'}`);
+        await sleep(wait * 1000);
+      }
+      if (tty) process.stderr.write('\r\x1b[2K');
+      if (res.status !== 202) throw new Error(`server refused the request (${res.status}): ${(job as { error?: { message?: string } }).error?.message ?? JSON.stringify(job)}`);
       process.stderr.write(`job ${job.id}\n`);
       let last = '';
       while (!['succeeded', 'failed', 'canceled'].includes(job.status)) {

@@ -1,7 +1,5 @@
 /** The `easel` command line. */
 import { Command } from 'commander';
-import { ConfigError, loadConfig } from '../config/load.ts';
-import type { EaselConfig } from '../config/schema.ts';
 import { serveCommand } from './serve.ts';
 import { keysCommands } from './keys.ts';
 import { generateCommand } from './generate.ts';
@@ -10,25 +8,16 @@ import { modelsCommands } from './models.ts';
 import { costsCommands } from './costs.ts';
 import { batchCommand } from './batch.ts';
 
-export interface GlobalOpts {
-  config?: string;
-}
-
-/** Loads the config or exits with the problems listed, each naming its key. */
-export function configOrExit(opts: GlobalOpts, overrides: Record<string, any> = {}): EaselConfig {
-  try {
-    return loadConfig({ file: opts.config, overrides });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`easel: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
-}
+import { configCommands } from './config.ts';
+import { CONFIG_FLAGS, CONFIG_HELP } from './options.ts';
 
 const program = new Command();
-program.name('easel').description('Self-hosted image generation with the OpenAI Images API').option('-c, --config <file>', 'YAML config file (or EASEL_CONFIG)');
+program
+  .name('easel')
+  .description('Self-hosted image generation with the OpenAI Images API')
+  .option(CONFIG_FLAGS, CONFIG_HELP)
+  // Every command's help lists --config too (it may come before or after the command).
+  .configureHelp({ showGlobalOptions: true });
 
 serveCommand(program, 'serve', 'Run the API and a worker in one process (embedded defaults)', { api: true, worker: true });
 serveCommand(program, 'api', 'Run the HTTP API only', { api: true, worker: false });
@@ -40,14 +29,7 @@ modelsCommands(program);
 costsCommands(program);
 batchCommand(program);
 
-const config = program.command('config').description('Inspect the configuration');
-config
-  .command('check')
-  .description('Validate the config file and environment, then print the result')
-  .action(() => {
-    const cfg = configOrExit(program.opts<GlobalOpts>());
-    process.stdout.write(`config OK: ${cfg.backends.length} backend(s), ${cfg.models.length} model(s), database ${cfg.database.url ? cfg.database.url.replace(/\/\/[^@]*@/, '//***@') : 'sqlite (data dir)'}, queue ${cfg.redis.url ? 'bullmq' : 'embedded'}, storage ${cfg.storage.type}\n`);
-  });
+configCommands(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`easel: ${err.message}\n`);

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
 import { openDatabase, migrate } from '../store/database.ts';
-import { configOrExit } from './main.ts';
-import type { GlobalOpts } from './main.ts';
+import { commandConfig, withDataOptions } from './options.ts';
 import type { EaselConfig } from '../config/schema.ts';
 
 export function databaseUrl(config: EaselConfig): string {
@@ -10,11 +9,9 @@ export function databaseUrl(config: EaselConfig): string {
 }
 
 export function migrateCommand(program: Command): void {
-  program
-    .command('migrate')
-    .description('Apply database migrations and exit')
-    .action(async () => {
-      const config = configOrExit(program.opts<GlobalOpts>());
+  const cmd = program.command('migrate').description('Apply database migrations and exit');
+  withDataOptions(cmd).action(async () => {
+      const config = commandConfig(cmd);
       const mdb = openDatabase(databaseUrl(config));
       try {
         const applied = await migrate(mdb);

@@ -35,6 +35,8 @@ export const ENV_KEYS: Record<string, { path: string; type?: 'number' | 'boolean
   EASEL_ADMIN_KEY: { path: 'auth.adminKey' },
   LOG_LEVEL: { path: 'logging.level' },
   EASEL_WORKER_CONCURRENCY: { path: 'worker.concurrency', type: 'number' },
+  EASEL_AUTO_PULL: { path: 'modelStore.autoPull', type: 'boolean' },
+  HF_ENDPOINT: { path: 'modelStore.endpoint' },
 };
 
 const camel = (s: string): string => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());

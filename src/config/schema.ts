@@ -14,6 +14,7 @@ import { costModelConfigSchema } from '../pricing/cost-model-config.ts';
 import { metricsConfigSchema } from '../observability/config.ts';
 import { modelRoutingFields, routingConfigSchema } from '../routing/config.ts';
 import { rateLimitsConfigSchema } from '../api/rate-limit-config.ts';
+import { modelStoreConfigSchema } from '../models/config.ts';
 
 const seconds = (def: number) => z.number().positive().default(def);
 
@@ -235,6 +236,8 @@ export const configSchema = z
     batches: batchesConfigSchema.prefault({}),
     costModel: costModelConfigSchema.prefault({}),
     metrics: metricsConfigSchema.prefault({}),
+    /** Local models of the built-in engine: auto-pull on first start, download endpoint and timeouts. */
+    modelStore: modelStoreConfigSchema.prefault({}),
     backends: z.array(backendConfigSchema).default([]),
     models: z.array(modelConfigSchema).default([]),
   })

@@ -5,6 +5,7 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
 import { startEasel, waitForJob } from '../support/easel.ts';
@@ -22,7 +23,7 @@ describe('console API', () => {
   let easel: TestEasel;
   before(async () => {
     // The console build is what `/` serves; the build script skips when it is up to date.
-    const built = spawnSync(process.execPath, ['scripts/build-console.ts'], { encoding: 'utf8' });
+    const built = spawnSync(process.execPath, [join(import.meta.dirname, '../../scripts/build-console.ts')], { encoding: 'utf8' });
     assert.equal(built.status, 0, built.stderr);
     easel = await startEasel({ standin: { imageSize: 600 } });
   });

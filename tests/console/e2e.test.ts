@@ -10,6 +10,7 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Page } from 'playwright-core';
 import { startEasel } from '../support/easel.ts';
@@ -87,7 +88,7 @@ describe('web console in Chromium', { skip }, () => {
 
   before(async () => {
     assert.ok(chromiumPath, 'Chromium is required when CI is set: .ci/run installs it with apt-get');
-    const built = spawnSync(process.execPath, ['scripts/build-console.ts'], { encoding: 'utf8' });
+    const built = spawnSync(process.execPath, [join(import.meta.dirname, '../../scripts/build-console.ts')], { encoding: 'utf8' });
     assert.equal(built.status, 0, built.stderr);
     ({ easel, budgets: budgetsConfigured } = await startWithBudgets());
     browser = await launch(chromiumPath);

@@ -14,7 +14,8 @@ import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { startOpenAIStandin } from '../support/openai-standin.ts';
 import type { OpenAIStandin } from '../support/openai-standin.ts';
-import { EASEL_BIN, REPO_ROOT } from '../support/processes.ts';
+import { childCwd, childEnv } from '../support/child-env.ts';
+import { EASEL_BIN } from '../support/processes.ts';
 import { sleep, until } from './support.ts';
 
 const run = promisify(execFile);
@@ -209,7 +210,7 @@ describe('easel batch (the CLI)', () => {
   });
 
   const cli = (args: string[]) =>
-    run(process.execPath, [EASEL_BIN, 'batch', ...args, '--url', easel.url, '--key', easel.adminKey, '--interval', '0.2'], { cwd: REPO_ROOT, env: { ...process.env, EASEL_CONFIG: '' } });
+    run(process.execPath, [EASEL_BIN, 'batch', ...args, '--url', easel.url, '--key', easel.adminKey, '--interval', '0.2'], { cwd: childCwd(), env: childEnv() });
 
   test('submits a file, shows progress with ETA and spend, saves images, and resumes without redoing work', async () => {
     const file = join(dir, 'prompts.jsonl');

@@ -15,7 +15,8 @@ import { startEasel, waitForJob } from '../support/easel.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { DEFAULT_STANDIN_KEY, startOpenAIStandin } from '../support/openai-standin.ts';
 import type { OpenAIStandin } from '../support/openai-standin.ts';
-import { EASEL_BIN, REPO_ROOT, writeConfig } from '../support/processes.ts';
+import { childCwd, childEnv } from '../support/child-env.ts';
+import { EASEL_BIN, writeConfig } from '../support/processes.ts';
 import { fakeGpuFactories, gpuControl } from './support.ts';
 
 const run = promisify(execFile);
@@ -156,8 +157,8 @@ describe('usage, metrics and cost reports', () => {
 
   test('easel costs report: cost per image, GPU utilization and break-even from measured GPU time', async () => {
     const file = writeConfig(join(easel.dataDir, 'easel.yaml'), { dataDir: easel.dataDir, ...config });
-    const env = { ...process.env, EASEL_CONFIG: '' };
-    const textRun = await run(process.execPath, [EASEL_BIN, '--config', file, 'costs', 'report', '--days', '1'], { cwd: REPO_ROOT, env });
+    const env = childEnv();
+    const textRun = await run(process.execPath, [EASEL_BIN, '--config', file, 'costs', 'report', '--days', '1'], { cwd: childCwd(), env });
     const text = textRun.stdout;
     assert.match(text, /Cost per image by model/);
     assert.match(text, /sd-turbo\s+gpu\*\s+3\s+\$0\.00300\s+\$0\.00100\s+1\.8/);
@@ -165,7 +166,7 @@ describe('usage, metrics and cost reports', () => {
     assert.match(text, /GPU utilization\n {2}gpu\s+\d+\.\d% of 1 GPU\(s\) busy \(5\.4s of GPU time/);
     assert.match(text, /sd-turbo on gpu: 1\.8s GPU\/image → \$0\.00100\/image; the GPU costs \$1460\/month and can make 1,460,000 images/);
     assert.match(text, /vs dall-e-3 \(openai\)\s+\$0\.0400\/image: a dedicated GPU pays off above 36,500 images\/month/);
-    const json = JSON.parse((await run(process.execPath, [EASEL_BIN, '--config', file, 'costs', 'report', '--days', '1', '--json'], { cwd: REPO_ROOT, env })).stdout);
+    const json = JSON.parse((await run(process.execPath, [EASEL_BIN, '--config', file, 'costs', 'report', '--days', '1', '--json'], { cwd: childCwd(), env })).stdout);
     const be = json.break_even[0];
     assert.equal(be.model, 'sd-turbo');
     assert.equal(be.gpu_seconds_per_image, 1.8);

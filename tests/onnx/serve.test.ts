@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { startEasel } from '../support/easel.ts';
+import { childCwd } from '../support/child-env.ts';
 import type { TestEasel } from '../support/easel.ts';
 import { startHfStandin } from '../support/hf-standin.ts';
 import type { HfStandin } from '../support/hf-standin.ts';
@@ -28,7 +29,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: root, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -126,10 +127,11 @@ describe('easel models pull, then the embedded default', () => {
 });
 
 describe('no model and no backend', () => {
-  test('one line says which command to run; generations answer 503 no_backend', async () => {
-    const easel = await startEasel({ overrides: { backends: [], models: [] } });
+  test('with the automatic download off, one line says which command to run; generations answer 503 no_backend', async () => {
+    const easel = await startEasel({ overrides: { backends: [], models: [], modelStore: { autoPull: false } } });
     try {
-      assert.match(easel.runtime.setupHint ?? '', /^No image model yet: run `npm run easel -- models pull sd-turbo`/);
+      assert.equal(easel.runtime.autoPull, undefined);
+      assert.match(easel.runtime.setupHint ?? '', /^No image model yet and the automatic download is off .*run `npm run easel -- models pull sd-turbo`/);
       const res = await easel.api('/v1/images/generations', { method: 'POST', json: { prompt: 'a cat' } });
       assert.equal(res.status, 503);
       assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'no_backend');
@@ -138,9 +140,9 @@ describe('no model and no backend', () => {
     }
   });
 
-  test('`easel serve` prints exactly that one line', async () => {
+  test('`easel serve` with EASEL_AUTO_PULL=0 prints exactly that one line', async () => {
     const dir = mkdtempSync(join(root, 'serve-'));
-    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dir], { cwd: childCwd(), env: { PATH: process.env.PATH ?? '', HOME: root, LOG_LEVEL: 'silent', EASEL_AUTO_PULL: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     try {
       await new Promise<void>((resolve, reject) => {
@@ -158,6 +160,10 @@ describe('no model and no backend', () => {
       child.kill('SIGTERM');
     }
     const lines = out.split('\n').filter((l) => /model/i.test(l));
-    assert.deepEqual(lines, ['No image model yet: run `npm run easel -- models pull sd-turbo` (about 2.5 GB; or configure a backend, see README), then start easel again.']);
+    assert.deepEqual(lines, [
+      'No image model yet and the automatic download is off (modelStore.autoPull / EASEL_AUTO_PULL): run `npm run easel -- models pull sd-turbo` (about 2.5 GB; or configure a backend, see README), then start easel again.',
+    ]);
+    // The first-start output names the console and the API docs too.
+    assert.match(out, /API docs http:\/\/127\.0\.0\.1:\d+\/docs · OpenAPI http:\/\/127\.0\.0\.1:\d+\/openapi\.json/);
   });
 });

@@ -44,6 +44,8 @@ export async function startEasel(
     dataDir?: string;
     /** Passed to the Runtime (e.g. `backendFactories` for a test backend). */
     runtime?: Omit<RuntimeOptions, 'log'>;
+    /** The runtime's logger (default: pino at EASEL_TEST_LOG, else silent). */
+    log?: RuntimeOptions['log'];
   } = {},
 ): Promise<TestEasel> {
   const standin = opts.existingStandin ?? (await startOpenAIStandin({ strict: false, ...opts.standin }));
@@ -63,7 +65,7 @@ export async function startEasel(
     },
   });
   const runtime = new Runtime(config, opts.roles ?? { api: true, worker: true }, {
-    log: pino({ level: config.logging.level }),
+    log: opts.log ?? pino({ level: config.logging.level }),
     ...opts.runtime,
   });
   await runtime.start();

@@ -4,11 +4,14 @@
  * Content-Range, 416 past the end), and for LFS files an `ETag` and `x-linked-etag` carrying the
  * SHA-256 plus `x-linked-size`; small (git) files get the git blob SHA-1 as ETag. Optionally the
  * resolve URL answers 302 to a CDN path (as the Hub does for LFS), with the x-linked headers on the
- * redirect. Faults for tests: cut the connection after N bytes, serve corrupted bytes.
+ * redirect. Faults for tests: cut the connection after N bytes, stall (send N bytes, then nothing while
+ * keeping the connection open, as a wedged proxy or CDN does), serve corrupted bytes, slow every body
+ * down; and `startSilentServer()`, a host that accepts connections and never answers at all.
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { createHash } from 'node:crypto';
 
 export interface HfFile {
@@ -35,8 +38,16 @@ export interface HfStandin {
   put(file: HfFile): void;
   /** The next GET of this repo path sends `bytes` bytes of the body, then drops the connection. */
   cutNext(repo: string, path: string, bytes: number): void;
+  /** The next GET of this repo path sends `bytes` bytes of the body, then nothing, holding the connection open. */
+  stallNext(repo: string, path: string, bytes: number): void;
+  /** Drops the connections of stalled answers (the client sees the connection lost and resumes). */
+  releaseStalls(): void;
   /** Serves this file with a flipped byte (headers still describe the true file). */
   corrupt(repo: string, path: string): void;
+  /** Bodies go out in chunks of `chunkBytes` every `intervalMs` (0 = at once). */
+  throttle(chunkBytes: number, intervalMs: number): void;
+  /** Requests whose connection is still open. */
+  openConnections(): number;
   close(): Promise<void>;
 }
 
@@ -60,6 +71,10 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
   const entries = new Map<string, Entry>();
   const bySha = new Map<string, Entry>();
   const cuts = new Map<string, number>();
+  const stalls = new Map<string, number>();
+  let throttle = { chunkBytes: 0, intervalMs: 0 };
+  const stalled = new Set<ServerResponse>();
+  let open = 0;
   const corrupted = new Set<string>();
   const requests: HfRequest[] = [];
 
@@ -120,6 +135,29 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
     res.writeHead(status, headers);
     if (req.method === 'HEAD') return void res.end();
     const body = data.subarray(start, end + 1);
+    const stall = stalls.get(k);
+    if (stall !== undefined) {
+      stalls.delete(k);
+      // Headers and a few bytes, then silence on an open connection (closed with the server).
+      res.write(body.subarray(0, Math.min(stall, body.byteLength)));
+      stalled.add(res);
+      res.on('close', () => stalled.delete(res));
+      return;
+    }
+    if (throttle.chunkBytes > 0) {
+      let at = 0;
+      const tick = () => {
+        if (res.destroyed) return;
+        const next = Math.min(body.byteLength, at + throttle.chunkBytes);
+        const last = next >= body.byteLength;
+        res.write(body.subarray(at, next));
+        at = next;
+        if (last) res.end();
+        else setTimeout(tick, throttle.intervalMs);
+      };
+      tick();
+      return;
+    }
     const cut = cuts.get(k);
     if (cut !== undefined) {
       cuts.delete(k);
@@ -133,6 +171,8 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
   };
 
   const server = createServer((req, res) => {
+    open++;
+    res.on('close', () => open--);
     const url = new URL(req.url ?? '/', 'http://x');
     const record: HfRequest = {
       method: req.method ?? 'GET',
@@ -189,11 +229,52 @@ export async function startHfStandin(files: HfFile[] = [], opts: HfStandinOption
     requests,
     put,
     cutNext: (repo, path, bytes) => cuts.set(key(repo, 'main', path), bytes),
+    stallNext: (repo, path, bytes) => stalls.set(key(repo, 'main', path), bytes),
+    releaseStalls: () => {
+      for (const res of stalled) res.socket?.destroy();
+      stalled.clear();
+    },
     corrupt: (repo, path) => corrupted.add(key(repo, 'main', path)),
+    throttle: (chunkBytes, intervalMs) => {
+      throttle = { chunkBytes, intervalMs };
+    },
+    openConnections: () => open,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
         server.close(() => r());
       }),
   };
+}
+
+/** A host that accepts TCP connections and never says a word (a black-holed proxy, a wedged mirror). */
+export async function startSilentServer(): Promise<{ url: string; connections(): number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let count = 0;
+  const server = createNetServer((socket) => {
+    count++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    connections: () => count,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A loopback URL nothing listens on (connections are refused). */
+export async function refusedUrl(): Promise<string> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return `http://127.0.0.1:${port}`;
 }

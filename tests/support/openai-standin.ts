@@ -52,6 +52,15 @@ export interface OpenAIStandinOptions {
   beforeCompleted?: () => Promise<void>;
   /** `stream: true`: an `error` event with this body takes the place of the `completed` event. */
   streamError?: unknown;
+  /**
+   * Behave like an endpoint that does not stream: `stream: true` is accepted and ignored, and the
+   * answer is the plain JSON images response (as LocalAI and other images-only servers do).
+   */
+  ignoreStream?: boolean;
+  /** Serve `GET /v1/models` (default true); false answers it 404, as some images-only servers do. */
+  modelsRoute?: boolean;
+  /** `stream: true`: end the event stream after the partial images, without the `completed` event. */
+  streamWithoutCompleted?: boolean;
 }
 
 export interface StandinFilePart {
@@ -344,7 +353,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     }
     if (family === 'dall-e-2' && imageCount > 1) throw bad('dall-e-2 takes a single image.', 'image');
     if (imageCount > 16) throw bad('At most 16 images.', 'image');
-    const stream = body.stream === true || body.stream === 'true';
+    const stream = !opts.ignoreStream && (body.stream === true || body.stream === 'true');
     if (stream && family !== 'gpt-image' && strict) throw bad(`Streaming is not supported for ${model}.`, 'stream', null);
     const partials = body.partial_images === undefined ? 0 : body.partial_images;
     if (typeof partials !== 'number' || !Number.isInteger(partials) || partials < 0 || partials > 3) {
@@ -418,6 +427,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
         await opts.beforeCompleted();
       }
       if (res.destroyed) return;
+      if (event.completed && opts.streamWithoutCompleted) break;
       if (event.completed && opts.streamError !== undefined) {
         res.write(`event: error\ndata: ${JSON.stringify(opts.streamError)}\n\n`);
         break;
@@ -461,7 +471,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     }
     const failure = takeFailure(path);
     if (failure) return send(res, failure.status, JSON.stringify(failure.body), failure.headers);
-    if (req.method === 'GET' && path === '/v1/models') return send(res, 200, modelsBody);
+    if (req.method === 'GET' && path === '/v1/models' && opts.modelsRoute !== false) return send(res, 200, modelsBody);
     if (!endpoint || !parsed) {
       return send(res, 404, JSON.stringify(openaiError(`Unknown request URL: ${req.method} ${path}.`, { code: 'unknown_url' })));
     }

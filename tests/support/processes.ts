@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { ENV_KEYS } from '../../src/config/load.ts';
+import { childCwd, childEnv } from './child-env.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const EASEL_BIN = fileURLToPath(new URL('../../bin/easel.js', import.meta.url));
@@ -36,7 +36,7 @@ export interface SpawnEaselOptions {
   port?: number;
   /**
    * Environment on top of a cleaned copy of this process's (every variable easel reads from the
-   * environment is removed first, so the parent's settings never leak in); undefined unsets.
+   * environment is removed first, so the parent's settings never leak in; see child-env.ts); undefined unsets.
    */
   env?: Record<string, string | undefined>;
   /** More arguments after the role. */
@@ -75,19 +75,6 @@ export interface EaselProcess {
 const LOG_LIMIT = 32_000_000;
 const LINE_LIMIT = 200_000;
 
-/** Variables easel reads from the environment: cleared so only what a test passes reaches a child. */
-function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of Object.keys(env)) {
-    if (name in ENV_KEYS || name === 'EASEL_CONFIG' || name.startsWith('EASEL__') || name.startsWith('NODE_TEST')) delete env[name];
-  }
-  for (const [k, v] of Object.entries(extra)) {
-    if (v === undefined) delete env[k];
-    else env[k] = v;
-  }
-  return env;
-}
-
 /** Writes `config` as YAML to `file` and returns the path. */
 export function writeConfig(file: string, config: Record<string, unknown>): string {
   // Tests drive many requests through one key: rate limits (on by default) stay off unless the config sets them.
@@ -114,7 +101,7 @@ export async function spawnEasel(role: EaselRole, opts: SpawnEaselOptions = {}):
   if (opts.port !== undefined) args.push('--port', String(opts.port));
   args.push(...(opts.args ?? []));
 
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: childCwd(), env: childEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   const stream = !!process.env.EASEL_TEST_CHILD_LOGS;
   let log = '';
   const lines: string[] = [];

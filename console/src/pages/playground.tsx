@@ -6,7 +6,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError } from '../api.ts';
 import type { JobView } from '../api.ts';
 import { followJob } from '../sse.ts';
-import { useCapabilities, useModels } from '../data.ts';
+import { forgetModels, useCapabilities, useModels } from '../data.ts';
+import { ModelDownload, isLoading, useModelDownload } from '../model-download.tsx';
 import { ErrorBox, Link, ProgressBar, StatusBadge, money, shortId } from '../ui.tsx';
 
 const SIZES = ['auto', '256x256', '512x512', '768x768', '1024x1024', '1536x1024', '1024x1536', '1792x1024', '1024x1792'];
@@ -46,8 +47,15 @@ let nextLocal = 1;
 const EMPTY: FormState = { prompt: '', negative: '', model: '', size: 'auto', n: 1, seed: '', steps: '' };
 
 export function Playground() {
-  const { models, error: modelsError } = useModels();
-  const caps = useCapabilities();
+  // While the default model downloads on first start, a banner says how far it is; once it is in,
+  // the model list is asked again and the form can be used (no reload).
+  const [modelsVersion, setModelsVersion] = useState(0);
+  const download = useModelDownload(() => {
+    forgetModels();
+    setModelsVersion((v) => v + 1);
+  });
+  const { models, error: modelsError } = useModels(modelsVersion);
+  const caps = useCapabilities(modelsVersion);
   const [form, setForm] = useState<FormState>(EMPTY);
   const [refine, setRefine] = useState<Source | null>(null);
   const [runs, setRuns] = useState<Run[]>([]);
@@ -140,6 +148,7 @@ export function Playground() {
   return (
     <section class="playground">
       <h1>Playground</h1>
+      {download && (isLoading(download) || (download.status === 'failed' && !models?.length)) && <ModelDownload d={download} compact />}
       <form class="card gen-form" onSubmit={onSubmit} aria-describedby={formError ? 'form-error' : undefined}>
         {refine && (
           <div class="refine-source">

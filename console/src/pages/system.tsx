@@ -4,6 +4,7 @@ import { api } from '../api.ts';
 import type { BackendView, SystemView } from '../api.ts';
 import { useSession } from '../app.tsx';
 import { Empty, ErrorBox, Loading, bytes, duration, usePoll, ago } from '../ui.tsx';
+import { ModelDownload, isLoading } from '../model-download.tsx';
 
 export function System() {
   const { key } = useSession();
@@ -36,10 +37,13 @@ export function System() {
           <p class="small muted">
             Jobs of every key. Checked {ago(sys.checked_at)}; refreshes every 3 s.
           </p>
+          {sys.model_download && sys.model_download.status !== 'ready' && <ModelDownload d={sys.model_download} />}
           {sys.backends.length === 0 ? (
-            <Empty>
-              <p>No backend is configured: add one to easel.yaml (see the README), or pull a model for the built-in engine.</p>
-            </Empty>
+            isLoading(sys.model_download) ? null : (
+              <Empty>
+                <p>No backend is configured: add one to easel.yaml (see the README), or pull a model for the built-in engine (npm run easel -- models pull sd-turbo).</p>
+              </Empty>
+            )
           ) : (
             <div class="backends">
               {sys.backends.map((b) => (

@@ -3,7 +3,8 @@
  * the public models it serves and its queue depth (queued and running jobs for those models, all
  * keys for an admin, the caller's own otherwise), plus the GPU hosts, busy time and loaded model
  * wherever the backend reports them in its health details (the GPU host pools do). Host URLs, health
- * messages and host errors carry internal addresses: only admin keys see them in full.
+ * messages and host errors carry internal addresses: only admin keys see them in full. While the
+ * default model is downloaded on first start, `model_download` says how far it is.
  */
 import { redactAddresses } from '../redact.ts';
 import type { FastifyInstance } from 'fastify';
@@ -66,12 +67,30 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
         hosts,
       };
     });
+    const pull = deps.autoPull?.state();
     return {
       object: 'system',
       checked_at: Math.floor(Date.now() / 1000),
       jobs: counts,
       default_model: deps.backends.defaultModel ?? null,
       backends,
+      // The first start's download of the default model (null when there is none).
+      model_download: pull
+        ? {
+            status: pull.status,
+            models: pull.models,
+            model: pull.model,
+            percent: pull.percent,
+            received_bytes: pull.receivedBytes,
+            total_bytes: pull.totalBytes,
+            bytes_per_second: pull.bytesPerSecond,
+            eta_seconds: pull.etaSeconds,
+            endpoint: pull.endpoint,
+            owner: pull.owner,
+            error: pull.error,
+            started_at: pull.startedAt,
+          }
+        : null,
     };
   });
 }

@@ -37,6 +37,7 @@ import { declaredOptionType } from '../declared-options.ts';
 import { otherWarning, uniqueWarnings, unsupported } from '../warnings.ts';
 import { z } from 'zod';
 import { createPooledFetch } from '../../net/pooled-fetch.ts';
+import { networkCause } from '../../net/network-cause.ts';
 
 type FetchLike = typeof globalThis.fetch;
 
@@ -304,6 +305,7 @@ export class OpenAIBackend implements ImageBackend {
       }),
     );
     const metadata = calls.map((c) => c.providerMetadata);
+    if (calls.some((c) => !c.streamed)) warnings.push(unsupported('partial_images', `Backend "${this.name}" does not stream: it answered the streamed request with plain JSON, so no partial images came`));
     return { images: calls.map((c) => c.image), warnings, providerMetadata: metadata.length === 1 ? metadata[0] : { calls: metadata } };
   }
 
@@ -314,7 +316,7 @@ export class OpenAIBackend implements ImageBackend {
     index: number,
     ctx: BackendCallContext,
     report: (index: number, progress: number) => void,
-  ): Promise<{ image: BackendImage; providerMetadata: Record<string, unknown> }> {
+  ): Promise<{ image: BackendImage; providerMetadata: Record<string, unknown>; streamed: boolean }> {
     const format = String(body.output_format ?? 'png');
     const fallbackType = format in MEDIA_TYPES ? MEDIA_TYPES[format as keyof typeof MEDIA_TYPES] : `image/${format}`;
     let final: ImageGenCompletedEvent | ImageEditCompletedEvent | undefined;
@@ -325,8 +327,15 @@ export class OpenAIBackend implements ImageBackend {
         kind === 'edit'
           ? this.client.images.edit(body as unknown as ImageEditParamsStreaming, options)
           : this.client.images.generate(body as unknown as ImageGenerateParamsStreaming, options);
-      const { data: events, request_id } = await call.withResponse();
+      const { data: events, response, request_id } = await call.withResponse();
       requestId = request_id;
+      // An endpoint that does not stream answers `stream: true` with the plain images response: the
+      // image is in it (the SDK's stream, read lazily, is left unread).
+      if (/\bjson\b/i.test(response.headers.get('content-type') ?? '')) {
+        const image = await this.imageFromJson((await response.json()) as ImagesResponse, fallbackType, ctx.signal);
+        report(index, 1);
+        return { image, providerMetadata: dropUndefined({ requestId: requestId ?? undefined, streamed: false }), streamed: false };
+      }
       for await (const event of events) {
         if (event.type === 'image_generation.completed' || event.type === 'image_edit.completed') {
           final ??= event;
@@ -345,7 +354,8 @@ export class OpenAIBackend implements ImageBackend {
     if (ctx.signal.aborted) throw this.toBackendError(ctx.signal.reason, ctx.signal);
     const data = final?.b64_json ? Buffer.from(final.b64_json, 'base64') : undefined;
     if (!data || data.length === 0) {
-      throw new BackendError(`Backend "${this.name}" ended its event stream without the finished image`, { code: 'backend_error', retryable: true });
+      // A protocol mismatch, not a passing fault: asking again gets the same answer.
+      throw new BackendError(`Backend "${this.name}" ended its event stream without the finished image`, { code: 'backend_error', retryable: false });
     }
     report(index, 1);
     const providerMetadata = dropUndefined({
@@ -358,7 +368,19 @@ export class OpenAIBackend implements ImageBackend {
       outputFormat: final!.output_format,
       partialImages: partials,
     });
-    return { image: { data, mediaType: sniffMediaType(data) ?? fallbackType }, providerMetadata };
+    return { image: { data, mediaType: sniffMediaType(data) ?? fallbackType }, providerMetadata, streamed: true };
+  }
+
+  /** The first image of a plain images response (to a streamed request the endpoint did not stream). */
+  private async imageFromJson(json: ImagesResponse, fallbackType: string, signal: AbortSignal): Promise<BackendImage> {
+    const item = json.data?.[0];
+    const data = item?.b64_json ? Buffer.from(item.b64_json, 'base64') : item?.url ? await this.download(item.url, signal) : undefined;
+    if (!data || data.length === 0) {
+      throw new BackendError(`Backend "${this.name}" answered the streamed request with JSON that holds no image`, { code: 'backend_error', retryable: false });
+    }
+    const image: BackendImage = { data, mediaType: sniffMediaType(data) ?? fallbackType };
+    if (item?.revised_prompt) image.revisedPrompt = item.revised_prompt;
+    return image;
   }
 
   async health(): Promise<BackendHealth> {
@@ -372,29 +394,29 @@ export class OpenAIBackend implements ImageBackend {
 
   async close(): Promise<void> {}
 
+  /**
+   * Reachability, not an API contract: GET `healthPath` (default `/models`) with the backend's key.
+   * Any HTTP answer means the endpoint is up, except a 5xx (it is in trouble) and 401/403 (the key
+   * is refused, so every generation would be too); a 404 from a server without `/models` is up.
+   */
   private async checkHealth(): Promise<BackendHealth> {
+    const path = this.config.healthPath;
+    const url = `${this.config.baseUrl.replace(/\/+$/, '')}${path}`;
+    const timeoutMs = Math.min(HEALTH_TIMEOUT_MS, this.config.timeoutSeconds * 1000);
     let value: BackendHealth;
     try {
-      await this.client.models.list({
-        timeout: Math.min(HEALTH_TIMEOUT_MS, this.config.timeoutSeconds * 1000),
-        maxRetries: 0,
-      });
-      value = { ok: true };
+      const res = await this.fetchImpl(url, { method: 'GET', headers: this.authHeaders, signal: AbortSignal.timeout(timeoutMs) });
+      const text = res.status >= 400 ? await res.text().catch(() => '') : (await res.body?.cancel().catch(() => {}), '');
+      const said = providerText(text) ?? res.statusText;
+      if (res.status === 401 || res.status === 403) value = { ok: false, message: `${this.config.baseUrl} refused the credentials (${res.status}): ${said}` };
+      else if (res.status >= 500) value = { ok: false, message: `${this.config.baseUrl} answered ${res.status} on ${path}: ${said}` };
+      else value = res.ok ? { ok: true } : { ok: true, message: `reachable (${path} answered ${res.status})` };
     } catch (err) {
-      value = { ok: false, message: this.healthMessage(err) };
+      const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+      value = { ok: false, message: timedOut ? `${this.config.baseUrl} did not answer in time` : `${this.config.baseUrl} is unreachable: ${networkCause(err).message}` };
     }
     this.healthCache = { at: Date.now(), value };
     return value;
-  }
-
-  private healthMessage(err: unknown): string {
-    if (err instanceof APIError && (err.status === 401 || err.status === 403)) {
-      return `${this.config.baseUrl} refused the credentials (${err.status}): ${providerMessage(err)}`;
-    }
-    if (err instanceof APIConnectionTimeoutError) return `${this.config.baseUrl} did not answer in time`;
-    if (err instanceof APIConnectionError) return `${this.config.baseUrl} is unreachable: ${causeMessage(err)}`;
-    if (err instanceof APIError) return `${this.config.baseUrl} answered ${err.status}: ${providerMessage(err)}`;
-    return `health check failed: ${err instanceof Error ? err.message : String(err)}`;
   }
 
   private markUnhealthy(message: string): void {
@@ -636,6 +658,16 @@ function providerMessage(err: APIError): string {
   const inner = err.error as { message?: unknown } | undefined;
   if (inner && typeof inner.message === 'string' && inner.message) return inner.message;
   return err.message.replace(/^\d{3} /, '');
+}
+
+/** The `error.message` of an OpenAI-shaped error body, if the text is one. */
+function providerText(text: string): string | undefined {
+  try {
+    const m = (JSON.parse(text) as { error?: { message?: unknown } }).error?.message;
+    return typeof m === 'string' && m ? m : undefined;
+  } catch {
+    return text.trim().slice(0, 200) || undefined;
+  }
 }
 
 function causeMessage(err: Error): string {

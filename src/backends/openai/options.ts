@@ -56,6 +56,12 @@ export const openaiBackendConfigSchema = z
     providerOptions: declaredOptionsSchema.optional(),
     /** Extra headers sent with every request. */
     headers: z.record(z.string(), z.string()).optional(),
+    /**
+     * Path (under baseUrl) the health check asks with GET. Any HTTP answer other than a 5xx or a
+     * refused key (401/403) counts as up, so an endpoint without `/models` (some images-only servers
+     * answer it 404) is still healthy; point it at the server's own health route where it has one.
+     */
+    healthPath: z.string().regex(/^\//, 'must start with /').default('/models'),
   })
   .strict();
 
