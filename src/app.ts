@@ -320,8 +320,8 @@ export class Runtime {
     if (this.autoPull && names.length === 0) {
       const pull = this.autoPull.state();
       checks.model = pull.status === 'failed'
-        ? { ok: false, message: `the default model could not be downloaded: ${pull.error}` }
-        : { ok: false, message: `the default model is ${pull.status === 'waiting' ? `being downloaded by ${pull.owner}` : pull.status}: ${describeProgress(pull)}` };
+        ? { ok: false, message: `the default model could not be downloaded: ${pull.error}`, public: 'the default model could not be downloaded' }
+        : { ok: false, message: `the default model is ${pull.status === 'waiting' ? `being downloaded by ${pull.owner}` : pull.status}: ${describeProgress(pull)}`, public: `the default model is ${pull.status === 'waiting' ? 'being downloaded by another process' : pull.status}: ${describeProgress(pull)}` };
     }
     const healthy = names.filter((n) => health[n]!.ok);
     checks.backends = healthy.length

@@ -44,7 +44,9 @@ describe('health of OpenAI-compatible endpoints', () => {
     try {
       const ready = await fetch(`${easel.url}/ready`);
       assert.equal(ready.status, 503);
-      assert.match(((await ready.json()) as any).checks.backends.message, /no healthy backend \(local-ai: http:\/\/127\.0\.0\.1:\d+\/v1 answered 503 on \/healthz: Injected failure 503\)/);
+      assert.equal(((await ready.json()) as any).checks.backends.message, 'no backend can take work', 'which check, without internals (no key is needed for /ready)');
+      const why = (await (await easel.api('/v1/system')).json()) as any;
+      assert.match(why.backends[0].message, /http:\/\/127\.0\.0\.1:\d+\/v1 answered 503 on \/healthz: Injected failure 503/, 'admins see why in /v1/system');
       assert.ok(standin.requests.some((r) => r.method === 'GET' && r.path === '/v1/healthz'));
       assert.ok(!standin.requests.some((r) => r.path === '/v1/models'), 'the default path is not asked');
     } finally {
@@ -79,7 +81,7 @@ describe('partial_images against an endpoint that does not stream', () => {
       const job = await waitForJob(easel, ((await res.json()) as any).id);
       assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
       assert.equal(job.result.data.length, 1);
-      assert.ok(job.warnings.some((w: string) => /does not stream: it answered the streamed request with plain JSON/.test(w)), JSON.stringify(job.warnings));
+      assert.ok(job.warnings.some((w: { setting?: string; detail: string }) => w.setting === 'partial_images' && /does not stream: it answered the streamed request with plain JSON/.test(w.detail)), JSON.stringify(job.warnings));
       assert.equal(generations(easel.standin.requests), 1);
       const sent = easel.standin.requests.find((r) => r.path === '/v1/images/generations')!;
       assert.equal(sent.body?.stream, true);

@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 
 export interface Readiness {
   ready: boolean;
-  checks: Record<string, { ok: boolean; message?: string }>;
+  /** `message` goes to the logs; `public` (no internal detail) is what /ready may show anyone. */
+  checks: Record<string, { ok: boolean; message?: string; public?: string }>;
 }
 
 export async function healthRoutes(app: FastifyInstance, opts: { readiness: () => Promise<Readiness>; log: Logger }) {
@@ -16,7 +17,7 @@ export async function healthRoutes(app: FastifyInstance, opts: { readiness: () =
   app.get('/ready', async (req, reply) => {
     const r = await opts.readiness();
     if (!r.ready) opts.log.warn({ checks: r.checks, reqId: req.id }, 'not ready');
-    const checks = Object.fromEntries(Object.entries(r.checks).map(([name, c]) => [name, c.ok ? { ok: true } : { ok: false, message: PUBLIC_REASON[name] ?? 'failing' }]));
+    const checks = Object.fromEntries(Object.entries(r.checks).map(([name, c]) => [name, c.ok ? { ok: true } : { ok: false, message: c.public ?? PUBLIC_REASON[name] ?? 'failing' }]));
     return reply.status(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not_ready', checks });
   });
 }
