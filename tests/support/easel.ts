@@ -53,7 +53,8 @@ export async function startEasel(
     env: {},
     overrides: {
       dataDir,
-      server: { host: '127.0.0.1', port: 0, ...(opts.overrides?.server ?? {}) },
+      // Every JSON answer is checked against its route's declared schema: drift is a 500 and a failed test.
+      server: { host: '127.0.0.1', port: 0, validateResponses: true, ...(opts.overrides?.server ?? {}) },
       auth: { adminKey },
       logging: { level: process.env.EASEL_TEST_LOG ?? 'silent' },
       // Tests submit many requests quickly with one key: rate limits are off unless a test turns them on.
