@@ -44,6 +44,8 @@ export async function startEasel(
     dataDir?: string;
     /** Passed to the Runtime (e.g. `backendFactories` for a test backend). */
     runtime?: Omit<RuntimeOptions, 'log'>;
+    /** Called with the built runtime before it starts (its API server has not registered its routes yet). */
+    beforeStart?: (runtime: Runtime) => void;
   } = {},
 ): Promise<TestEasel> {
   const standin = opts.existingStandin ?? (await startOpenAIStandin({ strict: false, ...opts.standin }));
@@ -67,6 +69,7 @@ export async function startEasel(
     log: pino({ level: config.logging.level }),
     ...opts.runtime,
   });
+  opts.beforeStart?.(runtime);
   await runtime.start();
   const url = runtime.url ?? '';
   return {
