@@ -96,7 +96,7 @@ export function swaggerOptions(): FastifyDynamicSwaggerOptions {
           'Self-hosted image generation with the OpenAI Images API, durable async jobs, progress streams and signed webhooks.\n\n' +
           'Every error has OpenAI\'s shape (`{"error": {"message", "type", "param", "code"}}`), with `param` naming the field at fault. ' +
           'Query parameters follow the same rules as bodies: one a route does not take is refused (`unknown_parameter`), one sent twice is refused, ' +
-          'numbers are read from their text, and an empty value counts as absent.',
+          'numbers are read from their text, and an empty value counts as absent (provider webhooks ignore theirs).',
       },
       tags: TAGS.map((t) => ({ ...t })),
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An easel API key (`easel_sk_…`)' } } },

@@ -141,6 +141,10 @@ describe('query parameters are validated like bodies', () => {
     await expectError(await easel.api('/v1/images/generations?debug=1', { method: 'POST', json: { prompt: 'x' } }), 400, 'debug', 'unknown_parameter');
     await expectError(await fetch(`${easel.url}/health?probe=1`), 400, 'probe', 'unknown_parameter');
   });
+  test("provider webhooks ignore their query string (the URL may be the operator's own)", async () => {
+    const res = await fetch(`${easel.url}/hooks/providers/nope?token=abc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    await expectError(res, 404, null, 'unknown_backend');
+  });
 });
 
 describe('ids in paths', () => {

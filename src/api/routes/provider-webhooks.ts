@@ -13,7 +13,7 @@ import type { JobEventBus } from '../../events/job-events.ts';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errorResponses, json } from '../schemas/common.ts';
-import { documentedOnly, noQuery } from '../schemas/compile.ts';
+import { documentedOnly } from '../schemas/compile.ts';
 
 /** The headers a provider signs with (Standard Webhooks; fal's own). */
 const RELAYED_HEADERS = /^(webhook-|x-fal-|content-type$)/;
@@ -32,7 +32,10 @@ export async function providerWebhookRoutes(app: FastifyInstance, deps: { backen
       tags: ['webhooks'],
       security: [],
       params: z.object({ backend: z.string().describe('The easel backend the provider job belongs to') }),
-      querystring: noQuery,
+      // The one route that ignores query parameters rather than refusing them: the operator may give
+      // the provider a URL of their own (backends[].webhookUrl) with parameters easel does not know,
+      // and a refused webhook would only cost latency. The signature is what is checked.
+      querystring: z.looseObject({}).describe('Ignored'),
       // The raw bytes the provider signed: read as a buffer, verified by the backend.
       body: documentedOnly(z.unknown().describe("The provider's payload, signed (Standard Webhooks, or fal's own headers)")),
       response: { 200: json('Accepted', z.object({ ok: z.literal(true) })), ...errorResponses },
