@@ -18,6 +18,11 @@ export function asDomainError(err: FastifyError | DomainError | Error, req: Fast
   if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
     return new DomainError('invalid', `We could not parse the JSON body of your request: ${e.message}`, { code: 'invalid_json' });
   }
+  if (e.code === 'FST_ERR_BAD_URL' || e.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    const path = String(req.url ?? '').split('?')[0]!.slice(0, 200);
+    const why = e.code === 'FST_ERR_BAD_URL' ? 'it is not valid percent-encoding' : 'a path segment is longer than this server accepts';
+    return new DomainError('invalid', `The URL path '${path}' cannot be read: ${why}.`, { code: 'invalid_url' });
+  }
   if (status >= 400 && status < 500) return new DomainError('invalid', e.message, { code: 'invalid_request' });
   return new DomainError('internal', `The server had an error while processing your request (request id ${req.id}; the details are in the server's logs).`, { code: 'internal_error' });
 }

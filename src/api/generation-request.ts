@@ -18,33 +18,34 @@ export interface RequestLimits {
 export const generationBodySchema = (limits: RequestLimits) =>
   z
     .object({
-      prompt: z.string().trim().min(1, 'must not be empty').max(limits.maxPromptChars, `must be at most ${limits.maxPromptChars} characters`),
-      model: z.string().min(1).max(200).optional(),
-      n: z.number().int('must be an integer').min(1, 'must be at least 1').max(limits.maxImagesPerRequest, `must be at most ${limits.maxImagesPerRequest}`).nullish(),
-      size: z.string().nullish(),
+      prompt: z.string().trim().min(1, 'must not be empty').max(limits.maxPromptChars, `must be at most ${limits.maxPromptChars} characters`).describe('What to draw'),
+      model: z.string().min(1).max(200).optional().describe('A model name from GET /v1/models, or a routing alias (`preview`, `premium`, …); the default model when absent'),
+      n: z.number().int('must be an integer').min(1, 'must be at least 1').max(limits.maxImagesPerRequest, `must be at most ${limits.maxImagesPerRequest}`).nullish().describe('How many images (default 1)'),
+      size: z.string().nullish().describe('`WIDTHxHEIGHT` (e.g. `1024x1024`) or `auto`; the model decides which sizes it takes'),
       quality: z.enum(['standard', 'hd', 'low', 'medium', 'high', 'auto']).nullish(),
       style: z.enum(['vivid', 'natural']).nullish(),
-      response_format: z.enum(['url', 'b64_json']).nullish(),
-      output_format: z.enum(['png', 'jpeg', 'webp']).nullish(),
+      response_format: z.enum(['url', 'b64_json']).nullish().describe('`url` (an expiring link, the default) or `b64_json`'),
+      output_format: z.enum(['png', 'jpeg', 'webp']).nullish().describe("The stored image's format (default png)"),
       output_compression: z.number().int('must be an integer').min(0).max(100).nullish(),
       background: z.enum(['transparent', 'opaque', 'auto']).nullish(),
       moderation: z.enum(['low', 'auto']).nullish(),
       user: z.string().max(256).nullish(),
-      stream: z.boolean().nullish(),
-      partial_images: z.number().int().min(0).max(3).nullish(),
+      stream: z.boolean().nullish().describe("Answer with OpenAI's image event stream (partial images, then the images)"),
+      partial_images: z.number().int().min(0).max(3).nullish().describe('Partial images to stream before the final ones (backends that report them)'),
       // easel extensions
-      seed: z.number().int('must be an integer').min(0).max(2 ** 32 - 1).nullish(),
-      negative_prompt: z.string().max(limits.maxPromptChars).nullish(),
-      steps: z.number().int('must be an integer').min(1).max(500).nullish(),
-      guidance_scale: z.number().min(0).max(100).nullish(),
-      webhook_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048).nullish(),
+      seed: z.number().int('must be an integer').min(0).max(2 ** 32 - 1).nullish().describe('easel: a seed, for backends that take one'),
+      negative_prompt: z.string().max(limits.maxPromptChars).nullish().describe('easel: what not to draw, for backends that take one'),
+      steps: z.number().int('must be an integer').min(1).max(500).nullish().describe('easel: sampling steps (self-hosted backends)'),
+      guidance_scale: z.number().min(0).max(100).nullish().describe('easel: classifier-free guidance (self-hosted backends)'),
+      webhook_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048).nullish().describe('easel: called (signed, Standard Webhooks) when the job ends'),
       metadata: z
         .record(z.string().max(64), z.string().max(512, 'values must be at most 512 characters'))
         .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
-        .nullish(),
-      async: z.boolean().nullish(),
-      priority: z.enum(['high', 'normal', 'low']).nullish(),
-      provider_options: z.record(z.string(), z.unknown()).nullish(),
+        .nullish()
+        .describe('easel: up to 16 string values kept on the job and sent with its webhook'),
+      async: z.boolean().nullish().describe('easel: answer 202 with the job at once (like `Prefer: respond-async`)'),
+      priority: z.enum(['high', 'normal', 'low']).nullish().describe('easel: queue priority (default normal)'),
+      provider_options: z.record(z.string(), z.unknown()).nullish().describe("easel: options for the model's provider, checked against the model's own schema"),
     })
     .strict();
 
@@ -64,7 +65,7 @@ export interface ParsedGeneration {
 // Building a zod schema costs far more than using it (zod 4 compiles a fast path on first use), so
 // each distinct set of limits gets one, built on first use: the config never changes at runtime.
 const schemas = new Map<string, ReturnType<typeof generationBodySchema>>();
-function schemaFor(limits: RequestLimits): ReturnType<typeof generationBodySchema> {
+export function schemaFor(limits: RequestLimits): ReturnType<typeof generationBodySchema> {
   const key = `${limits.maxImagesPerRequest}/${limits.maxPromptChars}/${limits.maxPixels}`;
   let schema = schemas.get(key);
   if (!schema) {
@@ -74,14 +75,21 @@ function schemaFor(limits: RequestLimits): ReturnType<typeof generationBodySchem
   return schema;
 }
 
+/** Validates a generations-shaped body (drafts, refine, batch requests, edits' text fields), then reads it. */
 export function parseGeneration(body: unknown, limits: RequestLimits, preferAsync: boolean): ParsedGeneration {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new DomainError('invalid', 'The request body must be a JSON object.', { code: 'invalid_request' });
   }
   const parsed = schemaFor(limits).safeParse(body, { reportInput: true });
   if (!parsed.success) throw zodToDomainError(parsed.error);
-  const b = parsed.data;
+  return readGeneration(parsed.data, limits, preferAsync);
+}
 
+/**
+ * A body the schema already validated (POST /v1/images/generations: its route schema did) as the
+ * submission's terms: the checks that span fields, defaults, provider options.
+ */
+export function readGeneration(b: GenerationBody, limits: RequestLimits, preferAsync: boolean): ParsedGeneration {
   let size: ImageRequest['size'];
   if (b.size) {
     const s = parseSize(b.size);

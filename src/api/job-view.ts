@@ -7,6 +7,7 @@ import { toWarning } from '../core/job.ts';
 import { visibleJobError } from './redact.ts';
 import { formatSize } from '../core/image-request.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
+import type { RequestView } from './schemas/job.ts';
 
 export interface ImageData {
   url?: string;
@@ -24,7 +25,7 @@ export interface ImagesResponse {
 const unix = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
 
 /** The request a job carries, as the job object shows it (also the gallery's image parameters). */
-export function requestView(job: Job): Record<string, unknown> {
+export function requestView(job: Job): RequestView {
   return {
     prompt: job.request.prompt,
     n: job.request.n,

@@ -3,11 +3,14 @@
  * per route group.
  */
 import Fastify, { LogController } from 'fastify';
-import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { DomainError } from '../core/errors.ts';
 import { bodyFor, toHttp } from './http-errors.ts';
 import { asDomainError } from './fastify-errors.ts';
+import swagger from '@fastify/swagger';
+import { swaggerOptions } from './openapi.ts';
+import { checkDeclaredStatuses, emptyBody, serializerCompiler, validatorCompiler } from './schemas/compile.ts';
 import type { ApiKey, JobStore, KeyStore } from '../store/job-store.ts';
 import type { JobQueue } from '../queue/job-queue.ts';
 import type { ImageStorage } from '../storage/image-storage.ts';
@@ -104,13 +107,34 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     bodyLimit: deps.config.server.bodyLimitBytes,
     trustProxy: deps.config.server.trustProxy,
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && req.headers['x-request-id'].length <= 128 ? req.headers['x-request-id'] : `req_${ulid()}`),
-    routerOptions: { ignoreTrailingSlash: true },
+    // Ids longer than Fastify's default (100) still reach their route, whose schema answers 404.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1000 },
+    // A URL Fastify cannot route (bad percent-encoding, a path segment over the limit) is answered in
+    // OpenAI's shape too; it is refused before any key is checked, as nothing was asked of the API.
+    frameworkErrors: (err, req, reply) => {
+      const http = toHttp(asDomainError(err, req, deps.config.server.bodyLimitBytes));
+      return (reply as FastifyReply).status(http.status).headers(http.headers).header('x-request-id', req.id).send(http.body);
+    },
   });
+  // Every route declares zod schemas: they validate requests (OpenAI-shaped 400s) and make the
+  // OpenAPI document; answers are sent without re-checking them unless a test asks (schemas/compile.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler(deps.config.server.validateResponses));
+  if (deps.config.server.validateResponses) checkDeclaredStatuses(app);
+  app.register(swagger, swaggerOptions());
   const views = new JobViews(deps.storage, deps.config.storage.urlTtlSeconds, jobExtras(deps.jobCosts, deps.budgets.ledger));
 
   app.decorateRequest('apiKey', null as unknown as ApiKey);
   // JSON only (multipart joins for uploads); anything else is a clear 415.
   app.removeContentTypeParser('text/plain');
+  // An action without a body (`/cancel`, `/retry`, `/revoke`) sent as `application/json` with nothing
+  // in it reads as `{}`, as OpenAI's own action endpoints take it; elsewhere an empty body is bad JSON.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '' && req.routeOptions.schema?.body === emptyBody) return done(null, {});
+    return parseJson(req, body as string, done);
+  });
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });

@@ -54,6 +54,12 @@ export const configSchema = z
         /** How long a synchronous request waits for its job before answering with the job id. */
         syncTimeoutSeconds: seconds(300),
         trustProxy: z.boolean().default(false),
+        /**
+         * Tests: check every JSON answer against the schema its route declares (unknown keys and
+         * undeclared statuses included) and answer 500 on drift. Off in production: answers are
+         * sent without being re-checked.
+         */
+        validateResponses: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

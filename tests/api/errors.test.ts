@@ -112,3 +112,81 @@ describe('malformed requests', () => {
     await expectError(res, 403, null);
   });
 });
+
+describe('query parameters are validated like bodies', () => {
+  test('a single-valued parameter sent twice → 400 naming it (it was a 500)', async () => {
+    const err = await expectError(await easel.api('/v1/images?prompt=a&prompt=b'), 400, 'prompt', 'invalid_type');
+    assert.match(err.message, /send it once/);
+    await expectError(await easel.api('/v1/images/batches?after=x&after=y'), 400, 'after', 'invalid_type');
+    await expectError(await easel.api('/v1/images/jobs?limit=5&limit=6'), 400, 'limit', 'invalid_type');
+  });
+  test('numbers are read from their text, with a 400 that says what was expected', async () => {
+    const err = await expectError(await easel.api('/v1/images/jobs?limit=abc'), 400, 'limit', 'invalid_type');
+    assert.match(err.message, /expected a number, got a string \("abc"\)/);
+    await expectError(await easel.api('/v1/images/jobs?limit=1.5'), 400, 'limit');
+    await expectError(await easel.api('/v1/images/batches/batch_01ARZ3NDEKTSV4RRFFQ69G5FAV/results?after=-2'), 400, 'after');
+    await expectError(await easel.api('/v1/images?created_after=yesterday'), 400, 'created_after');
+    await expectError(await easel.api('/v1/usage/report?days=0'), 400, 'days');
+    const ok = await easel.api('/v1/images/jobs?limit=2');
+    assert.equal(ok.status, 200);
+    assert.ok(((await ok.json()) as any).data.length <= 2);
+  });
+  test('an empty value counts as absent', async () => {
+    assert.equal((await easel.api('/v1/images/jobs?limit=&status=')).status, 200);
+    assert.equal((await easel.api('/v1/images?created_after=&prompt=')).status, 200);
+  });
+  test('a parameter the route does not take → 400 unknown_parameter, whether it takes others or none', async () => {
+    await expectError(await easel.api('/v1/images/jobs?colour=red'), 400, 'colour', 'unknown_parameter');
+    await expectError(await easel.api('/v1/models?x=1'), 400, 'x', 'unknown_parameter');
+    await expectError(await easel.api('/v1/images/generations?debug=1', { method: 'POST', json: { prompt: 'x' } }), 400, 'debug', 'unknown_parameter');
+    await expectError(await fetch(`${easel.url}/health?probe=1`), 400, 'probe', 'unknown_parameter');
+  });
+  test("provider webhooks ignore their query string (the URL may be the operator's own)", async () => {
+    const res = await fetch(`${easel.url}/hooks/providers/nope?token=abc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    await expectError(res, 404, null, 'unknown_backend');
+  });
+});
+
+describe('ids in paths', () => {
+  test('an id that cannot exist is a 404 for that thing, before anything is looked up', async () => {
+    await expectError(await easel.api('/v1/images/jobs/abc'), 404, 'id', 'job_not_found');
+    await expectError(await easel.api('/v1/images/jobs/abc/events'), 404, 'id', 'job_not_found');
+    await expectError(await easel.api('/v1/images/jobs/abc/cancel', { method: 'POST' }), 404, 'id', 'job_not_found');
+    await expectError(await easel.api('/v1/images/jobs/job_%00/retry', { method: 'POST' }), 404, 'id', 'job_not_found');
+    await expectError(await easel.api(`/v1/images/jobs/job_${'x'.repeat(300)}`), 404, 'id', 'job_not_found');
+    await expectError(await easel.api('/v1/images/batches/nope'), 404, 'id', 'batch_not_found');
+    await expectError(await easel.api('/v1/keys/nope/revoke', { method: 'POST' }), 404, 'id', 'key_not_found');
+  });
+  test('a URL that is not valid percent-encoding → 400 in the same shape, with a request id', async () => {
+    for (const path of ['/v1/images/jobs/%zz', '/files/%zz']) {
+      const res = await fetch(`${easel.url}${path}`);
+      const err = await expectError(res, 400, null, 'invalid_url');
+      assert.match(err.message, /percent-encoding/);
+      assert.ok(res.headers.get('x-request-id'));
+    }
+  });
+});
+
+describe('actions that take no body', () => {
+  let jobId: string;
+  before(async () => {
+    const res = await gen({ prompt: 'a finished job', model: 'test-model' });
+    assert.equal(res.status, 200);
+    jobId = res.headers.get('x-easel-job-id')!;
+  });
+  const emptyJson = { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' };
+
+  test('an empty application/json body reads as {} (it was 400 invalid_json)', async () => {
+    await expectError(await easel.api(`/v1/images/jobs/${jobId}/cancel`, emptyJson), 409, null, 'job_already_finished');
+    await expectError(await easel.api(`/v1/images/jobs/${jobId}/retry`, emptyJson), 409, null, 'job_not_retryable');
+    await expectError(await easel.api('/v1/keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV/revoke', emptyJson), 404, 'id', 'key_not_found');
+  });
+  test('so do no body and {}; a field they do not take is refused', async () => {
+    await expectError(await easel.api(`/v1/images/jobs/${jobId}/cancel`, { method: 'POST' }), 409, null, 'job_already_finished');
+    await expectError(await easel.api(`/v1/images/jobs/${jobId}/cancel`, { method: 'POST', json: {} }), 409, null, 'job_already_finished');
+    await expectError(await easel.api(`/v1/images/jobs/${jobId}/cancel`, { method: 'POST', json: { reason: 'x' } }), 400, 'reason', 'unknown_parameter');
+  });
+  test('an empty body on a route that takes one is still bad JSON', async () => {
+    await expectError(await easel.api('/v1/keys', emptyJson), 400, null, 'invalid_json');
+  });
+});

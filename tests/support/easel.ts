@@ -46,6 +46,8 @@ export async function startEasel(
     runtime?: Omit<RuntimeOptions, 'log'>;
     /** The runtime's logger (default: pino at EASEL_TEST_LOG, else silent). */
     log?: RuntimeOptions['log'];
+    /** Called with the built runtime before it starts (its API server has not registered its routes yet). */
+    beforeStart?: (runtime: Runtime) => void;
   } = {},
 ): Promise<TestEasel> {
   const standin = opts.existingStandin ?? (await startOpenAIStandin({ strict: false, ...opts.standin }));
@@ -55,7 +57,8 @@ export async function startEasel(
     env: {},
     overrides: {
       dataDir,
-      server: { host: '127.0.0.1', port: 0, ...(opts.overrides?.server ?? {}) },
+      // Every JSON answer is checked against its route's declared schema: drift is a 500 and a failed test.
+      server: { host: '127.0.0.1', port: 0, validateResponses: true, ...(opts.overrides?.server ?? {}) },
       auth: { adminKey },
       logging: { level: process.env.EASEL_TEST_LOG ?? 'silent' },
       // Tests submit many requests quickly with one key: rate limits are off unless a test turns them on.
@@ -68,6 +71,7 @@ export async function startEasel(
     log: opts.log ?? pino({ level: config.logging.level }),
     ...opts.runtime,
   });
+  opts.beforeStart?.(runtime);
   await runtime.start();
   const url = runtime.url ?? '';
   return {

@@ -17,7 +17,12 @@ import type { FastifyInstance } from 'fastify';
 import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
 import { PRIORITIES } from '../../core/job.ts';
 import type { Priority } from '../../core/job.ts';
-import { parseGeneration } from '../generation-request.ts';
+import { parseGeneration, schemaFor } from '../generation-request.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { BATCH_ID, errorResponses, json, queryInt, queryString, submissionHeaders } from '../schemas/common.ts';
+import { documentedOnly, emptyBody, idParam, noQuery } from '../schemas/compile.ts';
+import { imagesResponseSchema } from '../schemas/job.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import { idempotencyKeyOf } from '../idempotency.ts';
@@ -118,8 +123,82 @@ export function itemCommand(body: ItemBody, batch: { priority: Priority }): Subm
   return { entry: 'batch', kind: 'generation', model: body.model, request: body.request, priority: batch.priority, webhookUrl: body.webhookUrl, metadata: body.metadata, cachePolicy: body.cache };
 }
 
+const batchSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('image.batch'),
+    status: z.enum(['in_progress', 'canceled', 'completed']),
+    priority: z.enum(PRIORITIES),
+    total: z.int().describe('Requests in the batch'),
+    counts: z.object({ pending: z.int(), queued: z.int(), running: z.int(), succeeded: z.int(), failed: z.int(), canceled: z.int() }),
+    progress: z.number().min(0).max(1).describe('Share of requests that ended'),
+    cost_usd: z.number().describe('Spent so far'),
+    hourly_spend_cap_usd: z.number().nullable(),
+    metadata: z.record(z.string(), z.string()).nullable(),
+    created_at: z.int(),
+    completed_at: z.int().nullable(),
+    canceled_at: z.int().nullable(),
+    results_url: z.string(),
+  })
+  .meta({ id: 'Batch', description: 'A batch: counts by status, progress, cost so far' });
+
+const resultsSchema = z.object({
+  object: z.literal('list'),
+  data: z.array(
+    z.object({
+      index: z.int(),
+      custom_id: z.string().nullable(),
+      status: z.enum(['pending', 'queued', 'running', 'succeeded', 'failed', 'canceled']),
+      job_id: z.string().nullable(),
+      cost_usd: z.number().nullable(),
+      data: imagesResponseSchema.shape.data.nullable().describe('The images, once the request succeeded'),
+      error: z.object({ message: z.string(), code: z.string() }).nullable(),
+    }),
+  ),
+  has_more: z.boolean(),
+  last_index: z.int().nullable().describe('Pass as `after` for the next page'),
+});
+
+/** The options, in the JSON object or (for JSONL and JSON-array uploads) the query string. */
+const optionFields = {
+  hourly_spend_cap_usd: z.number().positive().optional().describe('Requests are started no faster than this spend per hour allows'),
+  priority: z.enum(PRIORITIES).optional().describe(`Queue priority of the batch's jobs`),
+  metadata: z.record(z.string(), z.string()).optional().describe('Up to 16 string values, the default metadata of every request'),
+  model: z.string().optional().describe('The model of requests that name none'),
+  cache: z.enum(CACHE_POLICIES as [CachePolicy, ...CachePolicy[]]).optional().describe('The image cache policy of requests that set none (default auto)'),
+};
+
+function batchBodySchemas(limits: ApiDeps['config']['limits']) {
+  const item = schemaFor(limits)
+    .extend({
+      custom_id: z.string().max(128).optional().describe('Your id for the request, unique in the batch'),
+      cache: optionFields.cache,
+    })
+    .describe('A generations body, plus `custom_id` and `cache`; an OpenAI Batch line (`{custom_id, method, url, body}`) is read too');
+  return {
+    // Documentation only: the handler reads all three forms and validates each request once.
+    content: {
+      'application/json': { schema: documentedOnly(z.union([z.object({ requests: z.array(item), ...optionFields }).strict(), z.array(item)])) },
+      'application/jsonl': { schema: documentedOnly(z.string().describe('One request per line (also application/x-ndjson); options in the query string')) },
+    },
+  };
+}
+
+const uploadQuery = z
+  .object({
+    hourly_spend_cap_usd: queryString('For JSONL or JSON-array uploads: see the body field', 32),
+    priority: queryString('For JSONL or JSON-array uploads: see the body field', 16),
+    metadata: queryString('For JSONL or JSON-array uploads: the metadata as JSON text', 8192),
+    model: queryString('For JSONL or JSON-array uploads: see the body field', 200),
+    cache: queryString('For JSONL or JSON-array uploads: see the body field', 16),
+  })
+  .strict();
+
+const batchParams = z.object({ id: idParam('batch', BATCH_ID, 'batch_not_found', 'The batch id (`batch_…`)') });
+
 export async function batchRoutes(app: FastifyInstance, deps: Deps) {
   const { batches } = deps;
+  const r = app.withTypeProvider<ZodTypeProvider>();
   // JSONL uploads are read as text here only.
   app.addContentTypeParser(JSONL_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
@@ -128,7 +207,7 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     const done = c.succeeded + c.failed + c.canceled;
     return {
       id: b.id,
-      object: 'image.batch',
+      object: 'image.batch' as const,
       status: b.status,
       priority: b.priority,
       total: b.total,
@@ -150,7 +229,19 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     return b;
   };
 
-  app.post<{ Querystring: Record<string, string | undefined> }>('/images/batches', { config: { limitGroup: 'batches' } }, async (req, reply) => {
+  r.post('/images/batches', {
+    config: { limitGroup: 'batches' },
+    schema: {
+      summary: 'Many generation requests at once: a JSON object with `requests`, a JSON array of requests, or JSONL',
+      description: `Every request is validated up front (a 400 names \`requests[i].field\`); the workers start them within the batch's spend cap. At most ${deps.config.batches.maxRequests} requests.`,
+      operationId: 'createBatch',
+      tags: ['batches'],
+      body: batchBodySchemas(deps.config.limits),
+      querystring: uploadQuery,
+      headers: documentedOnly(submissionHeaders.pick({ 'idempotency-key': true })),
+      response: { 201: json('The batch, created', batchSchema), 200: json('The batch an earlier request with the same Idempotency-Key created', batchSchema), ...errorResponses },
+    },
+  }, async (req, reply) => {
     const idem = idempotencyKeyOf(req);
     const defaults = { priority: deps.config.batches.defaultPriority };
     let rawItems: unknown[];
@@ -245,22 +336,50 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
     return reply.status(201).header('location', `${deps.publicUrl()}/v1/images/batches/${batch.id}`).send(await view(batch));
   });
 
-  app.get<{ Querystring: Record<string, string | undefined> }>('/images/batches', { config: { limitGroup: 'reads' } }, async (req) => {
-    const limit = req.query.limit === undefined ? 20 : Number(req.query.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 100.");
-    const page = await batches.list(req.apiKey.id, limit, req.query.after);
-    return { object: 'list', data: await Promise.all(page.batches.map(view)), has_more: page.hasMore, last_id: page.batches.at(-1)?.id ?? null };
+  r.get('/images/batches', {
+    config: { limitGroup: 'reads' },
+    schema: {
+      summary: "The key's batches, newest first",
+      operationId: 'listBatches',
+      tags: ['batches'],
+      querystring: z
+        .object({
+          limit: queryInt(1, 100, 20, 'Page size (default 20)'),
+          after: z.string().regex(BATCH_ID, 'expected a batch id').optional().describe('The last id of the previous page'),
+        })
+        .strict(),
+      response: { 200: json('A page of batches', z.object({ object: z.literal('list'), data: z.array(batchSchema), has_more: z.boolean(), last_id: z.string().nullable() })), ...errorResponses },
+    },
+  }, async (req) => {
+    const page = await batches.list(req.apiKey.id, req.query.limit, req.query.after);
+    return { object: 'list' as const, data: await Promise.all(page.batches.map(view)), has_more: page.hasMore, last_id: page.batches.at(-1)?.id ?? null };
   });
 
-  app.get<{ Params: { id: string } }>('/images/batches/:id', { config: { limitGroup: 'reads' } }, async (req) => view(await own(req.params.id, req.apiKey.id)));
+  r.get('/images/batches/:id', {
+    config: { limitGroup: 'reads' },
+    schema: { summary: 'A batch: counts by status, progress, cost so far', operationId: 'getBatch', tags: ['batches'], params: batchParams, querystring: noQuery, response: { 200: json('The batch', batchSchema), ...errorResponses } },
+  }, async (req) => view(await own(req.params.id, req.apiKey.id)));
 
-  app.get<{ Params: { id: string }; Querystring: Record<string, string | undefined> }>('/images/batches/:id/results', { config: { limitGroup: 'reads' } }, async (req) => {
+  r.get('/images/batches/:id/results', {
+    config: { limitGroup: 'reads' },
+    schema: {
+      summary: 'Per request: status, job, images or error (by index)',
+      operationId: 'listBatchResults',
+      tags: ['batches'],
+      params: batchParams,
+      querystring: z
+        .object({
+          limit: queryInt(1, 500, 100, 'Page size (default 100)'),
+          after: z
+            .preprocess((v) => (v === '' ? undefined : typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? Number(v) : v), z.int().min(-1, 'expected the index of the last result of the previous page').default(-1))
+            .describe('`last_index` of the previous page'),
+        })
+        .strict(),
+      response: { 200: json('A page of results', resultsSchema), ...errorResponses },
+    },
+  }, async (req) => {
     const b = await own(req.params.id, req.apiKey.id);
-    const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 500.");
-    const after = req.query.after === undefined ? -1 : Number(req.query.after);
-    if (!Number.isInteger(after) || after < -1) throw invalidParam('after', "Invalid value for 'after': expected the index of the last result of the previous page.");
-    const page = await batches.results(b.id, after, limit);
+    const page = await batches.results(b.id, req.query.after, req.query.limit);
     const data = await Promise.all(
       page.items.map(async (it) => {
         let images = null;
@@ -268,13 +387,25 @@ export async function batchRoutes(app: FastifyInstance, deps: Deps) {
           const job = await deps.store.getJob(it.jobId);
           if (job) images = (await deps.views.imagesResponse(job, await deps.store.listImagesForJob(job.id))).data;
         }
-        return { index: it.index, custom_id: it.customId, status: it.status, job_id: it.jobId, cost_usd: it.costUsd, data: images, error: it.error ? visibleJobError(it.error, it.jobId ?? b.id, req.apiKey.admin) : null };
+        // results() reads a claimed request as pending and a submitted one as its job's status.
+        return { index: it.index, custom_id: it.customId, status: it.status as Exclude<typeof it.status, 'claimed' | 'submitted'>, job_id: it.jobId, cost_usd: it.costUsd, data: images, error: it.error ? visibleJobError(it.error, it.jobId ?? b.id, req.apiKey.admin) : null };
       }),
     );
-    return { object: 'list', data, has_more: page.hasMore, last_index: page.items.at(-1)?.index ?? null };
+    return { object: 'list' as const, data, has_more: page.hasMore, last_index: page.items.at(-1)?.index ?? null };
   });
 
-  app.post<{ Params: { id: string } }>('/images/batches/:id/cancel', { config: { limitGroup: 'reads' } }, async (req) => {
+  r.post('/images/batches/:id/cancel', {
+    config: { limitGroup: 'reads' },
+    schema: {
+      summary: 'Cancel what has not finished: waiting requests are dropped, queued jobs canceled, running ones asked to stop',
+      operationId: 'cancelBatch',
+      tags: ['batches'],
+      params: batchParams,
+      querystring: noQuery,
+      body: emptyBody,
+      response: { 200: json('The batch', batchSchema), ...errorResponses },
+    },
+  }, async (req) => {
     const b = await own(req.params.id, req.apiKey.id);
     if (b.status === 'completed') throw new DomainError('conflict', `Batch ${b.id} already completed.`, { code: 'batch_already_finished' });
     const active = await batches.cancel(b.id);

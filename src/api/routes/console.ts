@@ -87,12 +87,15 @@ export async function consoleRoutes(app: FastifyInstance, opts: { dir?: string }
     return reply.status(503).header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').send(NOT_BUILT);
   };
 
-  app.get('/', page);
-  app.get<{ Params: { '*': string } }>('/assets/*', async (req, reply) => {
+  // The console's pages and files are not API operations: left out of the OpenAPI document, and their
+  // query strings are the page's own (the gallery keeps its filters there).
+  const hidden = { schema: { hide: true } };
+  app.get('/', hidden, page);
+  app.get<{ Params: { '*': string } }>('/assets/*', hidden, async (req, reply) => {
     if (await sendFile(reply, join('assets', req.params['*']), 'public, max-age=31536000, immutable')) return reply;
     return reply.callNotFound();
   });
-  app.get<{ Params: { '*': string } }>('/*', async (req, reply) => {
+  app.get<{ Params: { '*': string } }>('/*', hidden, async (req, reply) => {
     const path = '/' + req.params['*'];
     if (NOT_CONSOLE.test(path)) return reply.callNotFound();
     // A file at the top of dist (favicon, manifest).

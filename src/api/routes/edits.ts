@@ -17,7 +17,10 @@ import { DomainError, invalidParam } from '../../core/errors.ts';
 import type { JobKind } from '../../core/job.ts';
 import { z } from 'zod';
 import { generationBodySchema, parseGeneration } from '../generation-request.ts';
-import type { MultipartOperation } from '../openapi.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { documentedOnly, noQuery } from '../schemas/compile.ts';
+import { submissionHeaders } from '../schemas/common.ts';
+import { submissionResponses } from '../schemas/job.ts';
 import type { ParsedGeneration } from '../generation-request.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
@@ -146,30 +149,37 @@ export async function editRoutes(app: FastifyInstance, deps: Deps) {
     done(new DomainError('unsupported_media', `Unsupported Content-Type "${String(req.headers['content-type'] ?? '').slice(0, 100)}"; this endpoint takes multipart/form-data.`, { code: 'unsupported_media_type' }), undefined);
   });
 
-  app.post('/images/edits', { config: { limitGroup: 'generations' } }, (req, reply) => handle('edit', deps, limits, req, reply));
-  app.post('/images/variations', { config: { limitGroup: 'generations' } }, (req, reply) => handle('variation', deps, limits, req, reply));
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const forms = formSchemas(deps.config.limits);
+  const common = { querystring: noQuery, headers: documentedOnly(submissionHeaders), consumes: ['multipart/form-data'], response: submissionResponses };
+  r.post('/images/edits', {
+    config: { limitGroup: 'generations' },
+    schema: { summary: 'Edit images with a prompt, optionally inside a mask (OpenAI-compatible, multipart)', operationId: 'createImageEdit', tags: ['images'], body: forms.edit, ...common },
+  }, (req, reply) => handle('edit', deps, limits, req, reply));
+  r.post('/images/variations', {
+    config: { limitGroup: 'generations' },
+    schema: { summary: 'Variations of one image (OpenAI-compatible, multipart)', operationId: 'createImageVariation', tags: ['images'], body: forms.variation, ...common },
+  }, (req, reply) => handle('variation', deps, limits, req, reply));
 }
 
-/** The multipart operations for the OpenAPI document, from the same field lists and schema. */
-export function editOperations(limits: ApiDeps['config']['limits']): MultipartOperation[] {
+const file = (description: string) => z.string().meta({ format: 'binary' }).describe(description);
+
+/**
+ * The forms for the document, from the same field lists and the generations schema. Documentation
+ * only: the handler reads the multipart body itself (readUploadForm, then parseImageForm).
+ */
+function formSchemas(limits: ApiDeps['config']['limits']) {
   const base = generationBodySchema(limits);
-  const pick = (names: ReadonlySet<string>) => base.pick(Object.fromEntries([...names].filter((n) => n in base.shape).map((n) => [n, true])) as any);
-  return [
-    {
-      path: '/v1/images/edits',
-      summary: 'Edit images with a prompt, optionally inside a mask (OpenAI-compatible, multipart)',
-      schema: pick(FIELDS.edit).extend({ input_fidelity: z.enum(['high', 'low']).optional() }),
-      fileFields: [
-        { name: 'image', required: false, description: 'One PNG, JPEG or WebP image' },
-        { name: 'image[]', required: false, multiple: true, description: 'Several images (what the openai SDK sends for an array)' },
-        { name: 'mask', required: false, description: 'PNG with alpha; transparent pixels mark where to edit; same size as the first image' },
-      ],
-    },
-    {
-      path: '/v1/images/variations',
-      summary: 'Variations of one image (OpenAI-compatible, multipart)',
-      schema: pick(FIELDS.variation),
-      fileFields: [{ name: 'image', required: true, description: 'One PNG, JPEG or WebP image' }],
-    },
-  ];
+  const pick = (names: ReadonlySet<string>) => base.pick(Object.fromEntries([...names].filter((n) => n in base.shape).map((n) => [n, true])) as any) as z.ZodObject;
+  return {
+    edit: documentedOnly(
+      pick(FIELDS.edit).extend({
+        input_fidelity: z.enum(['high', 'low']).optional().describe("How closely the output keeps the input's details (models that take it)"),
+        image: file('One PNG, JPEG or WebP image').optional(),
+        'image[]': z.array(file('An image')).optional().describe('Several images (what the openai SDK sends for an array)'),
+        mask: file('PNG with alpha; transparent pixels mark where to edit; same size as the first image').optional(),
+      }),
+    ),
+    variation: documentedOnly(pick(FIELDS.variation).extend({ image: file('One PNG, JPEG or WebP image') })),
+  };
 }

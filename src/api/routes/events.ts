@@ -39,6 +39,11 @@ import { SSE_HEADERS, sseComment, sseEvent, sseRetry } from '../../events/sse.ts
 import { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 import { jobExtras } from '../job-extras.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses } from '../schemas/common.ts';
+import { documentedOnly } from '../schemas/compile.ts';
+import { jobParams } from './jobs.ts';
 
 /** Stream timings; tests shorten them. */
 export const streamTiming = {
@@ -233,7 +238,24 @@ export async function eventRoutes(app: FastifyInstance, deps: ApiDeps) {
     for (const s of [...open]) s.end();
   });
 
-  app.get<{ Params: { id: string }; Querystring: { last_event_id?: string } }>('/images/jobs/:id/events', async (req, reply) => {
+  app.withTypeProvider<ZodTypeProvider>().get('/images/jobs/:id/events', {
+    schema: {
+      summary: "Server-Sent Events of the job's status, progress and partial images until it ends (`Last-Event-ID` resumes)",
+      description:
+        'Events: `status` (data: the job object), `progress` (`{id, progress}`), `partial_image` (`{id, index, partial_image_index, b64_json, media_type}`) and a final `done` (`{id, status}`). ' +
+        'Ids are numbers that only grow through the job, so a client reconnecting with `Last-Event-ID` gets exactly the events after the last one it saw; a `: ping` comment keeps idle streams open.',
+      operationId: 'jobEvents',
+      tags: ['jobs'],
+      params: jobParams,
+      querystring: z.object({ last_event_id: z.string().max(64).optional().describe('The same as the `Last-Event-ID` header, for clients that cannot set it') }).strict(),
+      headers: documentedOnly(z.object({ 'last-event-id': z.string().optional().describe('The id of the last event seen: the stream resumes after it') })),
+      response: {
+        200: { description: 'An event stream', content: { 'text/event-stream': { schema: z.string().describe('Server-Sent Events') } } },
+        204: z.undefined().describe('The client already saw the terminal event: nothing more will come (an EventSource stops reconnecting)'),
+        ...errorResponses,
+      },
+    },
+  }, async (req, reply) => {
     const jobId = req.params.id;
     const header = req.headers['last-event-id'];
     const lastId = parseLastEventId(header !== undefined ? header : req.query.last_event_id);

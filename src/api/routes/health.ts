@@ -5,6 +5,10 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses, json } from '../schemas/common.ts';
+import { noQuery } from '../schemas/compile.ts';
 
 export interface Readiness {
   ready: boolean;
@@ -12,13 +16,37 @@ export interface Readiness {
   checks: Record<string, { ok: boolean; message?: string; public?: string }>;
 }
 
+const readinessSchema = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  checks: z.record(z.string(), z.object({ ok: z.boolean(), message: z.string().optional() })).describe('database, queue, storage, disk, backends, capacity, model: which check fails, never why in detail'),
+});
+
 export async function healthRoutes(app: FastifyInstance, opts: { readiness: () => Promise<Readiness>; log: Logger }) {
-  app.get('/health', async () => ({ status: 'ok' }));
-  app.get('/ready', async (req, reply) => {
-    const r = await opts.readiness();
-    if (!r.ready) opts.log.warn({ checks: r.checks, reqId: req.id }, 'not ready');
-    const checks = Object.fromEntries(Object.entries(r.checks).map(([name, c]) => [name, c.ok ? { ok: true } : { ok: false, message: c.public ?? PUBLIC_REASON[name] ?? 'failing' }]));
-    return reply.status(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not_ready', checks });
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  r.get('/health', {
+    schema: {
+      summary: 'Liveness: the process is up',
+      operationId: 'health',
+      tags: ['service'],
+      security: [],
+      querystring: noQuery,
+      response: { 200: json('Alive', z.object({ status: z.literal('ok') })), ...errorResponses },
+    },
+  }, async () => ({ status: 'ok' as const }));
+  r.get('/ready', {
+    schema: {
+      summary: 'Readiness: database, queue, storage, disk and a healthy backend',
+      operationId: 'ready',
+      tags: ['service'],
+      security: [],
+      querystring: noQuery,
+      response: { 200: json('Ready', readinessSchema), 503: json('Not ready; `checks` says which check fails (why is in the logs, and in /v1/system for admin keys)', readinessSchema), ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const ready = await opts.readiness();
+    if (!ready.ready) opts.log.warn({ checks: ready.checks, reqId: req.id }, 'not ready');
+    const checks = Object.fromEntries(Object.entries(ready.checks).map(([name, c]) => [name, c.ok ? { ok: true } : { ok: false, message: c.public ?? PUBLIC_REASON[name] ?? 'failing' }]));
+    return reply.status(ready.ready ? 200 : 503).send({ status: ready.ready ? 'ready' : 'not_ready', checks });
   });
 }
 

@@ -11,12 +11,51 @@
  * expiring links like the ones in job results.
  */
 import type { FastifyInstance } from 'fastify';
-import { invalidParam } from '../../core/errors.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { IMAGE_ID, errorResponses, json, listOf, queryInt, queryNumber, queryString } from '../schemas/common.ts';
+import { requestViewSchema } from '../schemas/job.ts';
 import type { Job, StoredImage } from '../../core/job.ts';
 import { requestView } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
 
 const unix = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
+
+const unixTime = (what: string) => queryNumber((n) => n.min(0, 'expected a Unix time in seconds'), what);
+
+const listQuery = z
+  .object({
+    limit: queryInt(1, 100, 30, 'Page size (default 30)'),
+    after: z.string().regex(IMAGE_ID, 'expected an image id').optional().describe('The last id of the previous page'),
+    model: queryString('Only images of this public model name', 200),
+    prompt: queryString('Only images whose prompt contains this text', 1000),
+    created_after: unixTime('Only images created at or after this Unix time (seconds)'),
+    created_before: unixTime('Only images created before this Unix time (seconds)'),
+  })
+  .strict();
+
+const imageSchema = z.object({
+  id: z.string(),
+  object: z.literal('image'),
+  job_id: z.string(),
+  index: z.int(),
+  url: z.string().describe('Signed, expiring link to the image'),
+  thumbnail_url: z.string().describe('Its WebP thumbnail (the image itself when none was stored)'),
+  width: z.int(),
+  height: z.int(),
+  media_type: z.string(),
+  bytes: z.int(),
+  created_at: z.int().nullable(),
+  kind: z.enum(['generation', 'edit', 'variation']),
+  model: z.string(),
+  backend: z.string().nullable(),
+  prompt: z.string(),
+  revised_prompt: z.string().nullable(),
+  request: requestViewSchema,
+  metadata: z.record(z.string(), z.string()).nullable(),
+  cost_usd: z.number().nullable().describe("The image's share of its job's cost"),
+  job_cost_usd: z.number().nullable(),
+});
 
 export async function imageListRoutes(app: FastifyInstance, deps: ApiDeps) {
   const ttl = deps.config.storage.urlTtlSeconds;
@@ -29,7 +68,7 @@ export async function imageListRoutes(app: FastifyInstance, deps: ApiDeps) {
     const count = job.result?.images.length || job.request.n || 1;
     return {
       id: image.id,
-      object: 'image',
+      object: 'image' as const,
       job_id: image.jobId,
       index: image.index,
       url,
@@ -51,30 +90,27 @@ export async function imageListRoutes(app: FastifyInstance, deps: ApiDeps) {
     };
   };
 
-  app.get<{ Querystring: Record<string, string | undefined> }>('/images', async (req) => {
+  app.withTypeProvider<ZodTypeProvider>().get('/images', {
+    schema: {
+      summary: "The key's stored images, newest job first, with their job, parameters, backend and cost",
+      operationId: 'listImages',
+      tags: ['images'],
+      querystring: listQuery,
+      response: { 200: json('A page of images', listOf(imageSchema)), ...errorResponses },
+    },
+  }, async (req) => {
     const q = req.query;
-    const limit = q.limit === undefined ? 30 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 100.");
-    if (q.after !== undefined && !/^img_[0-9A-Z]{26}$/.test(q.after)) throw invalidParam('after', "Invalid value for 'after': expected an image id.");
-    if (q.prompt !== undefined && q.prompt.length > 1000) throw invalidParam('prompt', "Invalid value for 'prompt': at most 1000 characters.");
-    if (q.model !== undefined && q.model.length > 200) throw invalidParam('model', "Invalid value for 'model': at most 200 characters.");
-    const time = (name: 'created_after' | 'created_before'): number | undefined => {
-      const v = q[name];
-      if (v === undefined || v === '') return undefined;
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw invalidParam(name, `Invalid value for '${name}': expected a Unix time in seconds.`);
-      return Math.round(n * 1000);
-    };
+    const ms = (s: number | undefined) => (s === undefined ? undefined : Math.round(s * 1000));
     const page = await deps.store.listImages({
       keyId: req.apiKey.id,
-      limit,
+      limit: q.limit,
       after: q.after,
-      model: q.model || undefined,
+      model: q.model,
       prompt: q.prompt?.trim() || undefined,
-      createdFrom: time('created_after'),
-      createdTo: time('created_before'),
+      createdFrom: ms(q.created_after),
+      createdTo: ms(q.created_before),
     });
     const data = await Promise.all(page.items.map(({ image, job }) => view(image, job)));
-    return { object: 'list', data, has_more: page.hasMore, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null };
+    return { object: 'list' as const, data, has_more: page.hasMore, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null };
   });
 }

@@ -1,6 +1,10 @@
 /** POST /v1/images/generations: parse, submit, answer (sync, async, or an event stream). */
 import type { FastifyInstance } from 'fastify';
-import { parseGeneration } from '../generation-request.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { readGeneration, schemaFor } from '../generation-request.ts';
+import { documentedOnly, noQuery } from '../schemas/compile.ts';
+import { submissionHeaders } from '../schemas/common.ts';
+import { submissionResponses } from '../schemas/job.ts';
 import type { ParsedGeneration } from '../generation-request.ts';
 import { idempotencyKeyOf } from '../idempotency.ts';
 import { parseCachePolicy } from '../cache-header.ts';
@@ -26,8 +30,21 @@ export function commandOf(req: FastifyRequest, entry: Entry, kind: JobKind, pars
 }
 
 export async function imageRoutes(app: FastifyInstance, deps: AnswerDeps) {
-  app.post('/images/generations', { config: { limitGroup: 'generations' } }, async (req, reply) => {
-    const parsed = parseGeneration(req.body, deps.config.limits, prefersAsync(req));
+  const limits = deps.config.limits;
+  app.withTypeProvider<ZodTypeProvider>().post('/images/generations', {
+    config: { limitGroup: 'generations' },
+    schema: {
+      summary: 'Create images from a prompt (OpenAI-compatible)',
+      operationId: 'createImage',
+      tags: ['images'],
+      // The route schema is the one validation of the body; readGeneration checks what spans fields.
+      body: schemaFor(limits),
+      querystring: noQuery,
+      headers: documentedOnly(submissionHeaders),
+      response: submissionResponses,
+    },
+  }, async (req, reply) => {
+    const parsed = readGeneration(req.body, limits, prefersAsync(req));
     return submitAndAnswer(deps, req, reply, commandOf(req, 'generations', 'generation', parsed), parsed);
   });
 }

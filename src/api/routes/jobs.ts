@@ -1,12 +1,28 @@
 /** The async job API: fetch, list (cursor pagination, status filter) and cancel a key's jobs. */
 import type { FastifyInstance } from 'fastify';
-import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { DomainError, notFound } from '../../core/errors.ts';
 import { JOB_STATUSES } from '../../core/job.ts';
-import type { Job, JobStatus } from '../../core/job.ts';
+import type { Job } from '../../core/job.ts';
 import type { JobViews } from '../job-view.ts';
 import type { ApiDeps } from '../server.ts';
+import { JOB_ID, errorResponses, json, queryEnum, queryInt } from '../schemas/common.ts';
+import { emptyBody, idParam, noQuery } from '../schemas/compile.ts';
+import { jobListSchema, jobSchema } from '../schemas/job.ts';
+
+export const jobParams = z.object({ id: idParam('job', JOB_ID, 'job_not_found', 'The job id (`job_…`)') });
+
+const listQuery = z
+  .object({
+    limit: queryInt(1, 100, 20, 'Page size (default 20)'),
+    after: z.string().regex(JOB_ID, 'expected a job id').optional().describe('The last id of the previous page'),
+    status: queryEnum(JOB_STATUSES, 'Only jobs with this status'),
+  })
+  .strict();
 
 export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: JobViews }) {
+  const r = app.withTypeProvider<ZodTypeProvider>();
   /** A key sees only its own jobs; anyone else's answer exactly like a missing one. */
   const ownJob = async (id: string, keyId: string): Promise<Job> => {
     const job = await deps.store.getJob(id);
@@ -16,23 +32,21 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
   const render = async (job: Job, admin: boolean) => {
     const view = await deps.views.job(job, job.status === 'succeeded' ? await deps.store.listImagesForJob(job.id) : undefined, { admin });
     if (job.webhookUrl && deps.webhookInfo) view.webhook = (await deps.webhookInfo(job.id)) ?? null;
-    return view;
+    return view as z.output<typeof jobSchema>;
   };
 
-  app.get<{ Params: { id: string } }>('/images/jobs/:id', async (req) => render(await ownJob(req.params.id, req.apiKey.id), req.apiKey.admin));
+  r.get('/images/jobs/:id', {
+    schema: { summary: 'Get a job', operationId: 'getJob', tags: ['jobs'], params: jobParams, querystring: noQuery, response: { 200: json('The job', jobSchema), ...errorResponses } },
+  }, async (req) => render(await ownJob(req.params.id, req.apiKey.id), req.apiKey.admin));
 
-  app.get<{ Querystring: Record<string, string | undefined> }>('/images/jobs', async (req) => {
+  r.get('/images/jobs', {
+    schema: { summary: "List the key's jobs, newest first", operationId: 'listJobs', tags: ['jobs'], querystring: listQuery, response: { 200: json('A page of jobs', jobListSchema), ...errorResponses } },
+  }, async (req) => {
     const q = req.query;
-    const limit = q.limit === undefined ? 20 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalidParam('limit', "Invalid value for 'limit': expected an integer from 1 to 100.");
-    if (q.status !== undefined && !JOB_STATUSES.includes(q.status as JobStatus)) {
-      throw invalidParam('status', `Invalid value for 'status': expected one of ${JOB_STATUSES.join(', ')}.`);
-    }
-    if (q.after !== undefined && !/^job_[0-9A-Z]{26}$/.test(q.after)) throw invalidParam('after', "Invalid value for 'after': expected a job id.");
-    const page = await deps.store.listJobs({ keyId: req.apiKey.id, status: q.status as JobStatus | undefined, limit, after: q.after });
+    const page = await deps.store.listJobs({ keyId: req.apiKey.id, status: q.status, limit: q.limit, after: q.after });
     const data = await Promise.all(page.jobs.map((j) => render(j, req.apiKey.admin)));
     return {
-      object: 'list',
+      object: 'list' as const,
       data,
       has_more: page.hasMore,
       first_id: page.jobs[0]?.id ?? null,
@@ -40,7 +54,18 @@ export async function jobRoutes(app: FastifyInstance, deps: ApiDeps & { views: J
     };
   });
 
-  app.post<{ Params: { id: string } }>('/images/jobs/:id/cancel', { config: { limitGroup: 'reads' } }, async (req) => {
+  r.post('/images/jobs/:id/cancel', {
+    config: { limitGroup: 'reads' },
+    schema: {
+      summary: 'Cancel a job (queued: at once; running: aborted through its backend)',
+      operationId: 'cancelJob',
+      tags: ['jobs'],
+      params: jobParams,
+      querystring: noQuery,
+      body: emptyBody,
+      response: { 200: json('The job, canceled or asked to stop', jobSchema), ...errorResponses },
+    },
+  }, async (req) => {
     await ownJob(req.params.id, req.apiKey.id);
     const out = await deps.settler.cancel(req.params.id, (id) => deps.queue.remove(id));
     if (out.outcome === 'not_found') throw notFound('job', req.params.id);

@@ -10,6 +10,10 @@ import type { Logger } from 'pino';
 import type { BackendRegistry } from '../../backends/registry.ts';
 import { isWebhookReceiver } from '../../backends/http/webhooks.ts';
 import type { JobEventBus } from '../../events/job-events.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses, json } from '../schemas/common.ts';
+import { documentedOnly } from '../schemas/compile.ts';
 
 /** The headers a provider signs with (Standard Webhooks; fal's own). */
 const RELAYED_HEADERS = /^(webhook-|x-fal-|content-type$)/;
@@ -21,7 +25,22 @@ export async function providerWebhookRoutes(app: FastifyInstance, deps: { backen
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_WEBHOOK_BYTES }, (_req, body, done) => done(null, body));
 
-  app.post<{ Params: { backend: string } }>('/hooks/providers/:backend', async (req, reply) => {
+  app.withTypeProvider<ZodTypeProvider>().post('/hooks/providers/:backend', {
+    schema: {
+      summary: "A hosted provider's signed webhook (Replicate, fal); verified over the raw bytes before it is used",
+      operationId: 'providerWebhook',
+      tags: ['webhooks'],
+      security: [],
+      params: z.object({ backend: z.string().describe('The easel backend the provider job belongs to') }),
+      // The one route that ignores query parameters rather than refusing them: the operator may give
+      // the provider a URL of their own (backends[].webhookUrl) with parameters easel does not know,
+      // and a refused webhook would only cost latency. The signature is what is checked.
+      querystring: z.looseObject({}).describe('Ignored'),
+      // The raw bytes the provider signed: read as a buffer, verified by the backend.
+      body: documentedOnly(z.unknown().describe("The provider's payload, signed (Standard Webhooks, or fal's own headers)")),
+      response: { 200: json('Accepted', z.object({ ok: z.literal(true) })), ...errorResponses },
+    },
+  }, async (req, reply) => {
     const name = req.params.backend;
     const backend = deps.backends.listBackends().find((b) => b.name === name);
     if (!backend || !isWebhookReceiver(backend)) {

@@ -13,7 +13,12 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { DomainError, invalidParam, notFound } from '../../core/errors.ts';
-import { parseGeneration } from '../generation-request.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { parseGeneration, schemaFor } from '../generation-request.ts';
+import { submissionHeaders } from '../schemas/common.ts';
+import { documentedOnly, noQuery } from '../schemas/compile.ts';
+import { submissionResponses } from '../schemas/job.ts';
 import { prefersAsync, submitAndAnswer } from '../submit-answer.ts';
 import type { AnswerDeps } from '../submit-answer.ts';
 import { commandOf } from './images.ts';
@@ -24,13 +29,45 @@ function objectBody(body: unknown): Record<string, unknown> {
 }
 
 export async function refineRoutes(app: FastifyInstance, deps: AnswerDeps) {
-  app.post('/images/drafts', { config: { limitGroup: 'generations' } }, async (req, reply) => {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const generation = schemaFor(deps.config.limits);
+  const common = { querystring: noQuery, headers: documentedOnly(submissionHeaders), response: submissionResponses };
+  r.post('/images/drafts', {
+    config: { limitGroup: 'generations' },
+    schema: {
+      summary: 'Several cheap drafts in one job (`n` defaults to 4, `model` to the `preview` tier)',
+      operationId: 'createDrafts',
+      tags: ['images'],
+      // Validated once, by parseGeneration, after the drafts' defaults are applied.
+      body: documentedOnly(generation.extend({ n: generation.shape.n.describe('How many drafts (default 4)'), model: generation.shape.model.describe('Default: the `preview` tier') })),
+      ...common,
+    },
+  }, async (req, reply) => {
     const b = objectBody(req.body);
     const parsed = parseGeneration({ ...b, n: b.n ?? 4, model: b.model ?? 'preview' }, deps.config.limits, prefersAsync(req));
     return submitAndAnswer(deps, req, reply, commandOf(req, 'drafts', 'generation', parsed), parsed);
   });
 
-  app.post('/images/refine', { config: { limitGroup: 'generations' } }, async (req, reply) => {
+  r.post('/images/refine', {
+    config: { limitGroup: 'generations' },
+    schema: {
+      summary: 'Refine one draft with a premium model (img2img where the model can take an input image)',
+      operationId: 'refineDraft',
+      tags: ['images'],
+      // Validated once, by the handler and parseGeneration (the prompt and model default from the draft).
+      body: documentedOnly(
+        generation.extend({
+          job_id: z.string().describe('The draft job'),
+          index: z.int().min(0).optional().describe('Which image of the draft (default 0)'),
+          strength: z.number().gt(0).max(1).optional().describe('How far the refinement may move from the draft, for backends that take it'),
+          prompt: generation.shape.prompt.optional().describe("Default: the draft's prompt"),
+          model: generation.shape.model.describe('Default: the `premium` tier'),
+          n: z.literal(1).optional().describe('A refinement makes one image'),
+        }),
+      ),
+      ...common,
+    },
+  }, async (req, reply) => {
     const b = objectBody(req.body);
     const draftId = b.job_id;
     const index = b.index ?? 0;

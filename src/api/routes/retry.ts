@@ -12,9 +12,26 @@ import { idempotencyKeyOf } from '../idempotency.ts';
 import { parseCachePolicy } from '../cache-header.ts';
 import { submitAndAnswer } from '../submit-answer.ts';
 import type { AnswerDeps } from '../submit-answer.ts';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { errorResponses, submissionHeaders } from '../schemas/common.ts';
+import { documentedOnly, emptyBody, noQuery } from '../schemas/compile.ts';
+import { submissionResponses } from '../schemas/job.ts';
+import { jobParams } from './jobs.ts';
 
 export async function retryRoutes(app: FastifyInstance, deps: AnswerDeps) {
-  app.post<{ Params: { id: string } }>('/images/jobs/:id/retry', { config: { limitGroup: 'generations' } }, async (req, reply) => {
+  app.withTypeProvider<ZodTypeProvider>().post('/images/jobs/:id/retry', {
+    config: { limitGroup: 'generations' },
+    schema: {
+      summary: "Submit a failed or canceled job's request again as a new job",
+      operationId: 'retryJob',
+      tags: ['jobs'],
+      params: jobParams,
+      querystring: noQuery,
+      body: emptyBody,
+      headers: documentedOnly(submissionHeaders.omit({ prefer: true })),
+      response: { 202: submissionResponses[202], ...errorResponses },
+    },
+  }, async (req, reply) => {
     const job = await deps.store.getJob(req.params.id);
     if (!job || job.keyId !== req.apiKey.id) throw notFound('job', req.params.id);
     if (job.status !== 'failed' && job.status !== 'canceled') {

@@ -8,7 +8,11 @@
  */
 import { redactAddresses } from '../redact.ts';
 import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import type { ApiDeps } from '../server.ts';
+import { errorResponses, json } from '../schemas/common.ts';
+import { noQuery } from '../schemas/compile.ts';
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 const str = (v: unknown): string | null => (typeof v === 'string' && v ? v : null);
@@ -17,7 +21,7 @@ const str = (v: unknown): string | null => (typeof v === 'string' && v ? v : nul
 function hostView(h: Record<string, unknown>, admin: boolean) {
   return {
     name: str(h.name) ?? 'host',
-    ...(admin && str(h.url) ? { url: str(h.url) } : {}),
+    ...(admin && str(h.url) ? { url: str(h.url)! } : {}),
     status: str(h.status) ?? 'unknown',
     running: num(h.running),
     loaded_model: str(h.loaded) ?? str(h.loadedModel) ?? null,
@@ -31,8 +35,59 @@ function hostView(h: Record<string, unknown>, admin: boolean) {
   };
 }
 
+const count = z.number().nullable();
+const hostSchema = z.object({
+  name: z.string(),
+  url: z.string().optional().describe('Admin keys only'),
+  status: z.string(),
+  running: count,
+  loaded_model: z.string().nullable(),
+  busy_ms: count,
+  calls: count,
+  images: count,
+  model_switches: count,
+  free_vram_bytes: count,
+  total_vram_bytes: count,
+  last_error: z.string().nullable(),
+});
+
+const systemSchema = z.object({
+  object: z.literal('system'),
+  checked_at: z.int(),
+  jobs: z.record(z.string(), z.number()).describe('Jobs by status, all keys'),
+  default_model: z.string().nullable(),
+  backends: z.array(
+    z.object({
+      name: z.string(),
+      type: z.string(),
+      ok: z.boolean(),
+      overloaded: z.boolean(),
+      message: z.string().nullable(),
+      models: z.array(z.string()),
+      capabilities: z.object({
+        generate: z.boolean(),
+        edit: z.boolean(),
+        mask: z.boolean(),
+        variation: z.boolean(),
+        max_input_images: z.number(),
+        max_images_per_call: z.number(),
+      }),
+      queue: z.object({ queued: z.int(), running: z.int(), waiting_for_host: count }),
+      hosts: z.array(hostSchema),
+    }),
+  ),
+});
+
 export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
-  app.get('/system', async (req) => {
+  app.withTypeProvider<ZodTypeProvider>().get('/system', {
+    schema: {
+      summary: 'Backends and GPU hosts: health, capabilities, busy time, loaded model, queue depth',
+      operationId: 'getSystem',
+      tags: ['system'],
+      querystring: noQuery,
+      response: { 200: json('System status', systemSchema), ...errorResponses },
+    },
+  }, async (req) => {
     const admin = req.apiKey.admin;
     const own = admin ? undefined : req.apiKey.id;
     const [health, counts, active] = await Promise.all([deps.backends.health(), deps.store.countByStatus(own), deps.store.countActiveByModel(own)]);
@@ -69,7 +124,7 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
     });
     const pull = deps.autoPull?.state();
     return {
-      object: 'system',
+      object: 'system' as const,
       checked_at: Math.floor(Date.now() / 1000),
       jobs: counts,
       default_model: deps.backends.defaultModel ?? null,
