@@ -54,7 +54,7 @@ const hostSchema = z.object({
 const systemSchema = z.object({
   object: z.literal('system'),
   checked_at: z.int(),
-  jobs: z.record(z.string(), z.number()).describe('Jobs by status, all keys'),
+  jobs: z.record(z.string(), z.number()).describe('Jobs by status: every key’s for an admin key, the caller’s own otherwise'),
   default_model: z.string().nullable(),
   backends: z.array(
     z.object({
@@ -76,6 +76,23 @@ const systemSchema = z.object({
       hosts: z.array(hostSchema),
     }),
   ),
+  model_download: z
+    .object({
+      status: z.string(),
+      models: z.array(z.string()),
+      model: z.string().nullable(),
+      percent: z.number().nullable(),
+      received_bytes: z.number(),
+      total_bytes: z.number().nullable(),
+      bytes_per_second: z.number().nullable(),
+      eta_seconds: z.number().nullable(),
+      endpoint: z.string().nullable().describe('Admin keys only'),
+      owner: z.string().nullable(),
+      error: z.string().nullable(),
+      started_at: z.string(),
+    })
+    .nullable()
+    .describe('The first start’s download of the default model; null when there is none'),
 });
 
 export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
@@ -140,9 +157,10 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
             total_bytes: pull.totalBytes,
             bytes_per_second: pull.bytesPerSecond,
             eta_seconds: pull.etaSeconds,
-            endpoint: pull.endpoint,
-            owner: pull.owner,
-            error: pull.error,
+            // Where it comes from and what went wrong may name internal hosts: admin keys only.
+            endpoint: admin ? pull.endpoint : null,
+            owner: admin ? pull.owner : null,
+            error: pull.error && !admin ? 'the download failed (the details are in the server’s logs)' : pull.error,
             started_at: pull.startedAt,
           }
         : null,
