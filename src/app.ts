@@ -306,7 +306,8 @@ export class Runtime {
         await fn();
         checks[name] = { ok: true };
       } catch (err) {
-        checks[name] = { ok: false, message: (err as Error).message };
+        // A check may say what anyone may read (no paths or addresses) besides its full message.
+        checks[name] = { ok: false, message: (err as Error).message, public: (err as { publicMessage?: string }).publicMessage };
       }
     };
     await Promise.all([
@@ -342,7 +343,9 @@ export class Runtime {
     const free = await this.storage.freeDiskBytes();
     if (free < min) {
       const mib = (n: number) => `${Math.floor(n / 1024 / 1024)} MiB`;
-      throw new Error(`low disk: ${mib(free)} free under ${this.storage.dir}, below storage.minFreeBytes (${mib(min)})`);
+      throw Object.assign(new Error(`low disk: ${mib(free)} free under ${this.storage.dir}, below storage.minFreeBytes (${mib(min)})`), {
+        publicMessage: `low disk: ${mib(free)} free, below storage.minFreeBytes (${mib(min)})`,
+      });
     }
   }
 
