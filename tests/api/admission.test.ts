@@ -93,3 +93,16 @@ test('a dall-e-3 edit is refused at admission, not failed later on a worker', as
   assert.match(body.error.message, /'dall-e-3' cannot do edits/);
   assert.equal(easel.standin.requests.length, before);
 });
+
+test('GET /v1/models shows each model’s spec, the one admission checks against', async () => {
+  const list = (await (await easel.api('/v1/models')).json()) as any;
+  const dalle3 = list.data.find((m: any) => m.id === 'dall-e-3');
+  assert.deepEqual(dalle3.spec.capabilities, { generate: true, edit: false, mask: false, variation: false, max_input_images: 0 });
+  assert.deepEqual(dalle3.spec.sizes, { kind: 'list', sizes: ['1024x1024', '1792x1024', '1024x1792'], auto: true });
+  assert.deepEqual(dalle3.spec.qualities, ['standard', 'hd']);
+  assert.equal(dalle3.spec.pricing, 'price-table');
+  assert.ok(dalle3.spec.provider_options.properties.moderation, 'its provider options as JSON Schema');
+  const one = (await (await easel.api('/v1/models/test-model')).json()) as any;
+  assert.equal(one.spec.capabilities.edit, true);
+  assert.equal(one.spec.max_prompt_chars, 32000);
+});
