@@ -53,6 +53,7 @@ import { BudgetLedger } from './budgets/ledger.ts';
 import { JobCosts } from './jobs/job-costs.ts';
 import { JobSettler } from './jobs/settle.ts';
 import { Submissions } from './submissions/submissions.ts';
+import { FairShare } from './fairness/fair-share.ts';
 import { AutoPull } from './models/auto-pull.ts';
 import { modelLoadingError } from './models/model-loading.ts';
 import { DEFAULT_HF_ENDPOINT } from './models/model-store.ts';
@@ -119,6 +120,8 @@ export class Runtime {
   readonly settler: JobSettler;
   /** The one way in. */
   readonly submissions: Submissions;
+  /** Fair sharing between keys: turns by weight, running and queued limits (src/fairness). */
+  readonly fairShare: FairShare;
   /** No backend and no model: the default model's download (src/models/auto-pull.ts), unless turned off. */
   readonly autoPull: AutoPull | undefined;
   readonly batches: BatchStore;
@@ -147,11 +150,14 @@ export class Runtime {
     this.keys = new SqlKeyStore(this.mdb);
     this.auth = new KeyAuthenticator(this.keys);
 
+    // Both queues take jobs in the fair order (keys take turns by weight, running limits hold).
+    this.fairShare = new FairShare({ config: config.fairness, mdb: this.mdb, keys: this.keys });
+    const fairness = this.fairShare.policy;
     if (config.redis.url) {
       const { BullmqQueue } = loadOptional<typeof import('./queue/bullmq-queue.ts')>('./queue/bullmq-queue.ts', import.meta.url);
-      this.queue = new BullmqQueue({ url: config.redis.url, prefix: config.redis.prefix, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000 });
+      this.queue = new BullmqQueue({ url: config.redis.url, prefix: config.redis.prefix, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, fairness });
     } else {
-      this.queue = new EmbeddedQueue({ db: this.mdb, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, pollIntervalMs: config.queue.pollIntervalMs });
+      this.queue = new EmbeddedQueue({ db: this.mdb, visibilityTimeoutMs: config.queue.visibilityTimeoutSeconds * 1000, pollIntervalMs: config.queue.pollIntervalMs, fairness });
     }
     // Partial images are recorded in job_events so event streams can replay them; nothing else is written.
     this.events = new RecordingEventBus(
@@ -211,6 +217,7 @@ export class Runtime {
     circuits.onChange = (backend, state) => costLog.warn({ backend, circuit: state }, `circuit of backend ${backend} is ${state}`);
     this.router = new Router({ registry: this.backends, models: embedded.models, config: config.routing, costs: this.costs, circuits });
     this.metrics.attach({ store: this.store, queue: this.queue, health: () => this.router.backendHealth(), circuits: () => circuits.snapshot() });
+    this.fairShare.registerMetrics(this.metrics.registry);
     this.embedder = config.cache.semantic.enabled ? createEmbedder(config.cache.semantic.embedder ?? { type: 'hashed', dimensions: 256 }) : undefined;
     this.cache = new ImageCache({ mdb: this.mdb, store: this.store, storage: this.storage, config: config.cache, embedder: this.embedder, log: costLog });
     this.cache.resolveKeys = async () => (await this.keys.listKeys()).filter((k) => !k.revokedAt);
@@ -238,6 +245,7 @@ export class Runtime {
       log: this.log.child({ component: 'submissions' }),
       // First start: while the default model downloads, generations answer 503 model_loading.
       unavailable: () => modelLoadingError(this.autoPull),
+      fairness: this.fairShare,
     });
 
     this.worker = roles.worker
@@ -359,6 +367,8 @@ export class Runtime {
         if (event.type === 'key_revoked') this.auth.invalidate();
       });
     }
+    // Config entries that name keys apply to jobs queued before this start too.
+    await this.fairShare.learnKeys();
     if (this.worker) {
       await this.requeueUnfinished();
       this.worker.start();
@@ -399,8 +409,9 @@ export class Runtime {
 
   /**
    * Puts every unfinished job back on the queue. Enqueue is idempotent per job id, so jobs still
-   * queued or held by a live worker are untouched; this recovers jobs whose queue message was lost
-   * (a crash between the database write and the enqueue, or a Redis that lost its data).
+   * queued or held by a live worker are untouched (on Redis: waiting in the fair waiting room, being
+   * moved, or in BullMQ); this recovers jobs whose queue message was lost (a crash between the
+   * database write and the enqueue, or a Redis that lost its data).
    */
   async requeueUnfinished(): Promise<number> {
     let count = 0;
@@ -408,7 +419,7 @@ export class Runtime {
     for (;;) {
       const page = await this.store.listUnfinished(500, after);
       if (page.length === 0) return count;
-      for (const job of page) await this.queue.enqueue({ jobId: job.id, priority: job.priority });
+      for (const job of page) await this.queue.enqueue({ jobId: job.id, priority: job.priority, keyId: job.keyId });
       count += page.length;
       after = page.at(-1)!.id;
     }

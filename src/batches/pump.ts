@@ -11,6 +11,9 @@
  * nothing in flight is completed. Everything is in the database, so a restarted worker carries on
  * where the last one stopped.
  *
+ * A key whose queue is full (its `fairness` maxQueued, or its group's) does not fail the batch's
+ * requests either: they go back to waiting and the batch rests a moment, until the key has room.
+ *
  * Each request is admitted by the same submission pipeline as an HTTP request (src/submissions):
  * the pump adds nothing of its own but the batch's window cap and the job id its claim assigned.
  */
@@ -19,6 +22,7 @@ import { DomainError } from '../core/errors.ts';
 import type { JobError } from '../core/job.ts';
 import type { BatchesConfig } from './config.ts';
 import { CapReached } from '../budgets/gate.ts';
+import { QueueLimitReached } from '../fairness/limits.ts';
 import type { JobStore, KeyStore } from '../store/job-store.ts';
 import type { Submissions } from '../submissions/submissions.ts';
 import type { Batch, BatchItem, BatchStore } from './batch-store.ts';
@@ -120,15 +124,15 @@ export class BatchPump {
         await batches.setStatus(batch.id, item.index, 'failed', { error: errorOf(err), clearJob: true });
         return 'failed' as const;
       });
-      if (outcome === 'cap') {
-        // The window's cap is full: this and the rest of the claim wait for the next window.
+      if (outcome === 'cap' || outcome === 'queue_full') {
+        // The window's cap (or the key's queue) is full: this and the rest of the claim wait.
         for (const rest of items.slice(i)) await batches.setStatus(batch.id, rest.index, 'pending', { clearJob: true });
         return;
       }
     }
   }
 
-  private async admit(batch: Batch, key: { id: string; name: string }, item: BatchItem): Promise<'submitted' | 'failed' | 'cap'> {
+  private async admit(batch: Batch, key: { id: string; name: string }, item: BatchItem): Promise<'submitted' | 'failed' | 'cap' | 'queue_full'> {
     const { batches, store, submissions } = this.deps;
     const jobId = item.jobId!;
     // A claim recovered after a crash may already have its job.
@@ -157,6 +161,12 @@ export class BatchPump {
         this.pausedUntil.set(batch.id, err.resetsAt.getTime());
         this.deps.log.info({ batchId: batch.id, until: err.resetsAt.toISOString() }, 'batch spend cap reached; resuming in the next window');
         return 'cap';
+      }
+      if (err instanceof QueueLimitReached) {
+        // Batches count against their key's queue limit, and wait for room rather than fail.
+        this.pausedUntil.set(batch.id, Date.now() + Math.max(1_000, this.deps.config.pumpIntervalMs));
+        this.deps.log.debug({ batchId: batch.id, scope: err.scope }, 'key queue full; batch waits');
+        return 'queue_full';
       }
       if (!(err instanceof DomainError)) throw err;
       // Refused (a budget, moderation, a model gone since submission): the request ends failed with the reason.

@@ -7,6 +7,7 @@ import { backendConfigSchemas } from '../backends/definitions.ts';
 import { pricingConfigSchema } from '../pricing/schema.ts';
 import { parseNetwork } from '../net/outbound-policy.ts';
 import { batchesConfigSchema } from '../batches/config.ts';
+import { fairnessConfigSchema } from '../fairness/config.ts';
 import { budgetsConfigSchema } from '../budgets/config.ts';
 import { cacheConfigSchema } from '../cache/config.ts';
 import { checkCostConfig } from './cross-checks.ts';
@@ -240,6 +241,8 @@ export const configSchema = z
     cache: cacheConfigSchema.prefault({}),
     rateLimits: rateLimitsConfigSchema.prefault({}),
     batches: batchesConfigSchema.prefault({}),
+    /** Fair sharing between keys: turns by weight, running and queued limits (src/fairness). */
+    fairness: fairnessConfigSchema.prefault({}),
     costModel: costModelConfigSchema.prefault({}),
     metrics: metricsConfigSchema.prefault({}),
     /** Local models of the built-in engine: auto-pull on first start, download endpoint and timeouts. */

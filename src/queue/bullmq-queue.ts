@@ -7,7 +7,16 @@
  * `maxStalledCount` is high and `attempts` practically unbounded because easel bounds attempts itself
  * (the store's attempt counter); a handler that throws has its job retried after `retryDelayMs`.
  * Completed and failed jobs are removed at once: the job itself lives in the metadata store.
+ *
+ * With fair sharing on (the default), jobs first wait in a fair waiting room in Redis (fair-room.ts)
+ * and move into BullMQ only as worker slots free up, so BullMQ's queue stays shallow and the room
+ * decides whose job runs next (keys take turns by weight; keys at their running limit wait). Whoever
+ * learns of a free slot moves jobs in: the enqueuer (when workers are idle), a consumer when one of
+ * its jobs completes, and every consumer's feed timer (which also re-registers its concurrency and
+ * re-adds jobs a crashed mover left half-moved). With `fairness.enabled: false` jobs go straight to
+ * BullMQ, first come first served within a priority.
  */
+import { randomUUID } from 'node:crypto';
 import { Queue, WaitingError, Worker } from 'bullmq';
 import type { ConnectionOptions, Job } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -16,6 +25,10 @@ import { PRIORITIES, PRIORITY_RANK } from '../core/job.ts';
 import type { Priority } from '../core/job.ts';
 import { TurnBatcher } from '../core/turn-batcher.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
+import { FairRoom } from './fair-room.ts';
+import type { RoomPick } from './fair-room.ts';
+import { EVEN_SHARES, NO_KEY } from '../fairness/policy.ts';
+import type { FairOrder } from '../fairness/policy.ts';
 import type {
   ConsumeOptions,
   Delivery,
@@ -39,6 +52,10 @@ export interface BullmqQueueOptions {
   retryDelayMs?: number;
   /** Where background failures (connection errors, lock renewal) are reported. Default: console.warn, throttled. */
   onError?: (err: unknown) => void;
+  /** Turns between keys and their running limits (src/fairness). Default: every key alike, no limits. */
+  fairness?: FairOrder;
+  /** How often each consumer moves jobs from the fair waiting room into free slots. Default 250 ms. */
+  feedIntervalMs?: number;
 }
 
 interface MessageData {
@@ -54,6 +71,12 @@ const PING_TIMEOUT_MS = 2_000;
  * this bound easel moves on and the messages still held come back when their locks expire.
  */
 const CLOSE_TIMEOUT_MS = 5_000;
+/** Most jobs one script call moves out of the fair waiting room. */
+const MAX_PICK = 256;
+/** How long a consumer's registered concurrency counts without a renewal (its process may be gone). */
+const CONSUMER_TTL_MS = 10_000;
+/** How often a consumer frees the running slots of jobs that left BullMQ unreported. */
+const REPAIR_INTERVAL_MS = 30_000;
 
 const RANK_TO_PRIORITY = new Map<number, Priority>(PRIORITIES.map((p) => [PRIORITY_RANK[p], p]));
 
@@ -97,6 +120,13 @@ export class BullmqQueue implements JobQueue {
   private readonly reportError: (err: unknown) => void;
   private readonly consumers = new Set<BullmqConsumer>();
   private readonly adds: TurnBatcher<QueueMessage, undefined>;
+  private readonly fairness: FairOrder;
+  /** The fair waiting room in front of BullMQ (absent with fair sharing off). */
+  private readonly room: FairRoom | undefined;
+  private readonly roomClient: Redis | undefined;
+  /** Room → BullMQ moves under way (awaited by close()). */
+  private readonly moves = new Set<Promise<void>>();
+  readonly feedIntervalMs: number;
   private closed = false;
 
   constructor(opts: BullmqQueueOptions) {
@@ -113,15 +143,30 @@ export class BullmqQueue implements JobQueue {
       prefix: this.prefix,
     });
     this.queue.on('error', (err) => this.reportError(err));
-    // Enqueues of one event-loop turn go to Redis together (addBulk: one pipeline). Adding a job id
-    // that exists is a no-op in BullMQ, so running a failed group's members again alone is safe.
+    this.fairness = opts.fairness ?? EVEN_SHARES;
+    this.feedIntervalMs = opts.feedIntervalMs ?? 250;
+    if (this.fairness.enabled) {
+      this.roomClient = new Redis({ ...this.redisOptions, maxRetriesPerRequest: 8 });
+      this.roomClient.on('error', () => {}); // surfaced by the commands that fail
+      this.room = new FairRoom(this.roomClient, `${this.prefix}:${this.queueName}`, { movingTtlMs: Math.max(5_000, Math.min(30_000, this.visibilityTimeoutMs / 2)) });
+    }
+    // Enqueues of one event-loop turn go to Redis together: one room script, or one addBulk pipeline.
+    // Both skip a job id they hold already, so running a failed group's members again alone is safe.
+    const room = this.room;
     this.adds = new TurnBatcher({
       key: (m) => m.jobId,
-      run: async (messages) => {
-        if (messages.length === 1) await this.queue.add('job', { priority: messages[0]!.priority }, this.jobOptions(messages[0]!));
-        else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m) })));
-        return messages.map(() => undefined);
-      },
+      run: room
+        ? async (messages) => {
+            const entries = messages.map((m) => ({ jobId: m.jobId, rank: PRIORITY_RANK[m.priority], keyId: m.keyId ?? NO_KEY, share: this.fairness.shareOf(m.keyId) }));
+            const { picks } = await room.enqueue(entries, MAX_PICK);
+            this.moveIn(picks);
+            return messages.map(() => undefined);
+          }
+        : async (messages) => {
+            if (messages.length === 1) await this.queue.add('job', { priority: messages[0]!.priority }, this.jobOptions(messages[0]!.jobId, messages[0]!.priority));
+            else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m.jobId, m.priority) })));
+            return messages.map(() => undefined);
+          },
     });
     // ping() must fail fast while Redis is down, so it has a connection that never queues commands.
     this.pingClient = new Redis({ ...this.redisOptions, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
@@ -135,10 +180,31 @@ export class BullmqQueue implements JobQueue {
     await this.adds.call(message);
   }
 
-  private jobOptions(message: QueueMessage) {
+  /**
+   * Adds jobs the room handed out to BullMQ, then tells the room they are there. Runs in the
+   * background: the jobs are durable in the room meanwhile, and should this fail (or the process
+   * die) the room hands them out again once their move is overdue.
+   */
+  private moveIn(picks: RoomPick[]): void {
+    if (picks.length === 0 || !this.room) return;
+    const room = this.room;
+    const move = (async () => {
+      await this.queue.addBulk(
+        picks.map((p) => {
+          const priority = RANK_TO_PRIORITY.get(p.rank) ?? 'normal';
+          return { name: 'job', data: { priority }, opts: this.jobOptions(p.jobId, priority) };
+        }),
+      );
+      await room.commit(picks.map((p) => p.jobId));
+    })().catch((err) => this.reportError(err));
+    this.moves.add(move);
+    void move.finally(() => this.moves.delete(move));
+  }
+
+  private jobOptions(jobId: string, priority: Priority) {
     return {
-      jobId: message.jobId,
-      priority: PRIORITY_RANK[message.priority],
+      jobId,
+      priority: PRIORITY_RANK[priority],
       attempts: UNBOUNDED_ATTEMPTS,
       backoff: { type: 'fixed' as const, delay: this.retryDelayMs },
       removeOnComplete: true,
@@ -148,10 +214,14 @@ export class BullmqQueue implements JobQueue {
 
   async remove(jobId: string): Promise<boolean> {
     this.assertOpen();
+    if (this.room && (await this.room.remove(jobId))) return true;
     const state = await this.queue.getJobState(jobId);
     if (state === 'unknown' || state === 'active' || state === 'completed' || state === 'failed') return false;
     // BullMQ refuses (0) when the job is locked, i.e. a worker took it in between.
-    return (await this.queue.remove(jobId)) === 1;
+    const removed = (await this.queue.remove(jobId)) === 1;
+    // Moved in from the room: its key's running slot is free again.
+    if (removed && this.room) this.moveIn(await this.room.done([jobId], MAX_PICK));
+    return removed;
   }
 
   consume(handler: DeliveryHandler, options: ConsumeOptions): QueueConsumer {
@@ -166,16 +236,18 @@ export class BullmqQueue implements JobQueue {
       concurrency,
       visibilityTimeoutMs: this.visibilityTimeoutMs,
       reportError: this.reportError,
+      room: this.room && { room: this.room, feedIntervalMs: this.feedIntervalMs, moveIn: (picks) => this.moveIn(picks) },
       onDone: (c) => this.consumers.delete(c),
     });
     this.consumers.add(consumer);
     return consumer;
   }
 
+  /** Waiting: in BullMQ (waiting, prioritized, delayed for a retry) and in the fair waiting room. */
   async counts(): Promise<QueueCounts> {
-    const c = await this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+    const [c, r] = await Promise.all([this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active'), this.room?.counts()]);
     return {
-      waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0),
+      waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (r ? r.waiting + r.moving : 0),
       active: c.active ?? 0,
     };
   }
@@ -211,7 +283,11 @@ export class BullmqQueue implements JobQueue {
     this.closed = true;
     await Promise.allSettled([...this.consumers].map((c) => c.abandon()));
     this.consumers.clear();
-    await Promise.allSettled([this.queue.close(), this.pingClient.quit().catch(() => this.pingClient.disconnect())]);
+    // Moves under way finish (or fail, and the room hands their jobs out again later).
+    await withTimeout(Promise.allSettled([...this.moves]), CLOSE_TIMEOUT_MS, 'moving jobs into BullMQ').catch(() => {});
+    // QUIT waits for a connection that is not there; a client that is not connected is just dropped.
+    const quit = (c: Redis) => (c.status === 'ready' ? withTimeout(c.quit(), CLOSE_TIMEOUT_MS, 'QUIT').catch(() => c.disconnect()) : Promise.resolve(c.disconnect()));
+    await Promise.allSettled([this.queue.close(), quit(this.pingClient), ...(this.roomClient ? [quit(this.roomClient)] : [])]);
   }
 
   private assertOpen(): void {
@@ -227,6 +303,8 @@ interface ConsumerConfig {
   concurrency: number;
   visibilityTimeoutMs: number;
   reportError: (err: unknown) => void;
+  /** The fair waiting room this consumer feeds free slots from (absent with fair sharing off). */
+  room: { room: FairRoom; feedIntervalMs: number; moveIn: (picks: RoomPick[]) => void } | undefined;
   onDone: (c: BullmqConsumer) => void;
 }
 
@@ -246,6 +324,13 @@ class BullmqConsumer implements QueueConsumer {
   private stopping = false;
   private stopPromise: Promise<void> | undefined;
   private abandoned: Promise<void> | undefined;
+  /** This consumer in the fair waiting room's register of worker slots. */
+  private readonly consumerId = randomUUID();
+  private feedTimer: NodeJS.Timeout | undefined;
+  private repairTimer: NodeJS.Timeout | undefined;
+  private feeding = false;
+  /** Completions of one turn, reported to the room together. */
+  private readonly dones: TurnBatcher<string, undefined> | undefined;
 
   constructor(cfg: ConsumerConfig) {
     this.cfg = cfg;
@@ -278,6 +363,45 @@ class BullmqConsumer implements QueueConsumer {
       for (const [id, entry] of this.inFlight) if (now >= entry.leaseUntil) this.lose(id, 'its lock expired');
     }, Math.max(100, Math.floor(lockDuration / 4)));
     this.watchdog.unref();
+
+    const fair = cfg.room;
+    if (fair) {
+      // A finished job frees its key's running slot and a worker slot: the room fills it at once.
+      this.dones = new TurnBatcher({
+        key: (id) => id,
+        run: async (ids) => {
+          fair.moveIn(await fair.room.done(ids, MAX_PICK));
+          return ids.map(() => undefined);
+        },
+      });
+      this.worker.on('completed', (job) => {
+        if (job.id) this.dones!.call(job.id).catch((err) => this.cfg.reportError(err));
+      });
+      this.feedTimer = setInterval(() => this.feed(), fair.feedIntervalMs);
+      this.feedTimer.unref();
+      this.repairTimer = setInterval(() => void fair.room.repair().catch((err) => this.cfg.reportError(err)), REPAIR_INTERVAL_MS);
+      this.repairTimer.unref();
+      this.feed();
+    }
+  }
+
+  /** Registers this consumer's slots (again) and moves jobs from the room into the free ones. */
+  private feed(): void {
+    const fair = this.cfg.room;
+    if (!fair || this.feeding || this.stopping) return;
+    this.feeding = true;
+    fair.room
+      .feed(MAX_PICK, { id: this.consumerId, concurrency: this.cfg.concurrency, ttlMs: CONSUMER_TTL_MS })
+      .then((picks) => fair.moveIn(picks), (err) => this.cfg.reportError(err))
+      .finally(() => (this.feeding = false));
+  }
+
+  /** Stops feeding and takes this consumer's slots out of the room's register. */
+  private async leaveRoom(): Promise<void> {
+    clearInterval(this.feedTimer);
+    clearInterval(this.repairTimer);
+    if (!this.cfg.room) return;
+    await withTimeout(this.cfg.room.room.deregister(this.consumerId), CLOSE_TIMEOUT_MS, 'leaving the fair waiting room').catch((err) => this.cfg.reportError(err));
   }
 
   stop(graceMs: number): Promise<void> {
@@ -290,6 +414,7 @@ class BullmqConsumer implements QueueConsumer {
     this.abandoned ??= (async () => {
       this.stopping = true;
       clearInterval(this.watchdog);
+      const left = this.leaveRoom();
       for (const entry of this.inFlight.values()) {
         entry.controller.abort(leaseLost('queue closed: the message comes back after the visibility timeout'));
         entry.release('abandon');
@@ -299,6 +424,7 @@ class BullmqConsumer implements QueueConsumer {
       } catch (err) {
         this.cfg.reportError(err);
       }
+      await left;
       this.cfg.onDone(this);
     })();
     return this.abandoned;
@@ -306,6 +432,8 @@ class BullmqConsumer implements QueueConsumer {
 
   private async doStop(graceMs: number): Promise<void> {
     this.stopping = true;
+    // In parallel with the grace period: a Redis that is down must not make the stop any longer.
+    const left = this.leaveRoom();
     // Closing without force: no new jobs are fetched, and close waits for the processors.
     const closed = this.worker.close().catch((err) => this.cfg.reportError(err));
     let timer: NodeJS.Timeout | undefined;
@@ -322,6 +450,7 @@ class BullmqConsumer implements QueueConsumer {
       await withTimeout(closed, CLOSE_TIMEOUT_MS, 'closing the BullMQ worker (is Redis reachable?)').catch((err) => this.cfg.reportError(err));
     }
     clearInterval(this.watchdog);
+    await left;
     this.cfg.onDone(this);
   }
 

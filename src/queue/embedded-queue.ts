@@ -10,6 +10,16 @@
  * Claims come in batches of up to the free concurrency. Local enqueues wake local consumers at once
  * through an in-process emitter; messages enqueued by other processes (or coming back from a dead
  * consumer) are found by polling every `pollIntervalMs`.
+ *
+ * Fair sharing (src/fairness): within a priority, messages are taken in `vtag` order, a virtual start
+ * time given at enqueue (start-time fair queueing): a key's next message starts 1/weight after its
+ * last waiting one, and a key with nothing waiting starts level with the head of the queue. So a key
+ * that queued 500 jobs has them spread out in turns, and another key's first job waits for at most
+ * about one of them. This is weighted fair queueing with the tags kept on the rows: the order is the
+ * claim's index scan, it needs no per-key state beside the messages, and every process sharing the
+ * database computes the same order (deficit round robin would need a shared round pointer updated on
+ * every claim). Running limits are checked inside the claim statement, one message per statement,
+ * so concurrent claims (other processes included) can never start more than a key's limit.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -22,6 +32,8 @@ import type { RawStatement } from '../store/raw-statement.ts';
 import type { MetadataDb } from '../store/database.ts';
 import type { Database, Row } from '../store/schema.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
+import { EVEN_SHARES, NO_KEY } from '../fairness/policy.ts';
+import type { FairOrder } from '../fairness/policy.ts';
 import type {
   ConsumeOptions,
   Delivery,
@@ -33,7 +45,7 @@ import type {
 } from './job-queue.ts';
 
 /** What a claim reads of a `queue_messages` row. */
-type ClaimedRow = Pick<Row<'queue_messages'>, 'job_id' | 'priority' | 'seq' | 'delivery_count'>;
+type ClaimedRow = Pick<Row<'queue_messages'>, 'job_id' | 'priority' | 'vtag' | 'seq' | 'delivery_count'>;
 
 export interface EmbeddedQueueOptions {
   db: MetadataDb;
@@ -47,6 +59,8 @@ export interface EmbeddedQueueOptions {
   retryDelayMs?: number;
   /** Where background failures (claim, heartbeat, ack) are reported. Default: console.warn, throttled. */
   onError?: (err: unknown) => void;
+  /** Turns between keys and their running limits (src/fairness). Default: every key alike, no limits. */
+  fairness?: FairOrder;
 }
 
 const RANK_TO_PRIORITY = new Map<number, Priority>(PRIORITIES.map((p) => [PRIORITY_RANK[p], p]));
@@ -75,6 +89,40 @@ function busFor(db: object): EventEmitter {
   return bus;
 }
 
+/** Postgres advisory lock serializing claims that check running limits ('easl' + 1). */
+const CLAIM_LOCK = 0x6561736c01;
+
+/**
+ * One message, the first in (priority, vtag, seq) order whose key and group are under their running
+ * limits, counting the leases held right now. Parameters in text order: on SQLite the lease (owner,
+ * until) then now ×4; on Postgres, whose WITH comes first, now ×4 then the lease.
+ */
+const claimOneStatement = (() => {
+  const made = new Map<MetadataDb['dialect'], RawStatement>();
+  const held = `held_keys as materialized (
+      select key_id, count(*) as n from queue_messages where lease_owner is not null and lease_until >= ? group by key_id),
+    held_grps as materialized (
+      select grp, count(*) as n from queue_messages where lease_owner is not null and lease_until >= ? and grp is not null group by grp)`;
+  const pick = `select m.job_id from queue_messages m
+      where m.available_at <= ? and (m.lease_until is null or m.lease_until < ?)
+        and (m.max_running is null or m.max_running > coalesce((select h.n from held_keys h where h.key_id = m.key_id), 0))
+        and (m.grp_max_running is null or m.grp_max_running > coalesce((select g.n from held_grps g where g.grp = m.grp), 0))
+      order by m.priority, m.vtag, m.seq limit 1`;
+  const set = `set lease_owner = ?, lease_until = ?, delivery_count = delivery_count + 1`;
+  const returning = `returning job_id, priority, vtag, seq, delivery_count`;
+  return (dialect: MetadataDb['dialect']): RawStatement => {
+    let stmt = made.get(dialect);
+    if (!stmt) {
+      stmt =
+        dialect === 'postgres'
+          ? rawStatement(dialect, `with ${held}, next as materialized (${pick} for update of m skip locked)
+              update queue_messages ${set} where job_id in (select job_id from next) ${returning}`)
+          : rawStatement(dialect, `update queue_messages ${set} where job_id = (with ${held} ${pick}) ${returning}`);
+      made.set(dialect, stmt);
+    }
+    return stmt;
+  };
+})();
 
 export class EmbeddedQueue implements JobQueue {
   readonly kind = 'embedded' as const;
@@ -89,6 +137,9 @@ export class EmbeddedQueue implements JobQueue {
   private readonly consumers = new Set<EmbeddedConsumer>();
   /** The enqueue, as fixed SQL text (it runs once per job; see store/raw-statement.ts). */
   private readonly insertMessage: RawStatement;
+  /** The same with the message's turn (vtag) found in the same statement. */
+  private readonly insertFairMessage: RawStatement;
+  private readonly fairness: FairOrder;
   private consumerSeq = 0;
   private closed = false;
 
@@ -101,10 +152,25 @@ export class EmbeddedQueue implements JobQueue {
     this.retryDelayMs = opts.retryDelayMs ?? 200;
     this.consumerId = opts.consumerId ?? randomUUID();
     this.reportError = opts.onError ?? throttledWarn('embedded queue');
+    this.fairness = opts.fairness ?? EVEN_SHARES;
     this.insertMessage = rawStatement(
       opts.db.dialect,
-      `insert into queue_messages (job_id, priority, seq, enqueued_at, available_at, lease_owner, lease_until, delivery_count)
-       values (?, ?, ?, ?, ?, null, null, 0) on conflict (job_id) do nothing`,
+      `insert into queue_messages (job_id, priority, seq, enqueued_at, available_at, lease_owner, lease_until, delivery_count, key_id)
+       values (?, ?, ?, ?, ?, null, null, 0, ?) on conflict (job_id) do nothing`,
+    );
+    // The turn: 1/weight after the key's last waiting message, else level with the head of the
+    // priority (the first waiting message), else 0. Two index seeks (queue_messages_waiting_key and
+    // queue_messages_next), no state beside the rows.
+    this.insertFairMessage = rawStatement(
+      opts.db.dialect,
+      `insert into queue_messages (job_id, priority, seq, enqueued_at, available_at, lease_owner, lease_until, delivery_count, key_id, vtag, max_running, grp, grp_max_running)
+       values (?, ?, ?, ?, ?, null, null, 0, ?,
+         coalesce(
+           (select w.vtag from queue_messages w where w.key_id = ? and w.priority = ? and w.lease_owner is null order by w.vtag desc limit 1) + ?,
+           (select h.vtag from queue_messages h where h.priority = ? and h.lease_owner is null and h.available_at <= ? order by h.vtag limit 1),
+           0),
+         ?, ?, ?)
+       on conflict (job_id) do nothing`,
     );
     if (!(this.visibilityTimeoutMs > 0)) throw new Error('visibilityTimeoutMs must be positive');
     if (!(this.pollIntervalMs > 0)) throw new Error('pollIntervalMs must be positive');
@@ -115,7 +181,18 @@ export class EmbeddedQueue implements JobQueue {
     const rank = PRIORITY_RANK[message.priority];
     if (rank === undefined) throw new Error(`unknown priority "${message.priority}"`);
     const now = Date.now();
-    await this.insertMessage(this.db, [message.jobId, rank, nextSeq(), now, now]);
+    const keyId = message.keyId ?? NO_KEY;
+    if (this.fairness.enabled) {
+      const share = this.fairness.shareOf(keyId);
+      await this.insertFairMessage(this.db, [
+        message.jobId, rank, nextSeq(), now, now, keyId,
+        keyId, rank, 1 / share.weight,
+        rank, now,
+        share.maxRunning, share.group, share.groupMaxRunning,
+      ]);
+    } else {
+      await this.insertMessage(this.db, [message.jobId, rank, nextSeq(), now, now, keyId]);
+    }
     this.bus.emit('wake');
   }
 
@@ -145,6 +222,7 @@ export class EmbeddedQueue implements JobQueue {
       pollIntervalMs: this.pollIntervalMs,
       retryDelayMs: this.retryDelayMs,
       reportError: this.reportError,
+      limitsRunning: this.fairness.enabled && this.fairness.limitsRunning,
       onDone: (c) => this.consumers.delete(c),
     });
     this.consumers.add(consumer);
@@ -195,6 +273,8 @@ interface ConsumerConfig {
   pollIntervalMs: number;
   retryDelayMs: number;
   reportError: (err: unknown) => void;
+  /** Some key or group has a running limit: claim one message per statement, checking them. */
+  limitsRunning: boolean;
   onDone: (c: EmbeddedConsumer) => void;
 }
 
@@ -369,6 +449,7 @@ class EmbeddedConsumer implements QueueConsumer {
   }
 
   private async claim(n: number): Promise<ClaimedRow[]> {
+    if (this.cfg.limitsRunning) return this.claimWithinLimits(n);
     const { db } = this.cfg;
     const now = Date.now();
     const next = db
@@ -377,6 +458,7 @@ class EmbeddedConsumer implements QueueConsumer {
       .where('available_at', '<=', now)
       .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]))
       .orderBy('priority')
+      .orderBy('vtag')
       .orderBy('seq')
       .limit(n);
     const lease = (eb: ExpressionBuilder<Database, 'queue_messages'>) => ({
@@ -384,7 +466,7 @@ class EmbeddedConsumer implements QueueConsumer {
       lease_until: now + this.cfg.visibilityTimeoutMs,
       delivery_count: eb('delivery_count', '+', 1),
     });
-    const returned = ['job_id', 'priority', 'seq', 'delivery_count'] as const;
+    const returned = ['job_id', 'priority', 'vtag', 'seq', 'delivery_count'] as const;
     // Several processes may claim at once. On Postgres the candidates are picked once, in a
     // materialized CTE, skipping rows another claim has locked: inside `in (subquery)` the planner
     // may run a `limit … skip locked` subquery more than once, each time finding other rows, and so
@@ -401,7 +483,39 @@ class EmbeddedConsumer implements QueueConsumer {
             .execute()
         : await db.updateTable('queue_messages').set(lease).where('job_id', 'in', next).returning(returned).execute();
     // RETURNING order is unspecified: deliver in queue order.
-    return rows.sort((a, b) => a.priority - b.priority || a.seq - b.seq);
+    return rows.sort((a, b) => a.priority - b.priority || a.vtag - b.vtag || a.seq - b.seq);
+  }
+
+  /**
+   * Claims up to `n` messages one statement at a time, each skipping keys and groups at their running
+   * limit as counted in that statement (held leases), so no interleaving of claims can start more.
+   * SQLite runs one writer at a time and this process's statements of one turn share a transaction;
+   * on Postgres the claims of every process take turns on an advisory lock.
+   */
+  private async claimWithinLimits(n: number): Promise<ClaimedRow[]> {
+    const { db, dialect } = this.cfg;
+    const claimOne = claimOneStatement(dialect);
+    const params = () => {
+      const now = Date.now();
+      const lease = [this.cfg.owner, now + this.cfg.visibilityTimeoutMs];
+      return dialect === 'postgres' ? [now, now, now, now, ...lease] : [...lease, now, now, now, now];
+    };
+    const rows: ClaimedRow[] = [];
+    if (dialect === 'postgres') {
+      await db.transaction().execute(async (trx) => {
+        await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
+        for (let i = 0; i < n; i++) {
+          const got = (await claimOne<ClaimedRow>(trx, params())).rows[0];
+          if (!got) break;
+          rows.push(got);
+        }
+      });
+    } else {
+      // Issued together: one group-commit transaction, run in order, each seeing the ones before.
+      const results = await Promise.all(Array.from({ length: n }, () => claimOne<ClaimedRow>(db, params())));
+      for (const r of results) if (r.rows[0]) rows.push(r.rows[0]);
+    }
+    return rows;
   }
 
   private dispatch(row: ClaimedRow): void {
@@ -506,6 +620,8 @@ class EmbeddedConsumer implements QueueConsumer {
         )
         .execute();
       for (const a of batch) a.resolve();
+      // A key that was at its running limit may have room now: claim again (other processes poll).
+      if (this.cfg.limitsRunning) this.cfg.bus.emit('wake');
     } catch (err) {
       for (const a of batch) a.reject(err);
     }

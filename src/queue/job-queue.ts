@@ -8,6 +8,11 @@ import type { Priority } from '../core/job.ts';
 export interface QueueMessage {
   jobId: string;
   priority: Priority;
+  /**
+   * The job's API key: within a priority, keys take turns (by their weight) and a key at its running
+   * limit gets no job started (src/fairness). Absent: one shared tenant, first come first served.
+   */
+  keyId?: string;
 }
 
 export interface Delivery {

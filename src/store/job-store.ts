@@ -90,7 +90,7 @@ export interface JobStore {
   /** Queued and running jobs counted per public model (every key's, or one key's): queue depth for status pages. */
   countActiveByModel(keyId?: string): Promise<{ model: string; status: 'queued' | 'running'; count: number }[]>;
   /** Queued and running jobs, oldest first (for re-enqueueing after a queue lost messages). */
-  listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]>;
+  listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority; keyId: string }[]>;
 }
 
 export interface ApiKey {

@@ -1,5 +1,5 @@
 /**
- * The metadata database as the migrations in ./migrations leave it (001–010): every table and column,
+ * The metadata database as the migrations in ./migrations leave it (001–012): every table and column,
  * for `Kysely<Database>`. A migration that adds or changes a column changes this file too;
  * tests/store/schema.test.ts compares it with a freshly migrated SQLite and Postgres database.
  *
@@ -86,7 +86,7 @@ export interface ApiKeysTable {
   revoked_at: number | null;
 }
 
-/** `queue_messages` (002), the embedded queue. */
+/** `queue_messages` (002; `key_id` … `grp_max_running` from 012), the embedded queue. */
 export interface QueueMessagesTable {
   job_id: string;
   /** PRIORITY_RANK: lower runs first. */
@@ -97,6 +97,13 @@ export interface QueueMessagesTable {
   lease_owner: string | null;
   lease_until: number | null;
   delivery_count: Generated<number>;
+  /** The job's API key ('' for none). */
+  key_id: Generated<string>;
+  /** The message's turn within its priority (a virtual start time; src/fairness). */
+  vtag: Generated<number>;
+  max_running: number | null;
+  grp: string | null;
+  grp_max_running: number | null;
 }
 
 /** `job_events` (003). */

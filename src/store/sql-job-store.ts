@@ -511,8 +511,8 @@ export class SqlJobStore implements JobStore {
     return rows.map((r) => ({ model: r.model, status: r.status, count: r.n }));
   }
 
-  async listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority }[]> {
-    let q = this.db.selectFrom('jobs').select(['id', 'priority']).where('status', 'in', ACTIVE);
+  async listUnfinished(limit: number, after?: string): Promise<{ id: string; priority: Priority; keyId: string }[]> {
+    let q = this.db.selectFrom('jobs').select(['id', 'priority', 'key_id as keyId']).where('status', 'in', ACTIVE);
     if (after) q = q.where('id', '>', after);
     return q.orderBy('id', 'asc').limit(limit).execute();
   }

@@ -11,6 +11,7 @@
  *   checkIdempotency    the same key and request answer the job they created; another request is a 422
  *   moderate            the prompt and negative prompt pass the content policy
  *   checkWebhook        the webhook URL is one easel may call
+ *   checkQueueLimit     the key (and its group) has room in the queue (src/fairness; a batch waits instead)
  *   admitBudget         the cache answers it, or its estimated cost is reserved on every budget
  *   storeInputs         input images checked and stored under the job's id
  *   createJob           the job is durable
@@ -31,6 +32,7 @@ import type { BackendRegistry, ResolvedModel } from '../backends/registry.ts';
 import type { Router, RouteDecision } from '../routing/router.ts';
 import type { BudgetGate } from '../budgets/gate.ts';
 import type { CacheHit, ImageCache } from '../cache/image-cache.ts';
+import type { FairShare } from '../fairness/fair-share.ts';
 import type { JobCosts } from '../jobs/job-costs.ts';
 import type { JobSettler } from '../jobs/settle.ts';
 import type { PromptModerator } from '../moderation/prompt-moderator.ts';
@@ -63,6 +65,8 @@ export interface SubmissionsDeps {
    * still downloading): the error to answer with.
    */
   unavailable?: () => DomainError | undefined;
+  /** Fair sharing between keys: queue limits at admission, queue depth per key (src/fairness). */
+  fairness?: FairShare;
 }
 
 /** A command after its model is resolved: the job's kind and request as they will run. */
@@ -93,6 +97,11 @@ export class Submissions {
     this.deps = deps;
   }
 
+  /** Fair sharing's view of the queue (GET /v1/system shows it). */
+  get fairness(): FairShare | undefined {
+    return this.deps.fairness;
+  }
+
   /** Admits a command: the job it created (or answered from the cache, or created before with the same key). */
   async submit(cmd: SubmitCommand, caller: Caller, opts: SubmitOptions = {}): Promise<Submitted> {
     this.guardProviderOptions(cmd);
@@ -105,6 +114,7 @@ export class Submissions {
     if (replay) return replay;
     await this.moderate(r.request);
     await this.checkWebhook(cmd);
+    await this.deps.fairness?.checkQueueLimit(caller);
 
     const admission = await this.admitBudget(cmd, caller, r);
     let job: Job;
@@ -302,7 +312,7 @@ export class Submissions {
   /** Queues the job; if the queue is unreachable the job ends failed at once (accepted work is never left waiting). */
   async enqueue(job: Job, admission: Admission, log: Logger): Promise<void> {
     try {
-      await this.deps.queue.enqueue({ jobId: job.id, priority: job.priority });
+      await this.deps.queue.enqueue({ jobId: job.id, priority: job.priority, keyId: job.keyId });
     } catch (err) {
       log.error({ err, jobId: job.id }, 'enqueue failed');
       await this.deps.settler.fail(job, null, { status: 'failed', error: { code: 'queue_unavailable', message: 'the job queue was unreachable when the job was submitted' } }).catch(() => false);

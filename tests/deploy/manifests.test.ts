@@ -32,6 +32,7 @@ import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObj
 import { ENV_KEYS, loadConfig } from '../../src/config/load.ts';
 import { REPO_ROOT } from '../support/processes.ts';
 import { startRedis } from '../support/redis.ts';
+import { until } from '../support/until.ts';
 import { BullmqQueue } from '../../src/queue/bullmq-queue.ts';
 
 const root = REPO_ROOT;
@@ -437,24 +438,26 @@ describe(`Kubernetes manifests (${kubectl ? 'rendered by kubectl kustomize' : 'k
     }
   });
 
-  test('the KEDA triggers watch the keys BullMQ fills for easel’s queue', async (t) => {
+  test('the KEDA triggers watch the keys easel’s queue fills: the fair waiting room and BullMQ', async (t) => {
     const so = find(base, 'ScaledObject', 'easel-worker');
     const keys = so.spec.triggers.map((tr: any) => tr.metadata.listName as string);
-    assert.deepEqual(keys, ['easel:images:prioritized', 'easel:images:wait', 'easel:images:active']);
+    assert.deepEqual(keys, ['easel:images:fair:waiting', 'easel:images:prioritized', 'easel:images:wait', 'easel:images:active']);
+    const [room, prioritized, wait, active] = keys as [string, string, string, string];
     const redis = await startRedis();
     if (!redis) return t.skip('redis-server is not installed');
     const queue = new BullmqQueue({ url: redis.url, prefix: loadConfig({ env: {} }).redis.prefix });
     const { Redis } = await import('ioredis');
     const client = new Redis(redis.url);
     try {
-      assert.equal(`${queue.prefix}:${queue.queueName}:prioritized`, keys[0]);
-      for (const [i, priority] of (['high', 'normal', 'low'] as const).entries()) await queue.enqueue({ jobId: `job_k${i}`, priority });
-      // Every waiting easel job is in the sorted set KEDA counts with ZCARD.
-      assert.equal(await client.type(keys[0]), 'zset');
-      assert.equal(await client.zcard(keys[0]), 3);
-      assert.equal(await client.llen(keys[1]), 0);
+      assert.equal(`${queue.prefix}:${queue.queueName}:prioritized`, prioritized);
+      for (const [i, priority] of (['high', 'normal', 'low'] as const).entries()) await queue.enqueue({ jobId: `job_k${i}`, priority, keyId: 'key_k' });
+      // With no worker registered, every waiting easel job is in the room's sorted set (ZCARD).
+      assert.equal(await client.type(room), 'zset');
+      assert.equal(await client.zcard(room), 3);
+      assert.equal(await client.zcard(prioritized), 0);
+      assert.equal(await client.llen(wait), 0);
       assert.deepEqual(await queue.counts(), { waiting: 3, active: 0 });
-      // Taken by a worker, a job moves to the active list.
+      // Taken by a worker, a job moves to the active list; what waits is in the room or BullMQ's sorted set.
       let release!: () => void;
       const held = new Promise<void>((r) => (release = r));
       let started!: () => void;
@@ -464,9 +467,10 @@ describe(`Kubernetes manifests (${kubectl ? 'rendered by kubectl kustomize' : 'k
         await held;
       }, { concurrency: 1 });
       await running;
-      assert.equal(await client.type(keys[2]), 'list');
-      assert.equal(await client.llen(keys[2]), 1);
-      assert.equal(await client.zcard(keys[0]), 2);
+      assert.equal(await client.type(active), 'list');
+      assert.equal(await client.llen(active), 1);
+      await until('the lookahead job in BullMQ', async () => (await client.zcard(prioritized)) === 1 || undefined, 5_000);
+      assert.equal((await client.zcard(room)) + (await client.zcard(prioritized)), 2);
       release();
       await consumer.stop(1_000);
     } finally {

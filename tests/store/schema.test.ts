@@ -84,6 +84,11 @@ const COLUMNS: Mirror = {
     lease_owner: 'string | null',
     lease_until: 'number | null',
     delivery_count: 'number = default',
+    key_id: 'string = default',
+    vtag: 'number = default',
+    max_running: 'number | null',
+    grp: 'string | null',
+    grp_max_running: 'number | null',
   },
   job_events: {
     job_id: 'string',

@@ -107,7 +107,7 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
   }, async (req) => {
     const admin = req.apiKey.admin;
     const own = admin ? undefined : req.apiKey.id;
-    const [health, counts, active] = await Promise.all([deps.backends.health(), deps.store.countByStatus(own), deps.store.countActiveByModel(own)]);
+    const [health, counts, active, perKey] = await Promise.all([deps.backends.health(), deps.store.countByStatus(own), deps.store.countActiveByModel(own), deps.submissions.fairness?.depthByKey(own)]);
     const models = deps.backends.listModels();
     const backends = deps.backends.listBackends().map((b) => {
       const h = health[b.name] ?? { ok: false, message: 'no health answer' };
@@ -144,6 +144,8 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
       object: 'system' as const,
       checked_at: Math.floor(Date.now() / 1000),
       jobs: counts,
+      // Queued and running jobs per key (fair sharing, src/fairness): every key's for an admin, else the caller's.
+      keys: (perKey ?? []).map((k) => ({ key_id: k.keyId, name: k.name, queued: k.queued, running: k.running })),
       default_model: deps.backends.defaultModel ?? null,
       backends,
       // The first start's download of the default model (null when there is none).

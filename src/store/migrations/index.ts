@@ -10,6 +10,7 @@ import * as m008 from './008-batches.ts';
 import * as m009 from './009-thumbnails.ts';
 import * as m010 from './010-batch-fingerprint.ts';
 import * as m011 from './011-unique-key-names.ts';
+import * as m012 from './012-fair-queue.ts';
 
 // Migrations take `Kysely<any>`, not the app's `Kysely<Database>` (../schema.ts), and this is the one
 // place outside a dialect's introspector where `Kysely<any>` belongs: a migration runs against the
@@ -29,4 +30,5 @@ export const migrations: Record<string, Migration> = {
   '009-thumbnails': m009,
   '010-batch-fingerprint': m010,
   '011-unique-key-names': m011,
+  '012-fair-queue': m012,
 };
