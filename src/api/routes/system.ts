@@ -76,6 +76,9 @@ const systemSchema = z.object({
       hosts: z.array(hostSchema),
     }),
   ),
+  keys: z
+    .array(z.object({ key_id: z.string(), name: z.string().nullable(), queued: z.int(), running: z.int() }))
+    .describe('Queued and running jobs per key: every key for an admin key, the caller’s own otherwise'),
   model_download: z
     .object({
       status: z.string(),
