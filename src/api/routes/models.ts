@@ -19,6 +19,7 @@ const modelSchema = z
     backend_type: z.string(),
     default: z.boolean().describe('Used when a request names no model'),
     description: z.string().optional(),
+    loras: z.array(z.string()).optional().describe("easel: the LoRA adapters requests may name in `loras` (absent: the model takes none); a backend's own lists are refreshed as it finds more"),
   })
   .meta({ id: 'Model', description: 'A model this server serves' });
 
@@ -33,7 +34,12 @@ export async function modelRoutes(app: FastifyInstance, deps: ApiDeps) {
     backend_type: m.type,
     default: m.isDefault,
     ...(m.description ? { description: m.description } : {}),
+    ...loras(m.name),
   });
+  const loras = (name: string) => {
+    const names = deps.backends.lorasOf(name);
+    return names ? { loras: names } : {};
+  };
   r.get('/models', {
     schema: { summary: 'List the models this server serves', operationId: 'listModels', tags: ['models'], querystring: noQuery, response: { 200: json('Models', listOf(modelSchema, 'none')), ...errorResponses } },
   }, async () => ({ object: 'list' as const, data: deps.backends.listModels().map(view) }));
