@@ -302,7 +302,7 @@ guard('the input images', ['image', 'images', 'image_url', 'image_urls', 'input_
 guard('the provider’s moderation', ['safety_checker', 'disable_safety_checker', 'enable_safety_checker', 'safety_tolerance', 'safety_filter_level', 'safetySetting', 'safety_settings', 'personGeneration', 'person_generation', 'moderation_level', 'nsfw', 'allow_nsfw']);
 guard('streaming', ['stream', 'partial_images']);
 guard('the answer format', ['response_format', 'output_format']);
-guard('the LoRA adapters', ['loras', 'lora', 'lora_weights', 'lora_scale', 'adapters']);
+guard('the LoRA adapters', ['loras', 'lora', 'lora_weights', 'lora_scale', 'adapters', 'extra_lora', 'extra_lora_scale', 'hf_lora', 'lora_path', 'lora_name', 'lora_nickname']);
 
 /** Deepest nesting accepted in provider options (objects and arrays). */
 export const MAX_PROVIDER_OPTION_DEPTH = 8;
