@@ -118,11 +118,11 @@ describe('ComfyUI LoRAs', () => {
 
   test('a LoRA copied onto the host later is found by the next look; one no host has is refused before any prompt', async () => {
     const s = await comfy();
-    const b = comfyBackend([s]);
+    const b = comfyBackend([s], { loraRefreshSeconds: 0.2 });
     await b.refreshLoras();
     s.loras.push('fresh.safetensors');
     assert.ok(!b.modelSpec('sd15.safetensors').loras!.available.some((l) => l.name === 'fresh'));
-    await new Promise((r) => setTimeout(r, 5100)); // past the refresh throttle
+    await new Promise((r) => setTimeout(r, 250)); // past the refresh throttle (loraRefreshSeconds)
     await b.refreshLoras();
     assert.ok(b.modelSpec('sd15.safetensors').loras!.available.some((l) => l.name === 'fresh'));
     const before = s.prompts.length;
@@ -174,10 +174,10 @@ describe('A1111 LoRAs', () => {
 
   test('a miss makes each host rescan (POST /sdapi/v1/refresh-loras) and list again', async () => {
     const s = await a1111();
-    const b = a1111Backend([s]);
+    const b = a1111Backend([s], { loraRefreshSeconds: 0.2 });
     await b.refreshLoras();
     s.loras.push('new_style');
-    await new Promise((r) => setTimeout(r, 5100));
+    await new Promise((r) => setTimeout(r, 250));
     await b.refreshLoras();
     assert.ok(s.requests.includes('POST /sdapi/v1/refresh-loras'));
     assert.ok(b.modelSpec('x').loras!.available.some((l) => l.name === 'new_style'));

@@ -91,7 +91,7 @@ export class A1111Backend implements ImageBackend {
    * (`POST /sdapi/v1/refresh-loras`) and is listed again; at most once every few seconds.
    */
   async refreshLoras(): Promise<void> {
-    if (Date.now() - this.lorasRefreshedAt < LORA_REFRESH_THROTTLE_MS) return this.lorasRefreshing;
+    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
     this.lorasRefreshedAt = Date.now();
     this.lorasRefreshing = (async () => {
       await Promise.all(

@@ -193,7 +193,7 @@ export class ComfyUIBackend implements ImageBackend {
 
   /** Lists every host's LoRAs again (a request named one not listed); at most once every few seconds. */
   async refreshLoras(): Promise<void> {
-    if (Date.now() - this.lorasRefreshedAt < LORA_REFRESH_THROTTLE_MS) return this.lorasRefreshing;
+    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
     this.lorasRefreshedAt = Date.now();
     this.lorasAt.clear();
     this.lorasRefreshing = this.pool.probeAll();

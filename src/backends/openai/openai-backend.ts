@@ -197,7 +197,7 @@ export class OpenAIBackend implements ImageBackend {
     const p = this.preset;
     if (!p?.loraListPath || !this.config.loraDir) return;
     if (this.lorasRefreshing) return this.lorasRefreshing;
-    if (Date.now() - this.lorasAt < LORA_REFRESH_THROTTLE_MS) return;
+    if (Date.now() - this.lorasAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return;
     this.lorasAt = Date.now();
     this.lorasRefreshing = (async () => {
       try {
