@@ -489,6 +489,8 @@ export class OpenAIBackend implements ImageBackend {
    * is refused, so every generation would be too); a 404 from a server without `/models` is up.
    */
   private async checkHealth(): Promise<BackendHealth> {
+    // An engine that lists its LoRAs is read again on the health checks' rhythm, not only on a miss.
+    if (this.preset?.loras === 'discovered' && Date.now() - this.lorasAt > this.config.loraRefreshSeconds * 1000) void this.refreshLoras();
     // An engine's own route is on its origin (`/health`, `/readyz`); a configured path is under baseUrl.
     const path = this.config.healthPath ?? this.preset?.healthPath ?? '/models';
     const url = this.config.healthPath || !this.preset ? `${this.config.baseUrl.replace(/\/+$/, '')}${path}` : new URL(path, this.config.baseUrl).href;
