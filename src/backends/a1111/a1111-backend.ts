@@ -83,6 +83,8 @@ export class A1111Backend implements ImageBackend {
   }
 
   modelSpec(_model: string): BackendModelSpec {
+    // Nobody has asked the hosts yet (no job, no health check): start looking, for the next ask.
+    if (this.pool.loraFiles() === undefined) void this.refreshLoras();
     return a1111ModelSpec(this.config.maxBatchSize, this.pool.loraFiles());
   }
 
@@ -93,15 +95,19 @@ export class A1111Backend implements ImageBackend {
   async refreshLoras(): Promise<void> {
     if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
     this.lorasRefreshedAt = Date.now();
-    this.lorasRefreshing = (async () => {
-      await Promise.all(
-        this.pool.hosts
-          .filter((h) => h.status !== 'down')
-          .map((h) => hostRequest(this.http, h, '/sdapi/v1/refresh-loras', { method: 'POST', timeoutMs: 10_000 }).then((r) => r.body?.cancel(), () => {})),
-      );
-      this.lorasAt.clear();
-      await this.pool.probeAll();
-    })();
+    this.pool.start();
+    this.lorasRefreshing = Promise.all(
+      this.pool.hosts
+        .filter((h) => h.status !== 'down')
+        .map(async (h) => {
+          const signal = AbortSignal.timeout(10_000);
+          await hostRequest(this.http, h, '/sdapi/v1/refresh-loras', { method: 'POST', signal }).then((r) => r.body?.cancel(), () => {});
+          const list = await this.listLoras(h, signal).catch(() => undefined);
+          if (!list) return;
+          h.loras = list;
+          this.lorasAt.set(h.name, Date.now());
+        }),
+    ).then(() => {});
     return this.lorasRefreshing;
   }
 

@@ -186,6 +186,8 @@ export class ComfyUIBackend implements ImageBackend {
 
   /** A workflow's spec follows its mapping; a checkpoint's is its family's template. Both offer the LoRAs the hosts list. */
   modelSpec(model: string): BackendModelSpec {
+    // Nobody has asked the hosts yet (no job, no health check): start looking, for the next ask.
+    if (this.pool.loraFiles() === undefined) void this.refreshLoras();
     const wf = this.workflowSpecs.get(model);
     if (wf) return wf.loras ? { ...wf, loras: { ...wf.loras, available: comfyLoras(this.pool.loraFiles()) } } : wf;
     return checkpointSpec(this.config.checkpoints[model]?.family ?? guessFamily(model), this.config.maxBatchSize, this.pool.loraFiles());
@@ -195,8 +197,17 @@ export class ComfyUIBackend implements ImageBackend {
   async refreshLoras(): Promise<void> {
     if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
     this.lorasRefreshedAt = Date.now();
-    this.lorasAt.clear();
-    this.lorasRefreshing = this.pool.probeAll();
+    this.pool.start();
+    this.lorasRefreshing = Promise.all(
+      this.pool.hosts
+        .filter((h) => h.status !== 'down')
+        .map(async (h) => {
+          const list = await this.listLoras(h, AbortSignal.timeout(10_000)).catch(() => undefined);
+          if (!list) return;
+          h.loras = list;
+          this.lorasAt.set(h.name, Date.now());
+        }),
+    ).then(() => {});
     return this.lorasRefreshing;
   }
 

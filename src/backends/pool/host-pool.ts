@@ -471,7 +471,8 @@ export class HostPool {
     }
   }
 
-  private start(): void {
+  /** Starts the probes (the first submit or health check does, too). */
+  start(): void {
     if (this.started || this.closed) return;
     this.started = true;
     this.firstProbe = this.probeAll();
