@@ -333,9 +333,11 @@ export class Runtime {
         : { ok: false, message: `the default model is ${pull.status === 'waiting' ? `being downloaded by ${pull.owner}` : pull.status}: ${describeProgress(pull)}`, public: `the default model is ${pull.status === 'waiting' ? 'being downloaded by another process' : pull.status}: ${describeProgress(pull)}` };
     }
     const healthy = names.filter((n) => health[n]!.ok);
+    // Warming (a first small generation on a cold GPU) is not a failure to hide: /ready says so.
+    const warming = names.some((n) => health[n]!.warming);
     checks.backends = healthy.length
       ? { ok: true, message: `${healthy.length}/${names.length} healthy` }
-      : { ok: false, message: names.length ? `no healthy backend (${names.map((n) => `${n}: ${health[n]!.message ?? 'down'}`).join('; ')})` : 'no backend configured' };
+      : { ok: false, message: names.length ? `no healthy backend (${names.map((n) => `${n}: ${health[n]!.message ?? 'down'}`).join('; ')})` : 'no backend configured', ...(warming ? { public: 'the GPU backends are warming up' } : {}) };
     // Alive but past its queue-depth limit (a GPU pool): not ready, so a load balancer sheds load.
     const overloaded = names.filter((n) => health[n]!.overloaded);
     if (overloaded.length) {

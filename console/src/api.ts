@@ -145,6 +145,8 @@ export interface ModelInfo {
   backend_type: string;
   default: boolean;
   description?: string;
+  /** The LoRA adapters requests may name (absent: the model takes none). */
+  loras?: string[];
 }
 
 export interface JobRequestView {
@@ -159,6 +161,7 @@ export interface JobRequestView {
   guidance_scale?: number;
   quality?: string;
   style?: string;
+  loras?: Array<{ name: string; weight: number }>;
 }
 
 export interface JobView {
@@ -233,6 +236,8 @@ export interface BackendView {
   type: string;
   ok: boolean;
   overloaded: boolean;
+  /** Running its warm-up: not taking work yet. */
+  warming?: boolean;
   message: string | null;
   models: string[];
   capabilities: { generate: boolean; edit: boolean; mask: boolean; variation: boolean; max_input_images: number; max_images_per_call: number };

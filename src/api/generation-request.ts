@@ -8,12 +8,26 @@ import { zodToDomainError } from '../core/zod-errors.ts';
 import { parseSize } from '../core/image-request.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Priority } from '../core/job.ts';
+import { LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS, MAX_LORA_NAME_CHARS } from '../backends/model-spec.ts';
 
 export interface RequestLimits {
   maxImagesPerRequest: number;
   maxPromptChars: number;
   maxPixels: number;
 }
+
+/** `loras: [{name, weight}]`: LoRA adapters by the names the model offers, in stacking order. */
+export const loraListSchema = z
+  .array(
+    z
+      .object({
+        name: z.string().trim().min(1, 'must not be empty').max(MAX_LORA_NAME_CHARS, `must be at most ${MAX_LORA_NAME_CHARS} characters`).regex(/^[^\u0000-\u001f<>]+$/, 'must not hold control characters or < >').describe('A LoRA the model offers (GET /v1/models lists them)'),
+        weight: z.number().min(LORA_WEIGHT_MIN, `must be at least ${LORA_WEIGHT_MIN}`).max(LORA_WEIGHT_MAX, `must be at most ${LORA_WEIGHT_MAX}`).optional().describe('How strongly it applies (default 1)'),
+      })
+      .strict(),
+  )
+  .max(MAX_LORAS, `at most ${MAX_LORAS} LoRA adapters`)
+  .describe(`easel: LoRA adapters to apply (at most ${MAX_LORAS}; weights ${LORA_WEIGHT_MIN} to ${LORA_WEIGHT_MAX}, default 1), for models that take them`);
 
 export const generationBodySchema = (limits: RequestLimits) =>
   z
@@ -45,6 +59,7 @@ export const generationBodySchema = (limits: RequestLimits) =>
         .describe('easel: up to 16 string values kept on the job and sent with its webhook'),
       async: z.boolean().nullish().describe('easel: answer 202 with the job at once (like `Prefer: respond-async`)'),
       priority: z.enum(['high', 'normal', 'low']).nullish().describe('easel: queue priority (default normal)'),
+      loras: loraListSchema.nullish(),
       provider_options: z.record(z.string(), z.unknown()).nullish().describe("easel: options for the model's provider, checked against the model's own schema"),
     })
     .strict();
@@ -129,6 +144,7 @@ export function readGeneration(b: GenerationBody, limits: RequestLimits, preferA
     ...(b.guidance_scale != null ? { guidanceScale: b.guidance_scale } : {}),
     ...(b.partial_images ? { partialImages: b.partial_images } : {}),
     ...(b.moderation ? { moderation: b.moderation } : {}),
+    ...(b.loras?.length ? { loras: b.loras.map((l) => ({ name: l.name, weight: l.weight ?? 1 })) } : {}),
     ...(Object.keys(providerOptions).length ? { providerOptions } : {}),
   };
   return {

@@ -38,6 +38,7 @@ export function requestView(job: Job): RequestView {
     ...(job.request.guidanceScale !== undefined ? { guidance_scale: job.request.guidanceScale } : {}),
     ...(job.request.quality ? { quality: job.request.quality } : {}),
     ...(job.request.style ? { style: job.request.style } : {}),
+    ...(job.request.loras?.length ? { loras: job.request.loras.map((l) => ({ name: l.name, weight: l.weight })) } : {}),
   };
 }
 

@@ -22,6 +22,8 @@ const MAX_TEXT_FIELDS = 64;
 export interface MultipartForm {
   /** Text fields in arrival order of their first value; repeated fields keep every value. */
   fields: Map<string, unknown[]>;
+  /** Every text field in arrival order (the openai SDK's `loras[][name]`, `loras[][weight]`, … are grouped by it). */
+  sequence: Array<[string, unknown]>;
   images: UploadedFile[];
   mask?: UploadedFile;
 }
@@ -51,7 +53,7 @@ const tooManyImages = (max: number) =>
  * connection; the first problem found is thrown.
  */
 export async function readUploadForm(req: FastifyRequest, limits: UploadLimits, opts: { allowMask: boolean }): Promise<MultipartForm> {
-  const form: MultipartForm = { fields: new Map(), images: [] };
+  const form: MultipartForm = { fields: new Map(), sequence: [], images: [] };
   let problem: DomainError | undefined;
   const fail = (err: DomainError) => {
     problem ??= err;
@@ -71,6 +73,7 @@ export async function readUploadForm(req: FastifyRequest, limits: UploadLimits, 
         const values = form.fields.get(name);
         if (values) values.push(part.value);
         else form.fields.set(name, [part.value]);
+        form.sequence.push([name, part.value]);
         continue;
       }
 

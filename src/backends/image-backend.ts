@@ -6,7 +6,7 @@
  */
 import type { ImageSize, OutputFormat } from '../core/image-request.ts';
 import type { JobWarning } from '../core/job.ts';
-import type { BackendModelSpec, ModelCapabilities } from './model-spec.ts';
+import type { BackendModelSpec, ModelCapabilities, ResolvedLora } from './model-spec.ts';
 
 /** What a backend as a whole can do at most (the union of its models); per model, see `modelSpec()`. */
 export interface BackendCapabilities extends ModelCapabilities {
@@ -46,6 +46,12 @@ export interface BackendRequest {
   partialImages?: number;
   inputImages: BackendImageInput[];
   mask?: BackendImageInput;
+  /**
+   * LoRA adapters, in stacking order, each with the backend's own reference (a file name, a server
+   * path, a provider URL) resolved from the model's spec. Admission let through only what the model
+   * offers, so a backend maps every one of them or refuses the call.
+   */
+  loras?: ResolvedLora[];
   providerOptions: Record<string, unknown>;
 }
 
@@ -102,6 +108,8 @@ export interface BackendHealth {
   overloaded?: boolean;
   /** Backend-specific state for status pages (hosts, loaded checkpoints, queue depth). */
   details?: Record<string, unknown>;
+  /** Not taking work yet because it is warming up (its first, small request is running). */
+  warming?: boolean;
 }
 
 export interface ImageBackend {
@@ -116,6 +124,11 @@ export interface ImageBackend {
    */
   modelSpec(model: string): BackendModelSpec;
   generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult>;
+  /**
+   * Looks for LoRA adapters again (a name a request asked for was not in the last list: it may have
+   * been added since). Backends that discover their LoRAs offer it; it may be throttled.
+   */
+  refreshLoras?(): Promise<void>;
   health(): Promise<BackendHealth>;
   close?(): Promise<void>;
 }

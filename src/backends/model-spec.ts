@@ -46,6 +46,47 @@ export interface LoraSpec {
   ref?: string;
 }
 
+/**
+ * How a model takes LoRA adapters (absent: it takes none).
+ *
+ * - `discovered`: the backend lists what its servers have (ComfyUI's LoraLoader, A1111's
+ *   `/sdapi/v1/loras`, sd-server's `/sdapi/v1/loras`); `models[].loras` may narrow that list and
+ *   rename entries. A backend that can look again offers `refreshLoras()` (admission asks on a miss).
+ * - `configured`: the provider takes references (a Replicate `lora_weights` path, a fal URL, a path on
+ *   a vLLM-Omni server) that nobody can list: only what `models[].loras` names is offered, so a caller
+ *   can never point a provider at an adapter the operator did not choose.
+ */
+export interface LoraSupport {
+  source: 'discovered' | 'configured';
+  /** What is offered (for `configured`, the registry fills it from config). */
+  available: readonly LoraSpec[];
+  /** Most adapters one request may combine (default {@link MAX_LORAS}). */
+  max?: number;
+  /** Weights the provider takes (default: the request's own bounds). */
+  minWeight?: number;
+  maxWeight?: number;
+}
+
+/** Most LoRA adapters one request may carry, and the bounds of a weight and a name. */
+export const MAX_LORAS = 8;
+export const LORA_WEIGHT_MIN = -4;
+export const LORA_WEIGHT_MAX = 4;
+export const MAX_LORA_NAME_CHARS = 200;
+
+/** A LoRA a request asks for (`loras: [{name, weight}]`; the weight defaults to 1). */
+export interface RequestedLora {
+  name: string;
+  weight: number;
+}
+
+/** A LoRA as a backend receives it: resolved to the backend's own reference. */
+export interface ResolvedLora extends RequestedLora {
+  ref: string;
+}
+
+/** An entry of `models[].loras`: a name (offered as is) or a name mapped to the provider's reference. */
+export type LoraConfigEntry = string | { name: string; ref?: string };
+
 /** What a backend declares per model id; the registry fills what it leaves out. */
 export interface BackendModelSpec {
   capabilities: ModelCapabilities;
@@ -68,8 +109,8 @@ export interface BackendModelSpec {
    * would change what is priced, moderated or limited are refused before this schema is consulted.
    */
   providerOptions: z.ZodType<Record<string, unknown>>;
-  /** LoRA adapters the model takes (absent or empty: none). */
-  loras?: readonly LoraSpec[];
+  /** LoRA adapters the model takes (absent: none). */
+  loras?: LoraSupport;
 }
 
 /** A model as admission and routing see it: the backend's declaration with config and defaults applied. */
@@ -83,7 +124,7 @@ export interface SpecProblem {
   param: string;
   message: string;
   /** A stable code for the kind of refusal. */
-  code: 'unsupported_capability' | 'invalid_value' | 'unknown_parameter' | 'provider_option_not_allowed';
+  code: 'unsupported_capability' | 'invalid_value' | 'unknown_parameter' | 'provider_option_not_allowed' | 'unknown_lora';
 }
 
 /** What a job asks of a model besides its request fields. */
@@ -97,14 +138,41 @@ export interface Need {
 /** No provider options at all (the default for models that take none). */
 export const noProviderOptions = z.object({}).strict();
 
-/** Fills what a backend left out: tier and text rendering inferred from the model id, unless config says. */
-export function completeSpec(spec: BackendModelSpec, modelId: string, overrides: { tier?: Tier; textInImage?: boolean; sizes?: readonly string[] } = {}): ModelSpec {
+/**
+ * Fills what a backend left out: tier and text rendering inferred from the model id, unless config
+ * says; the LoRAs narrowed (or, for providers that take references, supplied) by `models[].loras`.
+ */
+export function completeSpec(
+  spec: BackendModelSpec,
+  modelId: string,
+  overrides: { tier?: Tier; textInImage?: boolean; sizes?: readonly string[]; loras?: readonly LoraConfigEntry[] } = {},
+): ModelSpec {
+  const loras = spec.loras ? configuredLoras(spec.loras, overrides.loras) : undefined;
   return {
     ...spec,
     ...(overrides.sizes ? { sizes: { kind: 'list', sizes: overrides.sizes } as SizeRule } : {}),
+    ...(loras ? { loras } : {}),
     tier: overrides.tier ?? spec.tier ?? inferTier(modelId),
     textInImage: overrides.textInImage ?? spec.textInImage ?? inferTextInImage(modelId),
   };
+}
+
+/**
+ * A model's LoRAs with its `models[].loras` applied. Discovered: the allowlist keeps (and may rename)
+ * only entries the backend found, by name or by reference; no list keeps everything found.
+ * Configured: the list is everything offered (none without one).
+ */
+export function configuredLoras(support: LoraSupport, entries: readonly LoraConfigEntry[] | undefined): LoraSupport {
+  if (!entries) return support.source === 'configured' ? { ...support, available: [] } : support;
+  const wanted = entries.map((e) => (typeof e === 'string' ? { name: e } : e));
+  if (support.source === 'configured') return { ...support, available: wanted.map((e) => ({ name: e.name, ref: e.ref ?? e.name })) };
+  const available: LoraSpec[] = [];
+  for (const e of wanted) {
+    const key = e.ref ?? e.name;
+    const found = support.available.find((l) => l.name === key || (l.ref ?? l.name) === key);
+    if (found) available.push({ name: e.name, ref: found.ref ?? found.name });
+  }
+  return { ...support, available };
 }
 
 /** A model's tier from its id when neither the backend nor config says. */
@@ -174,6 +242,50 @@ export function requestProblem(model: string, spec: ModelSpec, request: Pick<Ima
 }
 
 /**
+ * The LoRAs a request asks for, against what the model offers: a model that takes none is refused
+ * naming the model; too many, a name it does not offer (`loras[i].name`), a name twice or a weight
+ * outside what the provider takes (`loras[i].weight`) are refused naming the entry.
+ */
+export function loraProblem(model: string, spec: Pick<ModelSpec, 'loras'>, loras: readonly RequestedLora[] | undefined): SpecProblem | undefined {
+  if (!loras || loras.length === 0) return undefined;
+  const support = spec.loras;
+  if (!support) return { param: 'loras', code: 'unsupported_capability', message: `Model '${model}' takes no LoRA adapters.` };
+  const max = Math.min(support.max ?? MAX_LORAS, MAX_LORAS);
+  if (loras.length > max) return { param: 'loras', code: 'invalid_value', message: `Invalid value for 'loras': model '${model}' takes at most ${max} LoRA adapter${max === 1 ? '' : 's'} per request, got ${loras.length}.` };
+  const seen = new Set<string>();
+  for (const [i, l] of loras.entries()) {
+    const param = `loras[${i}].name`;
+    if (!support.available.some((a) => a.name === l.name)) {
+      const offered = support.available.map((a) => a.name);
+      const list = offered.length === 0 ? 'it offers none right now' : `it offers ${offered.slice(0, 20).join(', ')}${offered.length > 20 ? `, … (${offered.length} in all; GET /v1/models lists them)` : ''}`;
+      return { param, code: 'unknown_lora', message: `Unknown LoRA '${shorten(l.name)}' for model '${model}': ${list}.` };
+    }
+    if (seen.has(l.name)) return { param, code: 'invalid_value', message: `Invalid value for '${param}': LoRA '${shorten(l.name)}' is listed twice.` };
+    seen.add(l.name);
+    const lo = support.minWeight ?? LORA_WEIGHT_MIN;
+    const hi = support.maxWeight ?? LORA_WEIGHT_MAX;
+    if (l.weight < lo || l.weight > hi) return { param: `loras[${i}].weight`, code: 'invalid_value', message: `Invalid value for 'loras[${i}].weight' on model '${model}': it takes weights from ${lo} to ${hi}, got ${l.weight}.` };
+  }
+  return undefined;
+}
+
+/** The request's LoRAs as the backend receives them (each resolved to its reference; unknown ones keep their name). */
+export function resolveLoras(spec: Pick<ModelSpec, 'loras'>, loras: readonly RequestedLora[] | undefined): ResolvedLora[] | undefined {
+  if (!loras || loras.length === 0) return undefined;
+  return loras.map((l) => {
+    const found = spec.loras?.available.find((a) => a.name === l.name);
+    return { name: l.name, weight: l.weight, ref: found?.ref ?? found?.name ?? l.name };
+  });
+}
+
+/** A stable text of a LoRA set (order kept: stacking order can matter), for batch and affinity keys. */
+export function loraSetKey(loras: readonly { ref: string; weight: number }[] | undefined): string {
+  return loras && loras.length ? loras.map((l) => `${l.ref}@${l.weight}`).join('|') : '';
+}
+
+const shorten = (s: string) => (s.length > 80 ? `${s.slice(0, 80)}…` : s);
+
+/**
  * Provider option keys that would change what is priced, moderated or limited, under the names the
  * providers easel drives use for them. They are refused whatever a backend's schema says: the
  * request's own fields (which admission prices, moderates and limits) are the only way to set them.
@@ -190,7 +302,7 @@ guard('the input images', ['image', 'images', 'image_url', 'image_urls', 'input_
 guard('the provider’s moderation', ['safety_checker', 'disable_safety_checker', 'enable_safety_checker', 'safety_tolerance', 'safety_filter_level', 'safetySetting', 'safety_settings', 'personGeneration', 'person_generation', 'moderation_level', 'nsfw', 'allow_nsfw']);
 guard('streaming', ['stream', 'partial_images']);
 guard('the answer format', ['response_format', 'output_format']);
-guard('the LoRA adapters', ['loras', 'lora', 'lora_weights', 'lora_scale', 'adapters']);
+guard('the LoRA adapters', ['loras', 'lora', 'lora_weights', 'lora_scale', 'adapters', 'extra_lora', 'extra_lora_scale', 'hf_lora', 'lora_path', 'lora_name', 'lora_nickname']);
 
 /** Deepest nesting accepted in provider options (objects and arrays). */
 export const MAX_PROVIDER_OPTION_DEPTH = 8;

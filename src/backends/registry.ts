@@ -86,7 +86,7 @@ export class BackendRegistry {
 
   /** A model's spec: asked of its backend each time (a backend may learn, e.g. the LoRAs a host has), then config applied. */
   private specOf(backend: ImageBackend, model: string, config: ModelConfig): ModelSpec {
-    return completeSpec(backend.modelSpec(model), model, { tier: config.tier, textInImage: config.textInImage, sizes: config.sizes });
+    return completeSpec(backend.modelSpec(model), model, { tier: config.tier, textInImage: config.textInImage, sizes: config.sizes, loras: config.loras });
   }
 
   hasModel(name: string): boolean {
@@ -101,6 +101,11 @@ export class BackendRegistry {
       description: m.description,
       isDefault: name === this.defaultName,
     }));
+  }
+
+  /** The LoRA adapters a model offers now (its spec asked afresh); undefined when it takes none or is unknown. */
+  lorasOf(name: string): string[] | undefined {
+    return this.resolve(name)?.spec.loras?.available.map((l) => l.name);
   }
 
   listBackends(): ImageBackend[] {

@@ -85,6 +85,8 @@ export function cacheKeys(model: string, r: ImageRequest): CacheKeys {
     format: r.outputFormat,
     compression: r.outputCompression,
     options: r.providerOptions,
+    // The same prompt under another LoRA set (or weights) is another image.
+    loras: r.loras?.length ? r.loras.map((l) => [l.name, l.weight]) : undefined,
   };
   const prompt = normalizePrompt(r.prompt);
   return { paramsKey: sha(stable(params)), cacheKey: sha(stable({ ...params, prompt })), prompt };

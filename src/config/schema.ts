@@ -16,12 +16,16 @@ import { metricsConfigSchema } from '../observability/config.ts';
 import { modelRoutingFields, routingConfigSchema } from '../routing/config.ts';
 import { rateLimitsConfigSchema } from '../api/rate-limit-config.ts';
 import { modelStoreConfigSchema } from '../models/config.ts';
+import { MAX_LORA_NAME_CHARS } from '../backends/model-spec.ts';
 
 const seconds = (def: number) => z.number().positive().default(def);
 
 /** One entry of `backends:`: the union of every backend definition's schema, told apart by `type`. */
 export const backendConfigSchema = z.discriminatedUnion('type', backendConfigSchemas);
 export type BackendConfig = z.infer<typeof backendConfigSchema>;
+
+const loraName = z.string().min(1).max(MAX_LORA_NAME_CHARS);
+const loraConfigEntry = z.union([loraName, z.object({ name: loraName, ref: z.string().min(1).max(2048).optional() }).strict()]);
 
 export const modelConfigSchema = z
   .object({
@@ -34,6 +38,13 @@ export const modelConfigSchema = z
     /** Used when a request names no model. */
     default: z.boolean().default(false),
     description: z.string().optional(),
+    /**
+     * LoRA adapters requests may name. For backends that list theirs (ComfyUI, A1111/Forge,
+     * sd-server): an allowlist of what they found (`name`, or `{name, ref}` to offer a found file
+     * under another name); absent, everything found. For providers that take references (Replicate,
+     * fal, vLLM-Omni): the only adapters offered, each `{name, ref}` with the provider's reference.
+     */
+    loras: z.array(loraConfigEntry).max(500).optional(),
     // Cost control (src/cost): tier, offered sizes, text rendering, fallback chain.
     ...modelRoutingFields,
   })

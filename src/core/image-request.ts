@@ -40,6 +40,12 @@ export interface ImageRequest {
   /** Storage keys of uploaded input images (edits, variations) and the mask. */
   inputImages?: string[];
   mask?: string;
+  /**
+   * LoRA adapters to apply, by the public names the model offers (`GET /v1/models`), in stacking
+   * order; admission checks them against the model, the worker resolves them to the backend's own
+   * references.
+   */
+  loras?: Array<{ name: string; weight: number }>;
   /** Backend-specific options, passed through untouched. */
   providerOptions?: Record<string, unknown>;
 }

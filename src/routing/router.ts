@@ -22,7 +22,7 @@ import type { JobKind } from '../core/job.ts';
 import type { BackendHealth, ImageBackend } from '../backends/image-backend.ts';
 import type { BackendRegistry, ResolvedModel } from '../backends/registry.ts';
 import type { ModelConfig } from '../config/schema.ts';
-import { capabilityProblem, inferTextInImage as inferText, inferTier as inferModelTier, providerOptionsProblem, sizeProblem } from '../backends/model-spec.ts';
+import { capabilityProblem, inferTextInImage as inferText, inferTier as inferModelTier, loraProblem, providerOptionsProblem, sizeProblem } from '../backends/model-spec.ts';
 import type { AliasConfig, RoutingConfig, Tier } from './config.ts';
 import { TIERS } from './config.ts';
 import type { CircuitBreakers } from './circuit.ts';
@@ -263,7 +263,8 @@ export class Router {
   private capable(route: ResolvedModel, input: RouteInput, opts: { size?: boolean } = {}): string | undefined {
     const problem =
       capabilityProblem(route.name, route.spec, { kind: input.kind, inputImages: input.inputs?.images ?? 0, mask: input.inputs?.mask ?? false }) ??
-      providerOptionsProblem(route.name, route.spec, input.request.providerOptions);
+      providerOptionsProblem(route.name, route.spec, input.request.providerOptions) ??
+      loraProblem(route.name, route.spec, input.request.loras);
     if (problem) return problem.message;
     if (opts.size !== false && input.request.size) {
       const size = sizeProblem(route.spec.sizes, input.request.size);

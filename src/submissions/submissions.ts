@@ -6,6 +6,7 @@
  *   resolveModel        a model, an alias (tier or use case), or the default → the model that runs it
  *   checkCapability     the model can do this kind of job with these inputs (its spec says so)
  *   checkRequest        the size, quality, style and prompt length are ones the model takes
+ *   checkLoras          the LoRA adapters named are ones the model offers (looked for again on a miss)
  *   checkProviderOptions  only options the model declares, none that would change what is priced,
  *                       moderated or limited
  *   checkIdempotency    the same key and request answer the job they created; another request is a 422
@@ -26,7 +27,7 @@ import { DomainError } from '../core/errors.ts';
 import { newJobId } from '../core/ids.ts';
 import type { ImageRequest } from '../core/image-request.ts';
 import type { Job, JobKind } from '../core/job.ts';
-import { capabilityProblem, guardedOptionsProblem, providerOptionsProblem, requestProblem } from '../backends/model-spec.ts';
+import { capabilityProblem, guardedOptionsProblem, loraProblem, providerOptionsProblem, requestProblem } from '../backends/model-spec.ts';
 import type { SpecProblem } from '../backends/model-spec.ts';
 import type { BackendRegistry, ResolvedModel } from '../backends/registry.ts';
 import type { Router, RouteDecision } from '../routing/router.ts';
@@ -44,6 +45,7 @@ import type { Caller, SubmitCommand, SubmitOptions, Submitted } from './command.
 import { inputCounts, storeInputs } from './inputs.ts';
 import type { UploadLimits } from './inputs.ts';
 import { fingerprint } from './fingerprint.ts';
+import { lorasProblem } from './loras.ts';
 
 export interface SubmissionsDeps {
   store: JobStore;
@@ -108,6 +110,7 @@ export class Submissions {
     const r = await this.resolveModel(cmd);
     this.checkCapability(r);
     this.checkRequest(r);
+    await this.checkLoras(r);
     this.checkProviderOptions(r);
     const print = this.fingerprintOf(cmd, r);
     const replay = await this.checkIdempotency(cmd, caller, print);
@@ -157,6 +160,7 @@ export class Submissions {
     const r = await this.resolveModel(cmd);
     this.checkCapability(r);
     this.checkRequest(r);
+    await this.checkLoras(r);
     this.checkProviderOptions(r);
     await this.moderate(r.request);
     await this.checkWebhook(cmd);
@@ -221,6 +225,12 @@ export class Submissions {
   /** The size, quality, style and prompt length are ones the chosen model takes. */
   checkRequest(r: Resolved): void {
     const problem = requestProblem(r.route.name, r.route.spec, r.request, r.kind);
+    if (problem) throw refuse(problem);
+  }
+
+  /** The LoRA adapters named are ones the chosen model offers. */
+  async checkLoras(r: Resolved): Promise<void> {
+    const problem = await lorasProblem(r.route, r.request, this.deps.backends);
     if (problem) throw refuse(problem);
   }
 
@@ -330,7 +340,7 @@ export class Submissions {
     for (const m of this.deps.router.aliasCandidates(alias)) {
       const route = this.deps.backends.resolve(m);
       if (!route) continue;
-      const p = providerOptionsProblem(route.name, route.spec, cmd.request.providerOptions) ?? capabilityProblem(route.name, route.spec, { kind, inputImages: counts.images, mask: counts.mask });
+      const p = providerOptionsProblem(route.name, route.spec, cmd.request.providerOptions) ?? loraProblem(route.name, route.spec, cmd.request.loras) ?? capabilityProblem(route.name, route.spec, { kind, inputImages: counts.images, mask: counts.mask });
       if (p) return new DomainError('invalid', `No model behind '${shown}' can take this request: ${p.message}`, { param: p.param, code: p.code });
     }
     return new DomainError('invalid', `No model behind '${shown}' can take this request; name a model instead.`, { param: 'model', code: 'unsupported_capability' });

@@ -11,6 +11,7 @@ import type { Job, JobError, JobWarning, StoredImage } from '../core/job.ts';
 import { MEDIA_TYPES } from '../core/image-request.ts';
 import type { ImageRequest, ImageSize } from '../core/image-request.ts';
 import type { BackendImageInput, BackendRequest, BackendResult } from '../backends/image-backend.ts';
+import { resolveLoras } from '../backends/model-spec.ts';
 import { BackendError } from '../backends/image-backend.ts';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { JobEventBus } from '../events/job-events.ts';
@@ -239,6 +240,7 @@ export class Worker {
       partialImages: req.partialImages,
       inputImages,
       mask,
+      loras: resolveLoras(route.spec, req.loras),
       providerOptions: folded.providerOptions,
     };
 

@@ -3,8 +3,8 @@
  * refine, retry of an earlier job, a request of a batch) is tried against each promise admission
  * makes: a budget cannot be overspent, moderation runs before any work, provider options cannot
  * change what is priced or moderated, the generations rate limit holds, unknown models (including
- * names every JavaScript object has) are 404s, a model's capabilities are respected, and an
- * idempotency key cannot be reused for another request. For every refusal the backend stand-in must
+ * names every JavaScript object has) are 404s, a model's capabilities are respected, a LoRA the model
+ * does not offer is refused naming it, and an idempotency key cannot be reused for another request. For every refusal the backend stand-in must
  * have received nothing of the refused request, and no key's spend may exceed its budget.
  */
 import { after, before, describe, test } from 'node:test';
@@ -49,6 +49,27 @@ function restrictedBackend(config: BackendConfig): ImageBackend {
   };
 }
 
+/** A backend whose one model can do everything and offers one LoRA, `known` (for the LoRA rule); it records calls. */
+const loraCalls: BackendRequest[] = [];
+function loraBackend(config: BackendConfig): ImageBackend {
+  const caps = { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1, maxImagesPerCall: 4 };
+  return {
+    name: config.name,
+    type: 'lora-test',
+    capabilities: caps,
+    modelSpec(): BackendModelSpec {
+      return { ...uniformSpec(caps, 'gpu-time'), loras: { source: 'discovered', available: [{ name: 'known', ref: 'known.safetensors' }] } };
+    },
+    async health() {
+      return { ok: true };
+    },
+    async generate(r: BackendRequest): Promise<BackendResult> {
+      loraCalls.push(r);
+      throw new Error('the LoRA test backend is only ever asked for refused requests');
+    },
+  };
+}
+
 let easel: TestEasel;
 let standin: OpenAIStandin;
 let image: Buffer;
@@ -62,10 +83,19 @@ before(async () => {
   easel = await startEasel({
     existingStandin: standin,
     // A backend entry named `restricted` is built by the test's factory (config types are a closed list).
-    runtime: { backendFactories: { openai: (config) => (config.name === 'restricted' ? restrictedBackend(config) : new OpenAIBackend(config as never)) } },
+    runtime: {
+      backendFactories: {
+        openai: (config) => (config.name === 'restricted' ? restrictedBackend(config) : config.name === 'loras' ? loraBackend(config) : new OpenAIBackend(config as never)),
+      },
+    },
     overrides: {
-      backends: [...base.backends, { type: 'openai', name: 'restricted', baseUrl: 'http://127.0.0.1:9/v1' }],
-      models: [...base.models, { name: 'inpaint-only', backend: 'restricted', model: 'inpaint-only' }, { name: 'vary-only', backend: 'restricted', model: 'vary-only' }],
+      backends: [...base.backends, { type: 'openai', name: 'restricted', baseUrl: 'http://127.0.0.1:9/v1' }, { type: 'openai', name: 'loras', baseUrl: 'http://127.0.0.1:9/v1' }],
+      models: [
+        ...base.models,
+        { name: 'inpaint-only', backend: 'restricted', model: 'inpaint-only' },
+        { name: 'vary-only', backend: 'restricted', model: 'vary-only' },
+        { name: 'with-loras', backend: 'loras', model: 'with-loras' },
+      ],
       budgets: { keys: { poor: { dailyUsd: 0 } } },
       moderation: { blocklist: ['forbiddenword'] },
       rateLimits: {
@@ -132,6 +162,7 @@ interface Ask {
   n?: number;
   providerOptions?: Record<string, unknown>;
   idempotencyKey?: string;
+  loras?: Array<{ name: string; weight?: number }>;
 }
 
 /** Submits through one door; the request is otherwise valid for that door. */
@@ -144,6 +175,7 @@ async function submit(door: Door, a: Ask): Promise<Outcome> {
     ...(a.size !== undefined ? { size: a.size } : {}),
     ...(a.n !== undefined ? { n: a.n } : {}),
     ...(a.providerOptions ? { provider_options: a.providerOptions } : {}),
+    ...(a.loras ? { loras: a.loras } : {}),
   };
   const post = (path: string, body: unknown) => easel.api(path, { method: 'POST', key: keys[a.key], headers, json: body }).then(json);
   const multipart = (path: string, f: Record<string, unknown>) => {
@@ -168,7 +200,14 @@ async function submit(door: Door, a: Ask): Promise<Outcome> {
       return post('/v1/images/refine', { job_id: draft, model: 'dall-e-2', size: '256x256', ...fields, ...(a.n !== undefined ? {} : {}) });
     }
     case 'retry': {
-      const { model, ...request } = { model: a.model ?? 'dall-e-2', prompt: a.prompt ?? 'a door test', size: a.size ? { width: Number(a.size.split('x')[0]), height: Number(a.size.split('x')[1]) } : { width: 256, height: 256 }, ...(a.providerOptions ? { providerOptions: a.providerOptions } : {}), ...(a.n ? { n: a.n } : {}) };
+      const { model, ...request } = {
+        model: a.model ?? 'dall-e-2',
+        prompt: a.prompt ?? 'a door test',
+        size: a.size ? { width: Number(a.size.split('x')[0]), height: Number(a.size.split('x')[1]) } : { width: 256, height: 256 },
+        ...(a.providerOptions ? { providerOptions: a.providerOptions } : {}),
+        ...(a.n ? { n: a.n } : {}),
+        ...(a.loras ? { loras: a.loras.map((l) => ({ name: l.name, weight: l.weight ?? 1 })) } : {}),
+      };
       const id = await seedCanceled(a.key, model, request);
       return post(`/v1/images/jobs/${id}/retry`, {});
     }
@@ -306,6 +345,26 @@ describe('every door, same rules', () => {
         assert.equal(out.body.error.code, 'unsupported_capability');
         assert.match(out.body.error.message, new RegExp(`'${model}'`));
         assert.match(out.body.error.message, says);
+      });
+    }
+  });
+
+  describe('a LoRA the model does not offer → 400 naming loras[0].name, before any work; a model that takes none → 400 naming the model', () => {
+    for (const door of DOORS) {
+      test(door, async () => {
+        const before = loraCalls.length;
+        const m = marker(door, 'lora');
+        const out = await submit(door, { key: 'rich', model: 'with-loras', prompt: door === 'variations' ? undefined : m, loras: [{ name: 'no-such-lora' }, { name: 'known', weight: 0.5 }] });
+        assert.equal(out.status, 400, JSON.stringify(out.body));
+        assert.equal(out.body.error.param, door === 'batch' ? 'requests[0].loras[0].name' : 'loras[0].name');
+        assert.equal(out.body.error.code, 'unknown_lora');
+        assert.match(out.body.error.message, /Unknown LoRA 'no-such-lora' for model 'with-loras': it offers known/);
+        const none = await submit(door, { key: 'rich', model: 'dall-e-2', prompt: door === 'variations' ? undefined : m, loras: [{ name: 'known' }] });
+        assert.equal(none.status, 400, JSON.stringify(none.body));
+        assert.equal(none.body.error.param, door === 'batch' ? 'requests[0].loras' : 'loras');
+        assert.match(none.body.error.message, /Model 'dall-e-2' takes no LoRA adapters/);
+        assert.equal(loraCalls.length, before, 'the backend was asked nothing');
+        await standinSawNothing(m);
       });
     }
   });

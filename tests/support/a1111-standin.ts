@@ -4,6 +4,9 @@
  * `GET /sdapi/v1/progress` (answered while a generation runs), `POST /sdapi/v1/interrupt` (the
  * blocked call then returns 200 with what it made), `/sdapi/v1/sd-models`, `/sdapi/v1/options`.
  * `info` is a JSON string; images are plain base64; image i of a batch has seed `seed + i`.
+ * LoRAs (PROTOCOLS.md §11 B2): `GET /sdapi/v1/loras` lists `loras`, `POST /sdapi/v1/refresh-loras`
+ * rescans (answers null), and `<lora:NAME:MULT>` tags in a prompt are parsed, recorded on the
+ * execution and stripped; a name it lacks is skipped, as the webui does (it only logs it).
  *
  * Errors as the webui sends them: 404 `Sampler not found` and other HTTPExceptions as
  * `{error, detail, body, errors}`; body validation as FastAPI 422 `{detail: [{loc, msg, type}]}`.
@@ -27,6 +30,8 @@ export interface A1111StandinOptions {
   /** `user:pass` required as HTTP Basic on every /sdapi route (`--api-auth`). */
   auth?: string;
   outputSize?: number;
+  /** LoRA names `GET /sdapi/v1/loras` lists (files under models/Lora). */
+  loras?: string[];
 }
 
 export interface A1111Execution {
@@ -43,6 +48,9 @@ export interface A1111Execution {
   endedAt: number;
   outcome: 'success' | 'interrupted' | 'lost' | 'error';
   body: Record<string, any>;
+  /** `<lora:…>` tags of the prompt: the ones it has, and the names it lacked. */
+  loras: Array<{ name: string; weight: number }>;
+  missingLoras: string[];
 }
 
 const SAMPLERS = ['Euler a', 'Euler', 'LMS', 'Heun', 'DPM2', 'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DDIM', 'UniPC'];
@@ -55,6 +63,7 @@ export class A1111Standin {
   latency: LatencyModel;
   checkpoints: string[];
   loaded: string | undefined;
+  loras: string[];
   readonly executions: A1111Execution[] = [];
   readonly requests: string[] = [];
   busyMs = 0;
@@ -73,6 +82,7 @@ export class A1111Standin {
     this.options = options;
     this.latency = { ...FAST_LATENCY, ...options.latency };
     this.checkpoints = options.checkpoints ?? ['sd15.safetensors', 'sd_xl_base_1.0.safetensors', 'dreamshaper_8.safetensors'];
+    this.loras = options.loras ?? [];
   }
 
   async start(port = this.options.port ?? 0): Promise<this> {
@@ -208,6 +218,8 @@ export class A1111Standin {
       }
       return json(200, null);
     }
+    if (method === 'GET' && path === '/sdapi/v1/loras') return json(200, this.loras.map((name) => ({ name, alias: name, path: `/models/Lora/${name}.safetensors`, metadata: {} })));
+    if (method === 'POST' && path === '/sdapi/v1/refresh-loras') return json(200, null);
     if (method === 'GET' && path === '/sdapi/v1/samplers') return json(200, SAMPLERS.map((name) => ({ name, aliases: [], options: {} })));
     if (method === 'GET' && path === '/sdapi/v1/schedulers') return json(200, [{ name: 'automatic', label: 'Automatic' }, { name: 'karras', label: 'Karras' }]);
     return json(404, { detail: 'Not Found' });
@@ -249,10 +261,12 @@ export class A1111Standin {
     try {
       const batch = (body.batch_size ?? 1) * (body.n_iter ?? 1);
       const seed = body.seed === undefined || body.seed === -1 ? Math.floor(Math.random() * 2 ** 32) : body.seed;
+      const tags = [...String(body.prompt ?? '').matchAll(/<lora:([^:>]+):([^:>]+)>/g)].map((m) => ({ name: m[1]!, weight: Number(m[2]) }));
       const ex: A1111Execution = {
-        route: path, checkpoint: target, prompt: String(body.prompt ?? ''), seed, batch,
+        route: path, checkpoint: target, prompt: String(body.prompt ?? '').replace(/\s*<lora:[^>]*>/g, ''), seed, batch,
         width: body.width ?? initSize?.width ?? 512, height: body.height ?? initSize?.height ?? 512, steps: body.steps ?? 50,
         switched: false, startedAt: Date.now(), endedAt: 0, outcome: 'success', body,
+        loras: tags.filter((t) => this.loras.includes(t.name)), missingLoras: tags.filter((t) => !this.loras.includes(t.name)).map((t) => t.name),
       };
       this.executions.push(ex);
       const cur: NonNullable<A1111Standin['current']> = { ex, step: 0, interrupted: false };

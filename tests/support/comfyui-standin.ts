@@ -137,6 +137,10 @@ export interface ComfyStandinOptions {
   /** Paint every image this square size instead of the requested one (benchmarks). */
   outputSize?: number;
   vramTotal?: number;
+  /** Files in models/loras (LoraLoader's `lora_name` combo, `/models/loras`). */
+  loras?: string[];
+  /** List combos as V3 nodes do: `["COMBO", {options: […]}]` instead of `[[…], {}]`. */
+  comboV3?: boolean;
 }
 
 export interface Execution {
@@ -153,6 +157,8 @@ export interface Execution {
   startedAt: number;
   endedAt: number;
   outcome: 'success' | 'error' | 'interrupted' | 'lost';
+  /** LoRAs on the sampler's model link, from the checkpoint out. */
+  loras: Array<{ name: string; strength: number }>;
 }
 
 interface QueueItem {
@@ -186,6 +192,8 @@ const NODE_INPUTS: Record<string, string[]> = {
   RepeatLatentBatch: ['samples', 'amount'],
   LatentFromBatch: ['samples', 'batch_index', 'length'],
   SetLatentNoiseMask: ['samples', 'mask'],
+  LoraLoader: ['model', 'clip', 'lora_name', 'strength_model', 'strength_clip'],
+  LoraLoaderModelOnly: ['model', 'lora_name', 'strength_model'],
 };
 const OUTPUT_NODES = new Set(['SaveImage', 'PreviewImage']);
 
@@ -223,6 +231,7 @@ export class ComfyUIStandin {
   latency: LatencyModel;
   checkpoints: string[];
   loaded: string | undefined;
+  loras: string[];
   /** Every prompt run (or started), in order. */
   readonly executions: Execution[] = [];
   /** Every HTTP request, as `METHOD /path`. */
@@ -253,6 +262,7 @@ export class ComfyUIStandin {
     this.options = options;
     this.latency = { ...FAST_LATENCY, ...options.latency };
     this.checkpoints = options.checkpoints ?? ['sd15.safetensors', 'sd_xl_base_1.0.safetensors', 'flux1-dev-fp8.safetensors'];
+    this.loras = options.loras ?? [];
   }
 
   async start(port = this.options.port ?? 0): Promise<this> {
@@ -506,6 +516,7 @@ export class ComfyUIStandin {
     }
     if (method === 'GET' && path === '/features') return json(200, { supports_preview_metadata: true, max_upload_size: 104857600 });
     if (method === 'GET' && path === '/models/checkpoints') return json(200, this.checkpoints);
+    if (method === 'GET' && path === '/models/loras') return json(200, this.loras);
     if (method === 'GET' && path === '/models') return json(200, ['checkpoints', 'loras', 'vae']);
     if (method === 'GET' && (path === '/object_info' || path.startsWith('/object_info/'))) {
       const all = this.objectInfo();
@@ -521,8 +532,9 @@ export class ComfyUIStandin {
     for (const [cls, inputs] of Object.entries(NODE_INPUTS)) {
       const required: Record<string, unknown> = {};
       for (const name of inputs) {
+        const combo = (list: string[]) => (this.options.comboV3 ? ['COMBO', { options: list }] : [list, {}]);
         required[name] =
-          name === 'ckpt_name' ? [this.checkpoints, {}] : name === 'sampler_name' ? [SAMPLERS, {}] : name === 'scheduler' ? [SCHEDULERS, {}] : ['*', {}];
+          name === 'ckpt_name' ? combo(this.checkpoints) : name === 'lora_name' ? combo(this.loras) : name === 'sampler_name' ? combo(SAMPLERS) : name === 'scheduler' ? combo(SCHEDULERS) : ['*', {}];
       }
       out[cls] = { input: { required }, input_order: { required: inputs }, output: [], output_is_list: [], output_name: [], name: cls, display_name: cls, description: '', python_module: 'nodes', category: 'standin', output_node: OUTPUT_NODES.has(cls) };
     }
@@ -595,6 +607,7 @@ export class ComfyUIStandin {
       }
       const notIn = (list: string[]) => err('value_not_in_list', 'Value not in list', `${name}: '${String(v)}' not in ${JSON.stringify(list)}`, name, v);
       if (name === 'ckpt_name' && !this.checkpoints.includes(v)) notIn(this.checkpoints);
+      if (name === 'lora_name' && !this.loras.includes(v)) notIn(this.loras);
       if (name === 'sampler_name' && !SAMPLERS.includes(v)) notIn(SAMPLERS);
       if (name === 'scheduler' && !SCHEDULERS.includes(v)) notIn(SCHEDULERS);
       if (node.class_type.startsWith('LoadImage') && name === 'image' && !this.files.has(`input/${v}`)) err('custom_validation_failed', 'Custom validation failed for node', `Invalid image file: ${v}`, name, v);
@@ -692,6 +705,14 @@ export class ComfyUIStandin {
     return { width: 512, height: 512 };
   }
 
+  /** The LoRA loaders a MODEL link passes through, checkpoint first. */
+  private loraChain(graph: Graph, ref: unknown): Array<{ name: string; strength: number }> {
+    if (!Array.isArray(ref)) return [];
+    const node = graph[ref[0] as string];
+    if (!node || (node.class_type !== 'LoraLoader' && node.class_type !== 'LoraLoaderModelOnly')) return [];
+    return [...this.loraChain(graph, node.inputs.model), { name: String(node.inputs.lora_name), strength: Number(node.inputs.strength_model) }];
+  }
+
   private textOf(graph: Graph, ref: unknown): string {
     if (!Array.isArray(ref)) return '';
     const node = graph[ref[0] as string]!;
@@ -704,7 +725,7 @@ export class ComfyUIStandin {
     const { id, prompt: graph } = item;
     const sid = item.extra.client_id;
     const ts = () => Date.now();
-    const ex: Execution = { promptId: id, checkpoint: undefined, prompt: '', seed: 0, batch: 0, batchIndex: 0, width: 0, height: 0, steps: 0, switched: false, startedAt: Date.now(), endedAt: 0, outcome: 'success' };
+    const ex: Execution = { promptId: id, checkpoint: undefined, prompt: '', seed: 0, batch: 0, batchIndex: 0, width: 0, height: 0, steps: 0, switched: false, startedAt: Date.now(), endedAt: 0, outcome: 'success', loras: [] };
     this.executions.push(ex);
     const messages: Array<[string, unknown]> = [];
     const record = (type: string, data: Record<string, unknown>) => {
@@ -736,7 +757,7 @@ export class ComfyUIStandin {
         } else if (node.class_type === 'KSampler') {
           const latent = this.latentOf(graph, node.inputs.latent_image);
           const steps = Number(node.inputs.steps);
-          Object.assign(ex, { seed: Number(node.inputs.seed), batch: latent.batch, batchIndex: latent.skip, width: latent.width, height: latent.height, steps, prompt: this.textOf(graph, node.inputs.positive) });
+          Object.assign(ex, { seed: Number(node.inputs.seed), batch: latent.batch, batchIndex: latent.skip, width: latent.width, height: latent.height, steps, prompt: this.textOf(graph, node.inputs.positive), loras: this.loraChain(graph, node.inputs.model) });
           const total = samplingMs(this.latency, { width: latent.width, height: latent.height, steps, batch: latent.batch });
           const start = Date.now();
           const tick = Math.max(5, total / steps);

@@ -156,6 +156,11 @@ export function Gallery() {
   );
 }
 
+/** `style ×0.8, hero ×1`: the LoRAs a job applied, in stacking order. */
+export function loraText(loras: ReadonlyArray<{ name: string; weight: number }>): string {
+  return loras.map((l) => `${l.name} ×${l.weight}`).join(', ');
+}
+
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -170,6 +175,7 @@ function requestBody(img: ImageItem): Record<string, unknown> {
   for (const k of ['quality', 'style', 'negative_prompt', 'seed', 'steps', 'guidance_scale'] as const) {
     if (r[k] !== undefined) body[k] = r[k];
   }
+  if (r.loras?.length) body.loras = r.loras;
   if (r.output_format && r.output_format !== 'png') body.output_format = r.output_format;
   return body;
 }
@@ -181,13 +187,14 @@ export function curlFor(img: ImageItem, origin: string): string {
     return [`curl ${origin}/v1/images/generations \\`, `${auth} \\`, `  -H "Content-Type: application/json" \\`, `  -d ${shellQuote(JSON.stringify(body))}`].join('\n');
   }
   const path = img.kind === 'edit' ? 'edits' : 'variations';
-  const fields = Object.entries(body).map(([k, v]) => `  -F ${shellQuote(`${k}=${String(v)}`)} \\`);
+  // Arrays go as JSON text (`loras=[…]`), which easel's multipart reader takes.
+  const fields = Object.entries(body).map(([k, v]) => `  -F ${shellQuote(`${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)} \\`);
   return [`curl ${origin}/v1/images/${path} \\`, `${auth} \\`, `  -F image=@input.png \\`, ...fields].join('\n').replace(/ \\$/, '');
 }
 
 export function sdkFor(img: ImageItem, origin: string): string {
   const body = requestBody(img);
-  const easel = ['negative_prompt', 'seed', 'steps', 'guidance_scale'].filter((k) => k in body);
+  const easel = ['negative_prompt', 'seed', 'steps', 'guidance_scale', 'loras'].filter((k) => k in body);
   const lines = JSON.stringify(body, null, 2).split('\n');
   const call = img.kind === 'generation' ? 'generate' : img.kind === 'edit' ? 'edit' : 'createVariation';
   const args = img.kind === 'generation' ? lines.join('\n') : lines.join('\n').replace(/^\{/, `{\n  image: fs.createReadStream('input.png'),`);
@@ -230,6 +237,7 @@ function Detail(props: { image: ImageItem; onClose(): void }) {
     ['Steps', r.steps ?? '—'],
     ...(r.guidance_scale !== undefined ? [['Guidance', r.guidance_scale] as [string, number]] : []),
     ...(r.quality ? [['Quality', r.quality] as [string, string]] : []),
+    ...(r.loras?.length ? [['LoRAs', loraText(r.loras)] as [string, string]] : []),
     ['Images in job', r.n],
     ['Created', dateTime(img.created_at)],
     ['Job', <Link href={`/jobs?job=${img.job_id}`} class="mono">{img.job_id}</Link>],

@@ -6,6 +6,7 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api.ts';
 import type { JobView, ListPage } from '../api.ts';
+import { loraText } from './gallery.tsx';
 import { Empty, ErrorBox, Loading, ProgressBar, StatusBadge, duration, money, shortId, ago, usePoll, useLocation } from '../ui.tsx';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
@@ -136,6 +137,7 @@ export function Jobs() {
                           {j.kind !== 'generation' ? `${j.kind} · ` : ''}
                           {j.request.prompt.length > 60 ? `${j.request.prompt.slice(0, 60)}…` : j.request.prompt}
                         </div>
+                        {j.request.loras?.length ? <div class="small muted">LoRAs: {loraText(j.request.loras)}</div> : null}
                         <div class="small muted">{ago(j.created_at, now)}</div>
                       </div>
                     </td>

@@ -59,7 +59,7 @@ export function System() {
 
 function Backend(props: { b: BackendView; admin: boolean; isDefault: boolean }) {
   const { b } = props;
-  const health = !b.ok ? 'down' : b.overloaded ? 'overloaded' : 'healthy';
+  const health = b.warming ? 'warming' : !b.ok ? 'down' : b.overloaded ? 'overloaded' : 'healthy';
   const caps = [b.capabilities.generate && 'generate', b.capabilities.edit && 'edit', b.capabilities.mask && 'mask', b.capabilities.variation && 'variations'].filter(Boolean);
   return (
     <article class={`card backend state-${health}`} aria-labelledby={`b-${b.name}`}>
@@ -113,7 +113,7 @@ function Backend(props: { b: BackendView; admin: boolean; isDefault: boolean }) 
                   </td>
                   <td data-label="Health">
                     <span>
-                      <span class={`badge h-${h.status === 'up' ? 'healthy' : h.status === 'down' ? 'down' : 'unknown'}`}>{h.status}</span>
+                      <span class={`badge h-${h.status === 'up' ? 'healthy' : h.status === 'down' ? 'down' : h.status === 'warming' ? 'warming' : 'unknown'}`}>{h.status}</span>
                       {h.last_error && <span class="small err-text block">{h.last_error}</span>}
                     </span>
                   </td>

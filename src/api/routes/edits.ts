@@ -32,7 +32,7 @@ import { commandOf } from './images.ts';
 type Deps = ApiDeps & { views: JobViews };
 
 /** easel's extensions, accepted on both endpoints as on generations. */
-const EXTENSIONS = ['seed', 'steps', 'guidance_scale', 'webhook_url', 'metadata', 'async', 'priority', 'provider_options'];
+const EXTENSIONS = ['seed', 'steps', 'guidance_scale', 'webhook_url', 'metadata', 'async', 'priority', 'loras', 'provider_options'];
 
 /** Text fields each endpoint takes (OpenAI's, then easel's). */
 const FIELDS: Record<'edit' | 'variation', ReadonlySet<string>> = {
@@ -52,11 +52,58 @@ const OBJECT_FIELDS = new Set(['metadata', 'provider_options']);
 
 const show = (v: string) => JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
 
+/**
+ * `loras` as form fields other than JSON text: indexed (`loras[0][name]=a`, `loras[0][weight]=0.8`)
+ * or what the openai SDK sends for an array of objects (`loras[][name]=a`, `loras[][weight]=0.8`,
+ * `loras[][name]=b`, …: each entry's fields come together, so a field seen again starts the next).
+ */
+const LORA_PART = /^loras\[(\d{0,2})\]\[(name|weight)\]$/;
+
+function loraParts(sequence: ReadonlyArray<readonly [string, unknown]>): Record<string, unknown>[] | undefined {
+  const listed: Record<string, unknown>[] = [];
+  const indexed = new Map<number, Record<string, unknown>>();
+  for (const [name, value] of sequence) {
+    const m = LORA_PART.exec(name);
+    if (!m) continue;
+    const key = m[2]!;
+    const v = key === 'weight' ? coerceNumber(name, value) : value;
+    if (m[1] === '') {
+      let entry = listed.at(-1);
+      if (!entry || key in entry) listed.push((entry = {}));
+      entry[key] = v;
+    } else {
+      const entry = indexed.get(Number(m[1])) ?? {};
+      if (key in entry) throw invalidParam(name, `'${name}' was sent more than once; send it once.`);
+      entry[key] = v;
+      indexed.set(Number(m[1]), entry);
+    }
+  }
+  if (listed.length && indexed.size) throw invalidParam('loras', "Send 'loras' one way: as JSON text, as 'loras[][name]' fields, or as 'loras[0][name]' fields.");
+  if (listed.length) return listed;
+  if (indexed.size) return [...indexed.entries()].sort((a, b) => a[0] - b[0]).map(([, e]) => e);
+  return undefined;
+}
+
+function coerceNumber(name: string, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const n = Number(value.trim());
+  if (value.trim() === '' || !Number.isFinite(n)) throw invalidParam(name, `Invalid value for '${name}': expected a number, got ${show(value)}.`);
+  return n;
+}
+
 /** Turns multipart's text fields into the JSON-typed body the generations schema validates. */
-export function formToBody(fields: Map<string, unknown[]>, allowed: ReadonlySet<string>): Record<string, unknown> {
+export function formToBody(fields: Map<string, unknown[]>, allowed: ReadonlySet<string>, sequence?: ReadonlyArray<readonly [string, unknown]>): Record<string, unknown> {
   const body: Record<string, unknown> = {};
   const bracketed = new Map<string, Record<string, unknown>>();
+  if (allowed.has('loras')) {
+    const parts = loraParts(sequence ?? [...fields].flatMap(([name, values]) => values.map((v) => [name, v] as const)));
+    if (parts) {
+      if (fields.has('loras')) throw invalidParam('loras', "'loras' was sent both as JSON and as 'loras[…][…]' fields; use one.");
+      body.loras = parts;
+    }
+  }
   for (const [name, values] of fields) {
+    if (LORA_PART.test(name) && allowed.has('loras')) continue;
     const m = /^([a-z_]+)\[([^\]]+)\]$/.exec(name);
     if (m && OBJECT_FIELDS.has(m[1]!) && allowed.has(m[1]!)) {
       if (values.length > 1) throw invalidParam(name, `'${name}' was sent ${values.length} times; send it once.`);
@@ -94,6 +141,16 @@ function coerce(name: string, value: unknown): unknown {
     if (lower === 'false' || lower === '0') return false;
     throw invalidParam(name, `Invalid value for '${name}': expected true or false, got ${show(value)}.`);
   }
+  if (name === 'loras') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      throw invalidParam(name, `Invalid value for 'loras': expected a JSON array such as [{"name":"style","weight":0.8}].`);
+    }
+    if (!Array.isArray(parsed)) throw invalidParam(name, `Invalid value for 'loras': expected a JSON array such as [{"name":"style","weight":0.8}].`);
+    return parsed;
+  }
   if (OBJECT_FIELDS.has(name)) {
     let parsed: unknown;
     try {
@@ -110,8 +167,8 @@ function coerce(name: string, value: unknown): unknown {
 }
 
 /** The text fields of an edit or variation, validated with the generations rules. */
-export function parseImageForm(kind: 'edit' | 'variation', fields: Map<string, unknown[]>, deps: Deps, preferAsync: boolean): ParsedGeneration {
-  const body = formToBody(fields, FIELDS[kind]);
+export function parseImageForm(kind: 'edit' | 'variation', fields: Map<string, unknown[]>, deps: Deps, preferAsync: boolean, sequence?: ReadonlyArray<readonly [string, unknown]>): ParsedGeneration {
+  const body = formToBody(fields, FIELDS[kind], sequence);
   const fidelity = body.input_fidelity;
   delete body.input_fidelity;
   if (fidelity !== undefined && fidelity !== 'high' && fidelity !== 'low') {
@@ -135,7 +192,7 @@ async function handle(kind: Extract<JobKind, 'edit' | 'variation'>, deps: Deps, 
   if (kind === 'variation' && form.images.length > 1) {
     throw invalidParam('image', `A variation takes exactly one image; got ${form.images.length}.`);
   }
-  const parsed = parseImageForm(kind, form.fields, deps, prefersAsync(req));
+  const parsed = parseImageForm(kind, form.fields, deps, prefersAsync(req), form.sequence);
   const cmd = commandOf(req, kind === 'edit' ? 'edits' : 'variations', kind, parsed);
   return submitAndAnswer(deps, req, reply, { ...cmd, inputs: { kind: 'uploads', images: form.images, ...(form.mask ? { mask: form.mask } : {}) } }, parsed);
 }

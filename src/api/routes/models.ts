@@ -45,6 +45,7 @@ const modelSchema = z
       })
       .optional()
       .describe('What the model takes; requests it cannot take are refused at admission'),
+    loras: z.array(z.string()).optional().describe("easel: the LoRA adapters requests may name in `loras` (absent: the model takes none); a backend's own lists are refreshed as it finds more"),
   })
   .meta({ id: 'Model', description: 'A model this server serves' });
 
@@ -87,7 +88,12 @@ export async function modelRoutes(app: FastifyInstance, deps: ApiDeps) {
     default: m.isDefault,
     ...(m.description ? { description: m.description } : {}),
     ...(resolved ? { spec: specView(resolved.spec) } : {}),
+    ...loras(m.name),
     };
+  };
+  const loras = (name: string) => {
+    const names = deps.backends.lorasOf(name);
+    return names ? { loras: names } : {};
   };
   r.get('/models', {
     schema: { summary: 'List the models this server serves', operationId: 'listModels', tags: ['models'], querystring: noQuery, response: { 200: json('Models', listOf(modelSchema, 'none')), ...errorResponses } },

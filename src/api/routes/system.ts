@@ -62,6 +62,7 @@ const systemSchema = z.object({
       type: z.string(),
       ok: z.boolean(),
       overloaded: z.boolean(),
+      warming: z.boolean().describe('Running its warm-up (config `warmup`): not taking work yet'),
       message: z.string().nullable(),
       models: z.array(z.string()),
       capabilities: z.object({
@@ -123,6 +124,7 @@ export async function systemRoutes(app: FastifyInstance, deps: ApiDeps) {
         type: b.type,
         ok: h.ok,
         overloaded: h.overloaded ?? false,
+        warming: h.warming ?? false,
         message: h.message == null ? null : admin ? h.message : h.ok ? redactAddresses(h.message) : 'unavailable (the details are in the server’s logs)',
         models: served,
         capabilities: {

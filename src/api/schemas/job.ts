@@ -38,6 +38,7 @@ export const requestViewSchema = z.object({
   guidance_scale: z.number().optional(),
   quality: z.string().optional(),
   style: z.string().optional(),
+  loras: z.array(z.object({ name: z.string(), weight: z.number() })).optional().describe('The LoRA adapters applied, in stacking order'),
 });
 
 export type RequestView = z.output<typeof requestViewSchema>;

@@ -8,6 +8,9 @@
  * on a separate connection. Cancel is `POST /sdapi/v1/interrupt`, after which the blocked call
  * returns 200 with whatever was made (which is dropped). `info` in the answer is a JSON string;
  * `images` are plain base64, one per image (seeds `seed`, `seed+1`, … in `info.all_seeds`).
+ *
+ * LoRAs are what each host lists at `GET /sdapi/v1/loras` (by `name`), sent as A1111's prompt syntax
+ * `<lora:NAME:WEIGHT>` appended to the prompt (PROTOCOLS.md §11 B2); Forge takes the same.
  */
 import sharp from 'sharp';
 import type {
@@ -32,7 +35,10 @@ import type { BackendModelSpec } from '../model-spec.ts';
 import { acceptedOptions } from '../provider-options.ts';
 import { otherWarning, unsupported } from '../warnings.ts';
 import { a1111ModelSpec, a1111ProviderOptionsSchema } from './models.ts';
+import { loraSetKey } from '../model-spec.ts';
 const MODEL_REFRESH_MS = 60_000;
+/** A miss makes every host rescan its LoRAs, at most this often. */
+const LORA_REFRESH_THROTTLE_MS = 5_000;
 const CANCEL_SETTLE_MS = 5_000;
 
 /** The affinity key of a checkpoint however it is named: `sub/name.safetensors [hash]` → `name`. */
@@ -56,6 +62,9 @@ export class A1111Backend implements ImageBackend {
   readonly pool: HostPool;
   private readonly http: HostHttp;
   private readonly modelsAt = new Map<string, number>();
+  private readonly lorasAt = new Map<string, number>();
+  private lorasRefreshedAt = 0;
+  private lorasRefreshing: Promise<void> = Promise.resolve();
 
   constructor(config: A1111BackendConfigInput | A1111BackendConfig, deps: { log?: PoolLog } = {}) {
     this.config = a1111BackendConfigSchema.parse(config);
@@ -65,12 +74,41 @@ export class A1111Backend implements ImageBackend {
     this.http = { backendName: c.name, timeoutMs: c.requestTimeoutSeconds * 1000, basicAuth: c.basicAuth };
     this.pool = new HostPool(
       poolOptionsFrom(c, { maxConcurrentPerHost: 1, log: deps.log }),
-      { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
+      {
+        run: (host, batch, io) => this.runBatch(host, batch, io),
+        probe: (host, signal) => this.probe(host, signal),
+        ...(c.warmup ? { warmup: (host: PoolHost, signal: AbortSignal) => this.warmup(host, signal) } : {}),
+      },
     );
   }
 
   modelSpec(_model: string): BackendModelSpec {
-    return a1111ModelSpec(this.config.maxBatchSize);
+    // Nobody has asked the hosts yet (no job, no health check): start looking, for the next ask.
+    if (this.pool.loraFiles() === undefined) void this.refreshLoras();
+    return a1111ModelSpec(this.config.maxBatchSize, this.pool.loraFiles());
+  }
+
+  /**
+   * A request named a LoRA no host listed: each live host rescans its folder
+   * (`POST /sdapi/v1/refresh-loras`) and is listed again; at most once every few seconds.
+   */
+  async refreshLoras(): Promise<void> {
+    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
+    this.lorasRefreshedAt = Date.now();
+    this.pool.start();
+    this.lorasRefreshing = Promise.all(
+      this.pool.hosts
+        .filter((h) => h.status !== 'down')
+        .map(async (h) => {
+          const signal = AbortSignal.timeout(10_000);
+          await hostRequest(this.http, h, '/sdapi/v1/refresh-loras', { method: 'POST', signal }).then((r) => r.body?.cancel(), () => {});
+          const list = await this.listLoras(h, signal).catch(() => undefined);
+          if (!list) return;
+          h.loras = list;
+          this.lorasAt.set(h.name, Date.now());
+        }),
+    ).then(() => {});
+    return this.lorasRefreshing;
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -82,7 +120,12 @@ export class A1111Backend implements ImageBackend {
       await this.pool.probeAll();
     }
     if (this.pool.lacks(key)) throw new BackendError(`Backend "${this.name}": no host has checkpoint "${request.model}"`, { code: 'model_not_found' });
-    return this.pool.submit(request, ctx, { checkpoint: key, batchKey: generationBatchKey(request, key) });
+    const loraRefs = (request.loras ?? []).map((l) => l.ref);
+    if (this.pool.lacksLoras(loraRefs)) {
+      await this.refreshLoras();
+      if (this.pool.lacksLoras(loraRefs)) throw new BackendError(`Backend "${this.name}": no host has all of the LoRAs ${loraRefs.join(', ')}`, { code: 'invalid_request' });
+    }
+    return this.pool.submit(request, ctx, { checkpoint: key, batchKey: generationBatchKey(request, key), loraSet: loraSetKey(request.loras), loraRefs });
   }
 
   health(): Promise<BackendHealth> {
@@ -147,6 +190,33 @@ export class A1111Backend implements ImageBackend {
     return { images: out, warnings, providerMetadata: { host: host.name, seeds: out.map((i) => i.seed) } };
   }
 
+  /** The names `GET /sdapi/v1/loras` lists (none on a webui without the Lora extension: 404). */
+  private async listLoras(host: PoolHost, signal: AbortSignal): Promise<string[] | undefined> {
+    const res = await hostRequest(this.http, host, '/sdapi/v1/loras', { signal });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return [];
+    }
+    const list = await readJson(res);
+    if (!res.ok || !Array.isArray(list)) return undefined;
+    return list.map((l: { name?: unknown } | null) => l?.name).filter((n): n is string => typeof n === 'string' && n !== '');
+  }
+
+  /**
+   * The warm-up (config `warmup`): one small txt2img of the checkpoint the host should have ready (by
+   * default the one it has loaded), its image dropped.
+   */
+  private async warmup(host: PoolHost, signal: AbortSignal): Promise<void> {
+    const w = this.config.warmup!;
+    const model = w.model ?? host.loaded ?? Object.keys(this.config.checkpoints)[0] ?? host.checkpoints?.[0];
+    if (!model) return;
+    const request: BackendRequest = { kind: 'generation', model, prompt: w.prompt, n: 1, size: { width: w.width, height: w.height }, steps: w.steps, outputFormat: 'png', inputImages: [], providerOptions: {} };
+    const batch: PoolBatch = { request, checkpoint: checkpointKey(model), members: [], total: 1, seed: 0, seedChosen: true, attempt: 0 };
+    const io: RunIO = { signal, progress: () => {}, partialImage: () => {}, release: () => {}, saveState: () => {} };
+    await this.runBatch(host, batch, io);
+    host.loaded = batch.checkpoint;
+  }
+
   /** Polls progress (and live previews) on its own connection until `stop` aborts. */
   private async pollProgress(host: PoolHost, io: RunIO, stop: AbortSignal): Promise<void> {
     const done = () => stop.aborted;
@@ -198,7 +268,7 @@ export class A1111Backend implements ImageBackend {
     const body: Record<string, unknown> = {
       ...this.config.extraFields,
       ...opts,
-      prompt: req.kind === 'variation' ? (req.prompt ?? '') : req.prompt,
+      prompt: withLoraTags(req.kind === 'variation' ? (req.prompt ?? '') : req.prompt, req.loras),
       negative_prompt: req.negativePrompt ?? ckpt.negativePrompt ?? d.negativePrompt ?? '',
       seed: batch.seed,
       batch_size: batch.total,
@@ -266,8 +336,17 @@ export class A1111Backend implements ImageBackend {
       options = undefined;
     }
     if (typeof options?.sd_model_checkpoint === 'string' && options.sd_model_checkpoint) result.loaded = checkpointKey(options.sd_model_checkpoint);
+    const fresh = host.status === 'up' || host.status === 'warming';
+    const lorasAt = this.lorasAt.get(host.name) ?? 0;
+    if (!fresh || host.loras === undefined || Date.now() - lorasAt > this.config.loraRefreshSeconds * 1000) {
+      const list = await this.listLoras(host, signal).catch(() => undefined);
+      if (list) {
+        result.loras = list;
+        this.lorasAt.set(host.name, Date.now());
+      }
+    }
     const at = this.modelsAt.get(host.name) ?? 0;
-    if (host.status !== 'up' || Date.now() - at > MODEL_REFRESH_MS) {
+    if (!fresh || Date.now() - at > MODEL_REFRESH_MS) {
       const models = (await readJson(await hostRequest(this.http, host, '/sdapi/v1/sd-models', { signal }))) as SdModel[] | undefined;
       if (Array.isArray(models)) {
         const keys = new Set<string>();
@@ -278,6 +357,13 @@ export class A1111Backend implements ImageBackend {
     }
     return result;
   }
+}
+
+/** A1111's LoRA prompt syntax (`<lora:NAME:WEIGHT>`), one tag per adapter, after the prompt. */
+export function withLoraTags(prompt: string, loras: ReadonlyArray<{ ref: string; weight: number }> | undefined): string {
+  if (!loras?.length) return prompt;
+  const tags = loras.map((l) => `<lora:${l.ref}:${l.weight}>`).join(' ');
+  return prompt ? `${prompt} ${tags}` : tags;
 }
 
 /** A non-2xx answer to txt2img/img2img (5xx never gets here: it is the host's failure). */

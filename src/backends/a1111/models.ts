@@ -34,8 +34,10 @@ export const a1111ProviderOptionsSchema = z
   })
   .strict();
 
-export function a1111ModelSpec(maxBatchSize: number): BackendModelSpec {
+export function a1111ModelSpec(maxBatchSize: number, loraNames?: readonly string[]): BackendModelSpec {
   return {
+    // `<lora:NAME:WEIGHT>` in the prompt, for any LoRA the hosts list (`GET /sdapi/v1/loras`).
+    loras: { source: 'discovered', available: (loraNames ?? []).map((name) => ({ name, ref: name })) },
     capabilities: { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1 },
     maxImagesPerCall: maxBatchSize,
     sizes: { kind: 'range', minSide: 64, maxSide: 16_384, multipleOf: 8 },

@@ -47,7 +47,8 @@ import type { LoadedWorkflow } from './workflows.ts';
 import type { BackendModelSpec } from '../model-spec.ts';
 import { acceptedOptions } from '../provider-options.ts';
 import { compatibility, unsupported } from '../warnings.ts';
-import { checkpointSpec, workflowSpec } from './models.ts';
+import { checkpointSpec, comfyLoras, workflowSpec } from './models.ts';
+import { loraSetKey } from '../model-spec.ts';
 
 /** What `/history/{id}` holds for a finished prompt. */
 export interface HistoryEntry {
@@ -61,6 +62,8 @@ type Outcome =
   | { kind: 'interrupted'; data: Record<string, unknown> };
 
 const CHECKPOINT_REFRESH_MS = 60_000;
+/** A miss makes every host list its LoRAs again, at most this often (a stream of unknown names costs one look). */
+const LORA_REFRESH_THROTTLE_MS = 5_000;
 const CONNECT_TIMEOUT_MS = 5_000;
 const CANCEL_SETTLE_MS = 3_000;
 
@@ -148,6 +151,9 @@ export class ComfyUIBackend implements ImageBackend {
   private readonly workflowSpecs = new Map<string, BackendModelSpec>();
   private readonly sockets = new Map<string, ComfySocket>();
   private readonly checkpointsAt = new Map<string, number>();
+  private readonly lorasAt = new Map<string, number>();
+  private lorasRefreshedAt = 0;
+  private lorasRefreshing: Promise<void> = Promise.resolve();
 
   constructor(config: ComfyUIBackendConfigInput | ComfyUIBackendConfig, deps: { log?: PoolLog } = {}) {
     this.config = comfyuiBackendConfigSchema.parse(config);
@@ -170,15 +176,39 @@ export class ComfyUIBackend implements ImageBackend {
     this.http = { backendName: c.name, timeoutMs: c.requestTimeoutSeconds * 1000, basicAuth: c.basicAuth };
     this.pool = new HostPool(
       poolOptionsFrom(c, { maxConcurrentPerHost: c.maxConcurrentPerHost, queueAhead: c.queueAheadPerHost, log: deps.log }),
-      { run: (host, batch, io) => this.runBatch(host, batch, io), probe: (host, signal) => this.probe(host, signal) },
+      {
+        run: (host, batch, io) => this.runBatch(host, batch, io),
+        probe: (host, signal) => this.probe(host, signal),
+        ...(c.warmup ? { warmup: (host: PoolHost, signal: AbortSignal) => this.warmup(host, signal) } : {}),
+      },
     );
   }
 
-  /** A workflow's spec follows its mapping; a checkpoint's is its family's template. */
+  /** A workflow's spec follows its mapping; a checkpoint's is its family's template. Both offer the LoRAs the hosts list. */
   modelSpec(model: string): BackendModelSpec {
+    // Nobody has asked the hosts yet (no job, no health check): start looking, for the next ask.
+    if (this.pool.loraFiles() === undefined) void this.refreshLoras();
     const wf = this.workflowSpecs.get(model);
-    if (wf) return wf;
-    return checkpointSpec(this.config.checkpoints[model]?.family ?? guessFamily(model), this.config.maxBatchSize);
+    if (wf) return wf.loras ? { ...wf, loras: { ...wf.loras, available: comfyLoras(this.pool.loraFiles()) } } : wf;
+    return checkpointSpec(this.config.checkpoints[model]?.family ?? guessFamily(model), this.config.maxBatchSize, this.pool.loraFiles());
+  }
+
+  /** Lists every host's LoRAs again (a request named one not listed); at most once every few seconds. */
+  async refreshLoras(): Promise<void> {
+    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
+    this.lorasRefreshedAt = Date.now();
+    this.pool.start();
+    this.lorasRefreshing = Promise.all(
+      this.pool.hosts
+        .filter((h) => h.status !== 'down')
+        .map(async (h) => {
+          const list = await this.listLoras(h, AbortSignal.timeout(10_000)).catch(() => undefined);
+          if (!list) return;
+          h.loras = list;
+          this.lorasAt.set(h.name, Date.now());
+        }),
+    ).then(() => {});
+    return this.lorasRefreshing;
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -186,13 +216,19 @@ export class ComfyUIBackend implements ImageBackend {
     checkGpuRequest(request, this.name, this.config.maxBatchSize);
     const resumed = await this.resume(request, ctx);
     if (resumed) return resumed;
+    const loraRefs = (request.loras ?? []).map((l) => l.ref);
+    if (this.pool.lacksLoras(loraRefs)) {
+      await this.refreshLoras();
+      if (this.pool.lacksLoras(loraRefs)) throw refuse(`Backend "${this.name}": no host has all of the LoRAs ${loraRefs.join(', ')}`);
+    }
+    const loras = { loraSet: loraSetKey(request.loras), loraRefs };
     const wf = this.workflows.get(request.model);
     if (wf) {
       if (request.inputImages.length && !wf.inputs.image) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no input image`);
       if (request.mask && !wf.inputs.mask) throw refuse(`Workflow "${wf.name}" on backend "${this.name}" takes no mask`);
       // The checkpoint is the workflow's own: choosing another one is choosing another model.
       const batchKey = wf.inputs.batchSize && wf.inputs.seed ? generationBatchKey(request, `workflow:${wf.name}:${wf.checkpoint}`) : undefined;
-      return this.pool.submit(request, ctx, { checkpoint: wf.checkpoint, batchKey });
+      return this.pool.submit(request, ctx, { checkpoint: wf.checkpoint, batchKey, ...loras });
     }
     if (this.pool.lacks(request.model)) {
       // The lists may be stale (a checkpoint added since): look again before refusing.
@@ -202,7 +238,7 @@ export class ComfyUIBackend implements ImageBackend {
     if (this.pool.lacks(request.model)) {
       throw new BackendError(`Backend "${this.name}": no host has checkpoint "${request.model}" (nor a workflow of that name)`, { code: 'model_not_found' });
     }
-    return this.pool.submit(request, ctx, { checkpoint: request.model, batchKey: generationBatchKey(request, request.model) });
+    return this.pool.submit(request, ctx, { checkpoint: request.model, batchKey: generationBatchKey(request, request.model), ...loras });
   }
 
   health(): Promise<BackendHealth> {
@@ -508,7 +544,8 @@ export class ComfyUIBackend implements ImageBackend {
       }
       if (batch.total > 1 && !wf.inputs.batchSize) warnings.push(unsupported('n', `workflow "${wf.name}" has no batch size input; it makes what it makes`));
       const declared = Object.fromEntries(Object.keys(wf.options).map((name) => [name, opts[name]]));
-      return { graph: applyWorkflow(wf, values, declared), outputs: wf.outputs, warnings };
+      if ((req.loras?.length ?? 0) > wf.loraSlots.length) throw new BackendError(`Workflow "${wf.name}" on backend "${this.name}" has ${wf.loraSlots.length} LoRA slot(s); ${req.loras!.length} LoRAs were asked`, { code: 'invalid_request' });
+      return { graph: applyWorkflow(wf, values, declared, req.loras), outputs: wf.outputs, warnings };
     }
 
     const ckpt = this.config.checkpoints[req.model] ?? {};
@@ -537,6 +574,7 @@ export class ComfyUIBackend implements ImageBackend {
       scaleInput: edit && req.size !== undefined,
       batchIndex: batchIndex !== undefined && batchIndex > 0 ? Math.floor(batchIndex) : undefined,
       filenamePrefix: this.config.filenamePrefix,
+      loras: req.loras,
     });
     return { graph, outputs: [TEMPLATE_OUTPUT_NODE], warnings };
   }
@@ -578,14 +616,51 @@ export class ComfyUIBackend implements ImageBackend {
     const device = stats.devices?.[0];
     const result: ProbeResult = { ok: true, freeVramBytes: device?.vram_free, totalVramBytes: device?.vram_total };
     const at = this.checkpointsAt.get(host.name) ?? 0;
-    if (host.status !== 'up' || Date.now() - at > CHECKPOINT_REFRESH_MS) {
+    const fresh = host.status === 'up' || host.status === 'warming';
+    if (!fresh || Date.now() - at > CHECKPOINT_REFRESH_MS) {
       const list = await this.listCheckpoints(host, signal).catch(() => undefined);
       if (list) {
         result.checkpoints = list;
         this.checkpointsAt.set(host.name, Date.now());
       }
     }
+    const lorasAt = this.lorasAt.get(host.name) ?? 0;
+    if (!fresh || host.loras === undefined || Date.now() - lorasAt > this.config.loraRefreshSeconds * 1000) {
+      const list = await this.listLoras(host, signal).catch(() => undefined);
+      if (list) {
+        result.loras = list;
+        this.lorasAt.set(host.name, Date.now());
+      }
+    }
     return result;
+  }
+
+  /** LoRA files from `/object_info/LoraLoader` (`[[…]]` or `["COMBO", {options}]`), else `/models/loras` (PROTOCOLS.md §11 B1). */
+  private async listLoras(host: PoolHost, signal: AbortSignal): Promise<string[] | undefined> {
+    const info = (await readJson(await hostRequest(this.http, host, '/object_info/LoraLoader', { signal }))) as Record<string, { input?: { required?: { lora_name?: unknown[] } } }> | undefined;
+    const listed = comboValues(info?.LoraLoader?.input?.required?.lora_name);
+    if (listed) return listed;
+    const res = await hostRequest(this.http, host, '/models/loras', { signal });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return [];
+    }
+    const list = await readJson(res);
+    return res.ok && Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string') : undefined;
+  }
+
+  /**
+   * The warm-up (config `warmup`): one small image of the checkpoint (or workflow) the host should
+   * have ready, through the normal graph and prompt path; its image is dropped.
+   */
+  private async warmup(host: PoolHost, signal: AbortSignal): Promise<void> {
+    const w = this.config.warmup!;
+    const model = w.model ?? host.loaded ?? Object.keys(this.config.checkpoints)[0] ?? host.checkpoints?.[0];
+    if (!model) return;
+    const request: BackendRequest = { kind: 'generation', model, prompt: w.prompt, n: 1, size: { width: w.width, height: w.height }, steps: w.steps, outputFormat: 'png', inputImages: [], providerOptions: {} };
+    const batch: PoolBatch = { request, checkpoint: this.workflows.get(model)?.checkpoint ?? model, members: [], total: 1, seed: 0, seedChosen: true, attempt: 0 };
+    await this.runBatch(host, batch, { signal, progress: () => {}, partialImage: () => {}, release: () => {}, saveState: () => {} });
+    host.loaded = batch.checkpoint;
   }
 
   /** Checkpoints from `/object_info/CheckpointLoaderSimple` (older: `[[…]]`, newer: `["COMBO", {options}]`), else `/models/checkpoints`. */
@@ -593,12 +668,8 @@ export class ComfyUIBackend implements ImageBackend {
     const info = (await readJson(await hostRequest(this.http, host, '/object_info/CheckpointLoaderSimple', { signal }))) as
       | Record<string, { input?: { required?: { ckpt_name?: unknown[] } } }>
       | undefined;
-    const spec = info?.CheckpointLoaderSimple?.input?.required?.ckpt_name;
-    if (Array.isArray(spec)) {
-      if (Array.isArray(spec[0])) return spec[0].filter((x): x is string => typeof x === 'string');
-      const options = (spec[1] as { options?: unknown } | undefined)?.options;
-      if (Array.isArray(options)) return options.filter((x): x is string => typeof x === 'string');
-    }
+    const listed = comboValues(info?.CheckpointLoaderSimple?.input?.required?.ckpt_name);
+    if (listed) return listed;
     const res = await hostRequest(this.http, host, '/models/checkpoints', { signal });
     const list = await readJson(res);
     return res.ok && Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string') : undefined;
@@ -608,6 +679,14 @@ export class ComfyUIBackend implements ImageBackend {
 // ---- helpers ---------------------------------------------------------------------------------
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
+
+/** A combo input's values from `/object_info`: `[[…values], {opts}]`, or V3's `["COMBO", {options: […]}]`. */
+export function comboValues(spec: unknown): string[] | undefined {
+  if (!Array.isArray(spec)) return undefined;
+  if (Array.isArray(spec[0])) return spec[0].filter((x): x is string => typeof x === 'string');
+  const options = (spec[1] as { options?: unknown } | undefined)?.options;
+  return Array.isArray(options) ? options.filter((x): x is string => typeof x === 'string') : undefined;
+}
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
 /** Latent sizes are multiples of 8. */

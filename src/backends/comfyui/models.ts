@@ -7,7 +7,7 @@
  * and denoise plus the options it declares.
  */
 import { z } from 'zod';
-import type { BackendModelSpec, SizeRule } from '../model-spec.ts';
+import type { BackendModelSpec, LoraSpec, SizeRule } from '../model-spec.ts';
 import { declaredOptionType } from '../declared-options.ts';
 import type { CheckpointFamily } from './options.ts';
 import type { LoadedWorkflow } from './workflows.ts';
@@ -28,13 +28,32 @@ export const templateOptions = z
   .object({ ...samplerOptions, ...schedulerOptions, ...denoiseOptions, batch_index: z.number().int().min(0).max(4095).optional() })
   .strict();
 
-export function checkpointSpec(family: CheckpointFamily, maxBatchSize: number): BackendModelSpec {
+/** Extensions a LoRA file's public name leaves out (`sub/style.safetensors` is offered as `sub/style`). */
+const LORA_EXT = /\.(safetensors|ckpt|pt|pth|bin)$/i;
+
+/**
+ * The LoRA files the hosts list, as a model offers them: each by its path without the extension (the
+ * file name itself where two files would share a name), sent as the file name ComfyUI listed.
+ */
+export function comfyLoras(files: readonly string[] | undefined): LoraSpec[] {
+  const list = files ?? [];
+  const stems = new Map<string, number>();
+  for (const f of list) stems.set(f.replace(LORA_EXT, ''), (stems.get(f.replace(LORA_EXT, '')) ?? 0) + 1);
+  return list.map((f) => {
+    const stem = f.replace(LORA_EXT, '');
+    return { name: stems.get(stem) === 1 ? stem : f, ref: f };
+  });
+}
+
+export function checkpointSpec(family: CheckpointFamily, maxBatchSize: number, loraFiles?: readonly string[]): BackendModelSpec {
   return {
     capabilities: { generate: true, edit: true, mask: true, variation: true, maxInputImages: 1 },
     maxImagesPerCall: maxBatchSize,
     sizes: LATENT_SIZES,
     pricing: 'gpu-time',
     providerOptions: templateOptions,
+    // The templates chain a LoraLoader per adapter: any the hosts have.
+    loras: { source: 'discovered', available: comfyLoras(loraFiles) },
     ...(family === 'flux' ? { textInImage: true } : {}),
   };
 }
@@ -51,9 +70,11 @@ export function workflowOptions(wf: LoadedWorkflow): z.ZodObject {
     .strict();
 }
 
-export function workflowSpec(wf: LoadedWorkflow, maxBatchSize: number): BackendModelSpec {
+export function workflowSpec(wf: LoadedWorkflow, maxBatchSize: number, loraFiles?: readonly string[]): BackendModelSpec {
   const image = !!wf.inputs.image;
   return {
+    // LoRAs only where the workflow declares slots for them.
+    ...(wf.loraSlots.length ? { loras: { source: 'discovered' as const, available: comfyLoras(loraFiles), max: wf.loraSlots.length } } : {}),
     capabilities: { generate: true, edit: image, mask: image && !!wf.inputs.mask, variation: image, maxInputImages: image ? 1 : 0 },
     // Without a batch-size input the graph makes what it makes: one call per image.
     maxImagesPerCall: wf.inputs.batchSize ? maxBatchSize : 1,

@@ -52,6 +52,12 @@ export const workflowSchema = z
      * Guarded names (model, n, size, prompt, steps, …) and easel's own fields cannot be declared.
      */
     options: z.record(declaredOptionName, z.object({ to: targets, ...declaredOptionTypeFields }).strict()).default({}),
+    /**
+     * LoRA slots a request's `loras` fill, in order: LoraLoader (or LoraLoaderModelOnly) nodes of the
+     * graph, `{name: 10.lora_name, weight: [10.strength_model, 10.strength_clip]}`. Slots a request
+     * leaves over get weight 0 (a no-op; their file stays as saved). Absent: the workflow takes none.
+     */
+    loras: z.array(z.object({ name: nodeInput, weight: targets }).strict()).max(8).optional(),
     /** Nodes whose saved images are the result, in order (default: every node that saved images, by node id). */
     outputs: z.array(z.string().min(1)).min(1).optional(),
     /** The affinity key: what the graph loads (default: its CheckpointLoaderSimple's ckpt_name, else the workflow name). */

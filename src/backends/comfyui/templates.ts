@@ -60,7 +60,12 @@ export interface TemplateParams {
    */
   batchIndex?: number;
   filenamePrefix: string;
+  /** LoRA files chained after the checkpoint loader, in order (PROTOCOLS.md §11 B1). */
+  loras?: ReadonlyArray<{ ref: string; weight: number }>;
 }
+
+/** Node id of the i-th LoRA loader of a template (clear of the template's own ids). */
+export const loraNodeId = (i: number) => String(20 + i);
 
 /** The node whose images are the result. */
 export const TEMPLATE_OUTPUT_NODE = '9';
@@ -69,8 +74,20 @@ export function buildTemplate(p: TemplateParams): ApiGraph {
   const g: ApiGraph = {};
   const flux = p.family === 'flux';
   g['4'] = { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: p.checkpoint } };
-  g['6'] = { class_type: 'CLIPTextEncode', inputs: { text: p.prompt, clip: ['4', 1] }, _meta: { title: 'positive prompt' } };
-  g['7'] = { class_type: 'CLIPTextEncode', inputs: { text: p.negativePrompt, clip: ['4', 1] }, _meta: { title: 'negative prompt' } };
+  // LoRAs chain between the loader and what reads its model and CLIP: the sampler and both text
+  // encoders take the last link; the VAE stays the checkpoint's. FLUX LoRAs patch the model only.
+  let model: [string, number] = ['4', 0];
+  let clip: [string, number] = ['4', 1];
+  (p.loras ?? []).forEach((l, i) => {
+    const id = loraNodeId(i);
+    g[id] = flux
+      ? { class_type: 'LoraLoaderModelOnly', inputs: { model, lora_name: l.ref, strength_model: l.weight } }
+      : { class_type: 'LoraLoader', inputs: { model, clip, lora_name: l.ref, strength_model: l.weight, strength_clip: l.weight } };
+    model = [id, 0];
+    if (!flux) clip = [id, 1];
+  });
+  g['6'] = { class_type: 'CLIPTextEncode', inputs: { text: p.prompt, clip }, _meta: { title: 'positive prompt' } };
+  g['7'] = { class_type: 'CLIPTextEncode', inputs: { text: p.negativePrompt, clip }, _meta: { title: 'negative prompt' } };
   let positive: [string, number] = ['6', 0];
   if (flux) {
     g['10'] = { class_type: 'FluxGuidance', inputs: { conditioning: ['6', 0], guidance: p.cfg } };
@@ -121,7 +138,7 @@ export function buildTemplate(p: TemplateParams): ApiGraph {
       sampler_name: p.sampler,
       scheduler: p.scheduler,
       denoise: p.denoise,
-      model: ['4', 0],
+      model,
       positive,
       negative: ['7', 0],
       latent_image: latent,

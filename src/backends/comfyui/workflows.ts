@@ -22,6 +22,8 @@ export interface LoadedWorkflow {
   /** Declared provider options: where each is written and its type. */
   options: Record<string, { refs: NodeInputRef[]; type: Exclude<DeclaredOption, string> }>;
   outputs: string[] | undefined;
+  /** LoRA slots, filled in order by a request's `loras`. */
+  loraSlots: Array<{ name: NodeInputRef; weight: NodeInputRef[] }>;
   /** Affinity key. */
   checkpoint: string;
   defaults: NonNullable<WorkflowConfig['defaults']>;
@@ -70,6 +72,13 @@ export function loadWorkflow(cfg: WorkflowConfig, backendName: string): LoadedWo
     for (const ref of refs) checkRef(graph, ref, `${where}: options.${name}`);
     options[name] = { refs, type };
   }
+  const loraSlots = (cfg.loras ?? []).map((slot, i) => {
+    const name = parseRef(slot.name);
+    checkRef(graph, name, `${where}: loras[${i}].name`);
+    const weight = (Array.isArray(slot.weight) ? slot.weight : [slot.weight]).map(parseRef);
+    for (const ref of weight) checkRef(graph, ref, `${where}: loras[${i}].weight`);
+    return { name, weight };
+  });
   for (const id of cfg.outputs ?? []) {
     if (!graph[id]) throw new Error(`${where}: outputs names node "${id}", which the graph does not have`);
   }
@@ -81,6 +90,7 @@ export function loadWorkflow(cfg: WorkflowConfig, backendName: string): LoadedWo
     set,
     options,
     outputs: cfg.outputs,
+    loraSlots,
     checkpoint: cfg.checkpoint ?? (loader?.inputs.ckpt_name as string | undefined) ?? `workflow:${cfg.name}`,
     defaults: cfg.defaults ?? {},
   };
@@ -112,11 +122,21 @@ function checkRef(graph: ApiGraph, ref: NodeInputRef, where: string): void {
 }
 
 /**
- * A copy of the graph with the fixed values, then the declared options, then the request's mapped
- * field values written in (so a field easel maps always wins over an option aimed at the same input).
+ * A copy of the graph with the request's LoRAs in its slots (the rest weighted 0), the fixed values,
+ * then the declared options, then the request's mapped field values written in (so a field easel maps always wins over an option aimed at the same input).
  */
-export function applyWorkflow(wf: LoadedWorkflow, values: Partial<Record<WorkflowField, unknown>>, options: Record<string, unknown> = {}): ApiGraph {
+export function applyWorkflow(
+  wf: LoadedWorkflow,
+  values: Partial<Record<WorkflowField, unknown>>,
+  options: Record<string, unknown> = {},
+  loras: ReadonlyArray<{ ref: string; weight: number }> = [],
+): ApiGraph {
   const graph = structuredClone(wf.graph);
+  wf.loraSlots.forEach((slot, i) => {
+    const lora = loras[i];
+    if (lora) graph[slot.name.node]!.inputs[slot.name.input] = lora.ref;
+    for (const ref of slot.weight) graph[ref.node]!.inputs[ref.input] = lora?.weight ?? 0;
+  });
   for (const { ref, value } of wf.set) graph[ref.node]!.inputs[ref.input] = value;
   for (const [name, value] of Object.entries(options)) {
     if (value === undefined) continue;

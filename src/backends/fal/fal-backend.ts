@@ -137,6 +137,10 @@ export class FalBackend extends HostedBackend implements WebhookReceiver {
       if (!endpoint.mask) throw new BackendError(`${request.model} on backend "${this.name}" takes no mask`, { code: 'invalid_request' });
       input.mask_url = dataUri(request.mask.data, request.mask.mediaType);
     }
+    if (request.loras?.length) {
+      if (!endpoint.loras) throw new BackendError(`${request.model} on backend "${this.name}" takes no LoRAs`, { code: 'invalid_request' });
+      input.loras = request.loras.map((l) => ({ path: l.ref, scale: l.weight }));
+    }
     return { input, warnings };
   }
 

@@ -26,6 +26,8 @@ export interface FalEndpoint {
   maxSteps?: number;
   /** Options beyond easel's own fields that change neither price, moderation nor limits. */
   options: z.ZodObject;
+  /** Takes `loras: [{path, scale}]` (the flux-lora family, PROTOCOLS.md §11 B4). */
+  loras?: boolean;
 }
 
 /** `sync_mode`: images come back inline as data URIs (not kept in fal's request history). */
@@ -41,6 +43,12 @@ const FLUX_TEXT = new Set(['fal-ai/flux/schnell', 'fal-ai/flux/dev', 'fal-ai/flu
 export const falEndpoint = perModel(classify);
 
 function classify(model: string): FalEndpoint {
+  const e = classifyFields(model);
+  const id = model.toLowerCase().replace(/\/+$/, '');
+  return id === 'fal-ai/flux-lora' || id.startsWith('fal-ai/flux-lora/') ? { ...e, loras: true } : e;
+}
+
+function classifyFields(model: string): FalEndpoint {
   const id = model.toLowerCase().replace(/\/+$/, '');
   const flux = /flux/.test(id);
   const accel = id === 'fal-ai/flux-lora' || id.startsWith('fal-ai/flux-lora/') ? acceleration(['none', 'regular']) : acceleration(['none', 'regular', 'high']);
@@ -65,6 +73,8 @@ export function falModelSpec(model: string, backend: BackendCapabilities, provid
     maxImagesPerCall: backend.maxImagesPerCall,
     pricing: providerReported ? 'provider-reported' : 'price-table',
     providerOptions: e.options,
+    // Adapter URLs (or HF repos) only as models[].loras names them; fal merges any number.
+    ...(e.loras ? { loras: { source: 'configured' as const, available: [] } } : {}),
   };
 }
 

@@ -50,7 +50,7 @@ export function openaiBilledQuality(model: string, quality: string | undefined):
 
 export const openaiDefinition = {
   type: 'openai',
-  description: 'Any endpoint that speaks the OpenAI Images API (OpenAI, LocalAI, vLLM-Omni, another easel), through the official SDK',
+  description: 'Any endpoint that speaks the OpenAI Images API (OpenAI, another easel), through the official SDK; presets for the engines on your own GPUs (vLLM-Omni, SGLang Diffusion, LocalAI, stable-diffusion.cpp)',
   configSchema: openaiBackendConfigSchema,
   selfHosted: false,
   prices: OPENAI_PRICES,

@@ -1,7 +1,9 @@
 /**
  * The `openai` backend: any endpoint that speaks the OpenAI Images API (OpenAI itself, LocalAI,
  * another easel), driven through the official SDK so its retry, timeout and multipart behaviour is
- * the one OpenAI ships.
+ * the one OpenAI ships. With a `preset` it drives one of the engines people run on their own GPUs
+ * (vLLM-Omni, SGLang Diffusion, LocalAI, stable-diffusion.cpp; see engines.ts): their field names,
+ * health route, capabilities, LoRAs and an optional warm-up.
  */
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import type {
@@ -31,7 +33,9 @@ import { MEDIA_TYPES } from '../../core/image-request.ts';
 import { openaiBackendConfigSchema } from './options.ts';
 import type { OpenAIBackendConfig, OpenAIBackendConfigInput } from './options.ts';
 import { applyOpenAIModelRules, openaiModelSpec, rulesApply } from './model-rules.ts';
-import type { BackendModelSpec } from '../model-spec.ts';
+import type { BackendModelSpec, LoraSupport } from '../model-spec.ts';
+import { enginePreset } from './engines.ts';
+import type { EnginePreset } from './engines.ts';
 import { acceptedOptions } from '../provider-options.ts';
 import { declaredOptionType } from '../declared-options.ts';
 import { otherWarning, uniqueWarnings, unsupported } from '../warnings.ts';
@@ -56,6 +60,8 @@ export interface OpenAIBackendDeps {
 /** Images a backend may hand us by URL are capped so a misbehaving endpoint cannot fill memory. */
 const MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024;
 const HEALTH_TIMEOUT_MS = 10_000;
+/** A LoRA name a request asked for that is not listed makes the engine list again, at most this often. */
+const LORA_REFRESH_THROTTLE_MS = 5_000;
 const MODERATION_CODES = new Set(['moderation_blocked', 'content_policy_violation']);
 
 type ModelFamily = 'dall-e-2' | 'dall-e-3' | 'gpt-image' | 'other';
@@ -97,6 +103,14 @@ export class OpenAIBackend implements ImageBackend {
   private healthInFlight: Promise<BackendHealth> | undefined;
   /** The zod shape of the provider options config declares, if any. */
   private readonly declaredOptions: Record<string, z.ZodType> | undefined;
+  /** The engine this endpoint is, when config names one. */
+  readonly preset: EnginePreset | undefined;
+  /** LoRA files the engine listed (discovered presets), and when. */
+  private loraFiles: Array<{ name: string; path: string }> | undefined;
+  private lorasAt = 0;
+  private lorasRefreshing: Promise<void> | undefined;
+  /** Warm-up state: undefined until the server first answers; then running, then done. */
+  private warmup: { done: boolean; promise: Promise<void> } | undefined;
 
   /** Takes any backend config entry (tests' factories hand it the union); the schema refuses non-openai ones. */
   constructor(config: OpenAIBackendConfigInput | OpenAIBackendConfig | { type: string; name: string }, deps: OpenAIBackendDeps = {}) {
@@ -106,6 +120,7 @@ export class OpenAIBackend implements ImageBackend {
     this.healthCacheMs = deps.healthCacheMs ?? 10_000;
     const declared = this.config.providerOptions;
     this.declaredOptions = declared && Object.fromEntries(Object.entries(declared).map(([k, d]) => [k, declaredOptionType(d).optional()]));
+    this.preset = this.config.preset ? enginePreset(this.config.preset) : undefined;
 
     const env = deps.env ?? process.env;
     const apiKey = this.config.apiKey ?? env[this.config.apiKeyEnv ?? 'OPENAI_API_KEY'];
@@ -131,13 +146,14 @@ export class OpenAIBackend implements ImageBackend {
     };
 
     const caps = this.config.capabilities ?? {};
-    const edit = caps.edit ?? true;
+    const base = this.preset?.capabilities ?? { edit: true, mask: true, variation: true, maxInputImages: 16 };
+    const edit = caps.edit ?? base.edit;
     this.capabilities = {
       generate: true,
       edit,
-      mask: edit && (caps.mask ?? true),
-      variation: caps.variation ?? true,
-      maxInputImages: edit ? (caps.maxInputImages ?? 16) : 0,
+      mask: edit && (caps.mask ?? base.mask),
+      variation: caps.variation ?? base.variation,
+      maxInputImages: edit ? (caps.maxInputImages ?? base.maxInputImages) : 0,
       maxImagesPerCall: this.config.maxImagesPerCall,
     };
   }
@@ -154,9 +170,51 @@ export class OpenAIBackend implements ImageBackend {
   modelSpec(model: string): BackendModelSpec {
     const official = this.config.listPrices === 'auto' ? rulesApply('auto', this.config.baseUrl) : this.config.listPrices;
     const spec = openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
-    if (!this.declaredOptions || !(spec.providerOptions instanceof z.ZodObject)) return spec;
+    const loras = this.loraSupport();
+    const withLoras = loras ? { ...spec, loras } : spec;
+    if (!this.declaredOptions || !(spec.providerOptions instanceof z.ZodObject)) return withLoras;
     // What another OpenAI-compatible server takes besides OpenAI's own (LocalAI, vLLM-Omni, …), as config declares it.
-    return { ...spec, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
+    return { ...withLoras, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
+  }
+
+  /**
+   * How the engine takes LoRAs: vLLM-Omni one per request, by a server path config names; sd-server
+   * the files it lists (under `loraDir`), else what config names; the others none.
+   */
+  private loraSupport(): LoraSupport | undefined {
+    const p = this.preset;
+    if (!p || p.loras === 'none') return undefined;
+    if (p.loras === 'discovered' && this.config.loraDir) {
+      if (Date.now() - this.lorasAt > this.config.loraRefreshSeconds * 1000) void this.refreshLoras();
+      const dir = this.config.loraDir.replace(/\/+$/, '');
+      return { source: 'discovered', available: (this.loraFiles ?? []).map((f) => ({ name: f.name, ref: f.path.startsWith('/') ? f.path : `${dir}/${f.path}` })), ...(p.maxLoras ? { max: p.maxLoras } : {}) };
+    }
+    return { source: 'configured', available: [], ...(p.maxLoras ? { max: p.maxLoras } : {}) };
+  }
+
+  /** Reads the engine's LoRA list again (discovered presets); one look at a time, at most every few seconds. */
+  async refreshLoras(): Promise<void> {
+    const p = this.preset;
+    if (!p?.loraListPath || !this.config.loraDir) return;
+    if (this.lorasRefreshing) return this.lorasRefreshing;
+    if (Date.now() - this.lorasAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return;
+    this.lorasAt = Date.now();
+    this.lorasRefreshing = (async () => {
+      try {
+        const res = await this.fetchImpl(new URL(p.loraListPath!, this.config.baseUrl), { headers: this.authHeaders, signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+        const list = res.ok ? ((await res.json()) as unknown) : (await res.body?.cancel(), undefined);
+        if (Array.isArray(list)) {
+          this.loraFiles = list
+            .filter((l): l is { name: string; path?: unknown } => !!l && typeof l === 'object' && typeof (l as { name?: unknown }).name === 'string')
+            .map((l) => ({ name: l.name, path: typeof l.path === 'string' && l.path ? l.path : l.name }));
+        }
+      } catch {
+        // Unreachable now: the last list stands; the next look may do better.
+      } finally {
+        this.lorasRefreshing = undefined;
+      }
+    })();
+    return this.lorasRefreshing;
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {
@@ -385,11 +443,42 @@ export class OpenAIBackend implements ImageBackend {
 
   async health(): Promise<BackendHealth> {
     const cached = this.healthCache;
-    if (cached && Date.now() - cached.at < this.healthCacheMs) return cached.value;
+    if (cached && Date.now() - cached.at < this.healthCacheMs) return this.warmed(cached.value);
     this.healthInFlight ??= this.checkHealth().finally(() => {
       this.healthInFlight = undefined;
     });
-    return this.healthInFlight;
+    return this.warmed(await this.healthInFlight);
+  }
+
+  /**
+   * With `warmup`: a server that answers for the first time (or again, after failing) runs one small
+   * generation first, and is reported warming (not ready) until it ends, failed or not.
+   */
+  private warmed(health: BackendHealth): BackendHealth {
+    const w = this.config.warmup;
+    if (!w) return health;
+    if (!health.ok) {
+      // Down: when it answers again it is cold again.
+      if (this.warmup?.done) this.warmup = undefined;
+      return health;
+    }
+    this.warmup ??= this.startWarmup(w);
+    return this.warmup.done ? health : { ok: false, warming: true, message: `${this.preset?.label ?? 'the endpoint'} is warming up (its first, small generation is running)` };
+  }
+
+  private startWarmup(w: NonNullable<OpenAIBackendConfig['warmup']>): { done: boolean; promise: Promise<void> } {
+    const state = { done: false, promise: Promise.resolve() };
+    const request: BackendRequest = { kind: 'generation', model: w.model ?? '', prompt: w.prompt, n: 1, size: { width: w.width, height: w.height }, steps: w.steps, outputFormat: 'png', inputImages: [], providerOptions: {} };
+    const signal = AbortSignal.timeout(w.timeoutSeconds * 1000);
+    state.promise = this.generateOnce(request, { jobId: 'warmup', signal, reportProgress: () => {}, savedState: undefined, saveState: async () => {} })
+      .then(
+        () => undefined,
+        () => undefined, // a failed warm-up says nothing certain; health checks decide whether it is up
+      )
+      .finally(() => {
+        state.done = true;
+      });
+    return state;
   }
 
   async close(): Promise<void> {}
@@ -400,8 +489,11 @@ export class OpenAIBackend implements ImageBackend {
    * is refused, so every generation would be too); a 404 from a server without `/models` is up.
    */
   private async checkHealth(): Promise<BackendHealth> {
-    const path = this.config.healthPath;
-    const url = `${this.config.baseUrl.replace(/\/+$/, '')}${path}`;
+    // An engine that lists its LoRAs is read again on the health checks' rhythm, not only on a miss.
+    if (this.preset?.loras === 'discovered' && Date.now() - this.lorasAt > this.config.loraRefreshSeconds * 1000) void this.refreshLoras();
+    // An engine's own route is on its origin (`/health`, `/readyz`); a configured path is under baseUrl.
+    const path = this.config.healthPath ?? this.preset?.healthPath ?? '/models';
+    const url = this.config.healthPath || !this.preset ? `${this.config.baseUrl.replace(/\/+$/, '')}${path}` : new URL(path, this.config.baseUrl).href;
     const timeoutMs = Math.min(HEALTH_TIMEOUT_MS, this.config.timeoutSeconds * 1000);
     let value: BackendHealth;
     try {
@@ -451,7 +543,8 @@ export class OpenAIBackend implements ImageBackend {
   private buildBody(request: BackendRequest): { body: Record<string, unknown>; warnings: BackendWarning[] } {
     const accepted = acceptedOptions(request.providerOptions, this.modelSpec(request.model).providerOptions, { backend: this.name, model: request.model || 'dall-e-2' });
     const warnings: BackendWarning[] = [...accepted.warnings];
-    const family = modelFamily(request.model);
+    // An engine is never OpenAI's own model, whatever its id (an empty one means dall-e-2 to OpenAI).
+    const family = this.preset ? 'other' : modelFamily(request.model);
     const fields: Record<string, unknown> = dropUndefined({
       model: request.model || undefined,
       prompt: request.kind === 'variation' ? undefined : request.prompt,
@@ -492,6 +585,13 @@ export class OpenAIBackend implements ImageBackend {
         delete fields[key];
       }
     }
+
+    if (this.preset) {
+      // The engine's own names for easel's fields (and its LoRA field), with what it lacks said.
+      this.preset.map(request, fields, (w) => warnings.push(w));
+      return { body: { ...accepted.options, ...fields }, warnings };
+    }
+    if (request.loras?.length) throw new BackendError(`Backend "${this.name}" takes no LoRAs`, { code: 'invalid_request' });
 
     const extras = dropUndefined({
       negative_prompt: request.negativePrompt,

@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { declaredOptionsSchema } from '../declared-options.ts';
+import { warmupSchema } from '../warmup.ts';
+import { ENGINE_PRESETS } from './engines.ts';
 
 export const openaiBackendConfigSchema = z
   .object({
@@ -60,8 +62,25 @@ export const openaiBackendConfigSchema = z
      * Path (under baseUrl) the health check asks with GET. Any HTTP answer other than a 5xx or a
      * refused key (401/403) counts as up, so an endpoint without `/models` (some images-only servers
      * answer it 404) is still healthy; point it at the server's own health route where it has one.
+     * Default `/models`; with a `preset`, the engine's own route (from the server's origin).
      */
-    healthPath: z.string().regex(/^\//, 'must start with /').default('/models'),
+    healthPath: z.string().regex(/^\//, 'must start with /').optional(),
+    /**
+     * An OpenAI-compatible engine on your own GPUs (src/backends/openai/engines.ts): easel's fields
+     * under the engine's names, its health route, what it can do, how it takes LoRAs; costed by
+     * measured GPU time. `vllm-omni`, `sglang`, `localai`, `sdcpp` (stable-diffusion.cpp's sd-server).
+     */
+    preset: z.enum(ENGINE_PRESETS).optional(),
+    /**
+     * sdcpp: the server's `--lora-model-dir` as the server sees it. sd-server takes a LoRA path
+     * verbatim on its OpenAI route, so the files it lists are sent under this folder; without it,
+     * only `models[].loras` entries (with full paths as `ref`) are offered.
+     */
+    loraDir: z.string().min(1).optional(),
+    /** How often a listed engine's LoRAs are read again (a request naming one not listed looks at once). */
+    loraRefreshSeconds: z.number().positive().max(86_400).default(60),
+    /** A small generation when the server first answers (and when it comes back), before it is reported ready; absent: off. */
+    warmup: warmupSchema.optional(),
   })
   .strict();
 

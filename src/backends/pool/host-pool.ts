@@ -6,14 +6,15 @@
  * - **Placement.** A call goes to a healthy host with a free slot (`maxConcurrent` running, usually
  *   1, plus `queueAhead` waiting in the host's own queue, filled once the running call is halfway,
  *   so the GPU never waits for a round trip),
- *   preferring one that already has the call's checkpoint loaded (affinity), then the one with the
- *   fewest outstanding calls. When a host frees up it takes the oldest call for its own checkpoint,
+ *   preferring one that already has the call's checkpoint loaded (affinity), then one that last ran
+ *   the call's LoRA set (its patched weights are cached there), then the one with the fewest
+ *   outstanding calls. A host that listed its LoRAs and lacks one the call needs is not chosen. When a host frees up it takes the oldest call for its own checkpoint,
  *   unless a call for a checkpoint no live host holds is older than that by `affinityMaxWait` (so
  *   nothing waits much longer than the work around it); else the oldest call whose checkpoint no
  *   host holds (it has no host of its own to wait for); else the oldest call whose host is not
  *   about to free up (past halfway); else nothing (it waits for its host rather than cost a load).
  * - **Batching.** The chosen call is coalesced with compatible waiting calls (same batch key: same
- *   checkpoint, prompt, size, steps, cfg, sampler; never a call with an explicit seed) into one host
+ *   checkpoint, LoRA set, prompt, size, steps, cfg, sampler; never a call with an explicit seed) into one host
  *   call of at most `maxBatchSize` images; its images are split back in order. The batch uses one
  *   seed, and each image records that seed and its index in the batch.
  * - **Failures.** A host whose call fails with a {@link HostFailure} (it died, vanished or answered
@@ -23,6 +24,9 @@
  *   never completes twice.
  * - **Health.** Hosts are probed every `healthInterval`; `unhealthyAfterFailures` failed probes take
  *   a host out, and it keeps being probed until it answers again, when it rejoins.
+ * - **Warm-up.** With a `warmup` executor, a host that answers for the first time (at start, or when
+ *   it rejoins) is `warming` until one small request has run on it: it takes no work meanwhile, and
+ *   a pool with no host up but some warming says so in its health (`/ready`, `/v1/system`).
  * - **Abort.** A waiting call whose signal aborts leaves the queue at once; a running one is
  *   answered at once, and the host call is cancelled when none of its jobs is left.
  */
@@ -38,6 +42,7 @@ import type {
 } from '../image-backend.ts';
 import { BackendError } from '../image-backend.ts';
 import { otherWarning } from '../warnings.ts';
+import { loraSetKey } from '../model-spec.ts';
 import { normalizeHosts } from './options.ts';
 import type { NormalizedHost, PoolHostConfig, PoolSettings } from './options.ts';
 
@@ -55,7 +60,7 @@ export class HostFailure extends BackendError {
   }
 }
 
-export type HostStatus = 'unknown' | 'up' | 'down';
+export type HostStatus = 'unknown' | 'warming' | 'up' | 'down';
 
 export interface PoolHost {
   readonly name: string;
@@ -70,6 +75,10 @@ export interface PoolHost {
   loaded: string | undefined;
   /** Checkpoints it reported having (undefined until known). */
   checkpoints: string[] | undefined;
+  /** LoRA files it reported having (undefined until known, or for backends that do not list them). */
+  loras: string[] | undefined;
+  /** The LoRA set it last ran (the affinity key; '' for none). */
+  loadedLoras: string | undefined;
   freeVramBytes?: number;
   totalVramBytes?: number;
   consecutiveFailures: number;
@@ -90,6 +99,8 @@ export interface ProbeResult {
   /** The checkpoint the host says is loaded, when it says. */
   loaded?: string;
   checkpoints?: string[];
+  /** LoRA files it has (by the reference the backend sends), when it lists them. */
+  loras?: string[];
   freeVramBytes?: number;
   totalVramBytes?: number;
 }
@@ -139,6 +150,8 @@ export interface BatchOutput {
 export interface PoolExecutor {
   run(host: PoolHost, batch: PoolBatch, io: RunIO): Promise<BatchOutput>;
   probe(host: PoolHost, signal: AbortSignal): Promise<ProbeResult>;
+  /** One small request that loads the model and warms the GPU (config `warmup`); absent: hosts join at once. */
+  warmup?(host: PoolHost, signal: AbortSignal): Promise<void>;
 }
 
 /** The logger a backend hands the pool (pino fits). */
@@ -152,6 +165,8 @@ export function hostEventLogger(log: PoolLog | undefined, backend: string): Pool
   if (!log) return undefined;
   return (e) => {
     if (e.event === 'down') log.warn({ backend, host: e.host, reason: e.message }, 'GPU host left the pool');
+    else if (e.event === 'warming') log.info({ backend, host: e.host }, 'GPU host is warming up');
+    else if (e.event === 'warmup_failed') log.warn({ backend, host: e.host, reason: e.message }, 'GPU host warm-up failed; it takes work anyway');
     else log.info({ backend, host: e.host }, 'GPU host (re)joined the pool');
   };
 }
@@ -161,6 +176,10 @@ export interface SubmitOptions {
   checkpoint: string;
   /** Calls with equal keys may share one host call; undefined never batches. */
   batchKey?: string;
+  /** The call's LoRA set (`loraSetKey`): a host that last ran it is preferred. */
+  loraSet?: string;
+  /** LoRA files the call needs: a host that listed its LoRAs without them is not chosen. */
+  loraRefs?: string[];
 }
 
 export interface PoolOptions extends PoolSettings {
@@ -173,8 +192,10 @@ export interface PoolOptions extends PoolSettings {
   queueAhead?: number;
   /** Timeout of one probe (default 5 s). */
   probeTimeoutMs?: number;
-  /** Called on host changes (left, rejoined); for logs. */
-  onHostEvent?: (event: { host: string; event: 'down' | 'up'; message?: string }) => void;
+  /** Called on host changes (left, warming, rejoined); for logs. */
+  onHostEvent?: (event: { host: string; event: 'down' | 'up' | 'warming' | 'warmup_failed'; message?: string }) => void;
+  /** Limit of one warm-up request (default 10 min: a cold checkpoint load can take minutes). */
+  warmupTimeoutMs?: number;
 }
 
 /** What every GPU backend's config entry carries (`poolFields` in options.ts). */
@@ -182,6 +203,7 @@ export interface PoolConfigFields extends Omit<PoolSettings, 'maxConcurrentPerHo
   name: string;
   hosts: PoolHostConfig[];
   requestTimeoutSeconds: number;
+  warmup?: { timeoutSeconds: number };
 }
 
 /** Pool options from a GPU backend's config entry. */
@@ -200,6 +222,7 @@ export function poolOptionsFrom(c: PoolConfigFields, opts: { maxConcurrentPerHos
     unhealthyAfterFailures: c.unhealthyAfterFailures,
     probeTimeoutMs: Math.min(c.requestTimeoutSeconds * 1000, 10_000),
     onHostEvent: hostEventLogger(opts.log, c.name),
+    ...(c.warmup ? { warmupTimeoutMs: c.warmup.timeoutSeconds * 1000 } : {}),
   };
 }
 
@@ -218,6 +241,8 @@ interface Waiting {
   ctx: BackendCallContext;
   checkpoint: string;
   batchKey: string | undefined;
+  loraSet: string;
+  loraRefs: string[];
   n: number;
   enqueuedAt: number;
   /** Host attempts so far. */
@@ -254,6 +279,7 @@ export interface PoolStats {
     status: HostStatus;
     running: number;
     loaded: string | undefined;
+    loadedLoras?: string;
     busyMs: number;
     calls: number;
     images: number;
@@ -296,6 +322,8 @@ export class HostPool {
       running: 0,
       loaded: undefined,
       checkpoints: undefined,
+      loras: undefined,
+      loadedLoras: undefined,
       consecutiveFailures: 0,
       probing: false,
       busyMs: 0,
@@ -318,6 +346,8 @@ export class HostPool {
         ctx,
         checkpoint: opts.checkpoint,
         batchKey: this.opts.maxBatchSize > 1 ? opts.batchKey : undefined,
+        loraSet: opts.loraSet ?? '',
+        loraRefs: opts.loraRefs ?? [],
         n: request.n,
         enqueuedAt: Date.now(),
         attempts: 0,
@@ -354,6 +384,23 @@ export class HostPool {
     return live.length > 0 && live.every((h) => h.checkpoints !== undefined && !h.checkpoints.includes(checkpoint));
   }
 
+  /**
+   * True when every live host has listed its LoRAs and none has all of these: the call could only
+   * fail, so backends look again and then refuse it up front.
+   */
+  lacksLoras(refs: readonly string[]): boolean {
+    if (refs.length === 0) return false;
+    const live = this.hosts.filter((h) => h.status !== 'down');
+    return live.length > 0 && live.every((h) => h.loras !== undefined && !refs.every((r) => h.loras!.includes(r)));
+  }
+
+  /** Every LoRA file some live host listed; undefined while none has listed its LoRAs. */
+  loraFiles(): string[] | undefined {
+    const lists = this.hosts.filter((h) => h.status !== 'down' && h.loras !== undefined).map((h) => h.loras!);
+    if (lists.length === 0) return undefined;
+    return [...new Set(lists.flat())].sort();
+  }
+
   /** Jobs waiting for a host. */
   get queueDepth(): number {
     return this.waiting.length;
@@ -363,8 +410,10 @@ export class HostPool {
     this.start();
     if (this.hosts.every((h) => h.status === 'unknown')) await this.firstProbe;
     const up = this.hosts.filter((h) => h.status === 'up');
+    const warming = this.hosts.filter((h) => h.status === 'warming');
     const running = this.hosts.reduce((a, h) => a + h.running, 0);
     const parts = [`${up.length}/${this.hosts.length} hosts up`, `${this.waiting.length} waiting`, `${running} running`];
+    if (warming.length) parts.push(`warming up: ${warming.map((h) => h.name).join(', ')}`);
     const down = this.hosts.filter((h) => h.status === 'down');
     if (down.length) parts.push(`down: ${down.map((h) => `${h.name} (${h.lastError ?? 'not answering'})`).join(', ')}`);
     const overloaded = this.waiting.length > this.opts.maxQueueDepth;
@@ -375,6 +424,7 @@ export class HostPool {
       ok: up.length > 0,
       message: parts.join('; '),
       ...(overloaded ? { overloaded: true } : {}),
+      ...(up.length === 0 && warming.length > 0 ? { warming: true } : {}),
       details: this.stats() as unknown as Record<string, unknown>,
     };
   }
@@ -393,6 +443,7 @@ export class HostPool {
         status: h.status,
         running: h.running,
         loaded: h.loaded,
+        ...(h.loadedLoras ? { loadedLoras: h.loadedLoras } : {}),
         busyMs: h.busyMs + (h.busySince !== undefined ? now - h.busySince : 0),
         calls: h.calls,
         images: h.images,
@@ -420,7 +471,8 @@ export class HostPool {
     }
   }
 
-  private start(): void {
+  /** Starts the probes (the first submit or health check does, too). */
+  start(): void {
     if (this.started || this.closed) return;
     this.started = true;
     this.firstProbe = this.probeAll();
@@ -442,16 +494,18 @@ export class HostPool {
     h.lastProbeAt = Date.now();
     if (this.closed) return;
     if (result.ok) {
-      const wasDown = h.status !== 'up';
-      h.status = 'up';
+      const wasDown = h.status !== 'up' && h.status !== 'warming';
       h.consecutiveFailures = 0;
       h.lastError = undefined;
       if (result.checkpoints) h.checkpoints = result.checkpoints;
+      if (result.loras) h.loras = result.loras;
       if (result.freeVramBytes !== undefined) h.freeVramBytes = result.freeVramBytes;
       if (result.totalVramBytes !== undefined) h.totalVramBytes = result.totalVramBytes;
       // What the host says it has loaded wins while it is idle (someone else may have used it).
       if (result.loaded !== undefined && h.running === 0) h.loaded = result.loaded;
-      if (wasDown) {
+      if (wasDown && this.executor.warmup) this.warm(h);
+      else if (wasDown) {
+        h.status = 'up';
         this.opts.onHostEvent?.({ host: h.name, event: 'up' });
         this.pump();
       }
@@ -464,6 +518,25 @@ export class HostPool {
     }
   }
 
+  /** Runs the warm-up on a host that just answered; it joins when that ends (failed or not). */
+  private warm(h: PoolHost): void {
+    h.status = 'warming';
+    this.opts.onHostEvent?.({ host: h.name, event: 'warming' });
+    const stop = AbortSignal.timeout(this.opts.warmupTimeoutMs ?? 600_000);
+    void Promise.resolve()
+      .then(() => this.executor.warmup!(h, stop))
+      .catch((err) => {
+        // A warm-up that failed says nothing certain about the host: the probes decide whether it is up.
+        this.opts.onHostEvent?.({ host: h.name, event: 'warmup_failed', message: err instanceof Error ? err.message : String(err) });
+      })
+      .finally(() => {
+        if (this.closed || h.status !== 'warming') return;
+        h.status = 'up';
+        this.opts.onHostEvent?.({ host: h.name, event: 'up' });
+        this.pump();
+      });
+  }
+
   private markDown(h: PoolHost, message: string): void {
     h.lastError = message;
     h.consecutiveFailures = Math.max(h.consecutiveFailures, this.opts.unhealthyAfterFailures);
@@ -471,6 +544,7 @@ export class HostPool {
     h.status = 'down';
     // What it had loaded is unknown once it comes back (a restart loads nothing).
     h.loaded = undefined;
+    h.loadedLoras = undefined;
     this.opts.onHostEvent?.({ host: h.name, event: 'down', message });
   }
 
@@ -508,7 +582,9 @@ export class HostPool {
    */
   private usable(): PoolHost[] {
     return this.hosts.filter((h) => {
-      if (h.status === 'down') return false;
+      if (h.status === 'down' || h.status === 'warming') return false;
+      // With a warm-up, a host takes work only once it has answered and warmed.
+      if (h.status === 'unknown' && this.executor.warmup) return false;
       if (h.running < h.maxConcurrent) return true;
       if (h.running >= h.slots) return false;
       for (const d of this.dispatches) if (d.host === h && !d.released && d.progress < QUEUE_AHEAD_AT) return false;
@@ -552,13 +628,16 @@ export class HostPool {
 
   /** Among free hosts, the best one for `w`. */
   private bestHost(free: PoolHost[], w: Waiting): PoolHost {
-    let candidates = free.filter((h) => !h.checkpoints || h.checkpoints.includes(w.checkpoint));
+    let candidates = free.filter((h) => (!h.checkpoints || h.checkpoints.includes(w.checkpoint)) && (!h.loras || w.loraRefs.every((r) => h.loras!.includes(r))));
     if (candidates.length === 0) candidates = free;
     const untried = candidates.filter((h) => !w.tried.has(h.name));
     if (untried.length) candidates = untried;
     const wanted = new Set(this.waiting.map((x) => x.checkpoint));
     const score = (h: PoolHost): number[] => [
       this.opts.affinity && h.loaded === w.checkpoint ? 0 : 1,
+      // The same LoRA set as last time: the host patched these weights already (ComfyUI caches the
+      // LoraLoader outputs, A1111 keeps its networks loaded).
+      this.opts.affinity && h.loadedLoras === w.loraSet ? 0 : 1,
       h.running,
       // Switching a host whose checkpoint nobody is waiting for keeps the other hosts' affinity.
       this.opts.affinity && h.loaded !== undefined && wanted.has(h.loaded) ? 1 : 0,
@@ -617,6 +696,7 @@ export class HostPool {
     host.running++;
     if (host.loaded !== leader.checkpoint) host.switches++;
     host.loaded = leader.checkpoint;
+    host.loadedLoras = leader.loraSet;
     this.batches++;
     this.batchSizes[total] = (this.batchSizes[total] ?? 0) + 1;
 
@@ -781,6 +861,7 @@ export function generationBatchKey(request: BackendRequest, checkpoint: string):
     quality: request.quality ?? null,
     style: request.style ?? null,
     background: request.background ?? null,
+    loras: loraSetKey(request.loras),
     options: request.providerOptions,
   });
 }

@@ -3,6 +3,7 @@
  * work is spread over them. Spread into each backend's zod object.
  */
 import { z } from 'zod';
+import { warmupSchema } from '../warmup.ts';
 
 export const poolHostSchema = z.union([
   z.url({ protocol: /^https?$/ }),
@@ -51,6 +52,10 @@ export const poolFields = {
   hostLostAfterSeconds: z.number().positive().default(15),
   /** HTTP Basic credentials (`user:pass`) for hosts started with an auth flag. */
   basicAuth: z.string().regex(/^[^:]+:.*$/, 'user:password').optional(),
+  /** How often each host's LoRA list is read again (a name a request asks for that is not listed triggers a look at once). */
+  loraRefreshSeconds: z.number().positive().max(86_400).default(60),
+  /** A small request on each host when it first answers, before it takes work (see src/backends/warmup.ts); absent: off. */
+  warmup: warmupSchema.optional(),
 };
 
 export interface PoolSettings {

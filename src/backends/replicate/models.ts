@@ -68,6 +68,18 @@ export interface ReplicateProfile {
   extra: Record<string, unknown>;
   /** The model's inputs beyond easel's own fields that change neither price, moderation nor limits. */
   options: Record<string, z.ZodType>;
+  /** Where a request's LoRAs go (PROTOCOLS.md §11 B3); null: the model takes none. */
+  lora: ReplicateLoraInputs | null;
+}
+
+/** A model's LoRA inputs: the first adapter's reference and scale, and a second one's where it takes one. */
+export interface ReplicateLoraInputs {
+  field: string;
+  scaleField: string;
+  extraField?: string;
+  extraScaleField?: string;
+  minWeight?: number;
+  maxWeight?: number;
 }
 
 /** `output_quality`: jpg/webp encoder quality (0–100). `go_fast`: the faster, slightly lossy FLUX path. */
@@ -94,6 +106,7 @@ const DEFAULT_PROFILE: ReplicateProfile = {
   sizeMultiple: 8,
   extra: {},
   options: {},
+  lora: null,
 };
 
 const flux = (over: Partial<ReplicateProfile>): ReplicateProfile => ({
@@ -128,6 +141,18 @@ const PROFILES: Record<string, ReplicateProfile> = {
   'black-forest-labs/flux-pro': flux({ stepsField: 'steps', guidanceField: 'guidance', options: { ...outputQuality, prompt_upsampling: z.boolean().optional() } }),
   'black-forest-labs/flux-1.1-pro': flux({ stepsField: null, options: { ...outputQuality, prompt_upsampling: z.boolean().optional() } }),
   'black-forest-labs/flux-1.1-pro-ultra': flux({ stepsField: null, options: { ...outputQuality, raw: z.boolean().optional() } }),
+  // cog-flux's LoRA predictors: lora_weights/lora_scale (−1..3), and on dev a second adapter (extra_lora).
+  'black-forest-labs/flux-dev-lora': flux({
+    numOutputsField: 'num_outputs',
+    maxOutputs: 4,
+    guidanceField: 'guidance',
+    imageField: 'image',
+    options: { ...goFast, ...outputQuality, ...promptStrength },
+    lora: { field: 'lora_weights', scaleField: 'lora_scale', extraField: 'extra_lora', extraScaleField: 'extra_lora_scale', minWeight: -1, maxWeight: 3 },
+  }),
+  'black-forest-labs/flux-schnell-lora': flux({ numOutputsField: 'num_outputs', maxOutputs: 4, options: { ...goFast, ...outputQuality }, lora: { field: 'lora_weights', scaleField: 'lora_scale', minWeight: -1, maxWeight: 3 } }),
+  // lucataco's: an `hf_lora` reference and lora_scale 0..1.
+  'lucataco/flux-dev-lora': flux({ guidanceField: 'guidance_scale', lora: { field: 'hf_lora', scaleField: 'lora_scale', minWeight: 0, maxWeight: 1 } }),
   'stability-ai/sdxl': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4, options: sdOptions },
   'stability-ai/stable-diffusion': { ...DEFAULT_PROFILE, numOutputsField: 'num_outputs', maxOutputs: 4, options: sdOptions },
 };
@@ -137,8 +162,9 @@ export function profileFor(model: string, overrides: ReplicateInputConfig | unde
   if (!overrides) return base;
   const declared = Object.fromEntries(Object.entries(overrides.providerOptions ?? {}).map(([k, d]) => [k, declaredOptionType(d)]));
   const merged: ReplicateProfile = { ...base, extra: { ...base.extra, ...overrides.extra }, options: { ...base.options, ...declared } };
+  if (overrides.lora !== undefined) merged.lora = overrides.lora;
   for (const [key, value] of Object.entries(overrides)) {
-    if (key === 'extra' || key === 'providerOptions' || value === undefined) continue;
+    if (key === 'extra' || key === 'providerOptions' || key === 'lora' || value === undefined) continue;
     (merged as unknown as Record<string, unknown>)[key] = value;
   }
   if (overrides.numOutputsField === null && overrides.maxOutputs === undefined) merged.maxOutputs = 1;
@@ -166,6 +192,10 @@ export function replicateModelSpec(profile: ReplicateProfile, backend: BackendCa
     ...(profile.size === 'aspect_ratio' ? { sizes: aspectRatioSizes(profile.aspectRatios) } : {}),
     pricing: providerReported ? 'provider-reported' : 'price-table',
     providerOptions: profileOptions(profile),
+    // References (an HF repo, a .safetensors URL, a Replicate model) only as models[].loras names them.
+    ...(profile.lora
+      ? { loras: { source: 'configured' as const, available: [], max: profile.lora.extraField ? 2 : 1, minWeight: profile.lora.minWeight, maxWeight: profile.lora.maxWeight } }
+      : {}),
   };
 }
 
@@ -236,6 +266,17 @@ export function buildInput(
   if (request.mask) {
     if (!profile.maskField) throw new BackendError(`${request.model} on backend "${backend}" takes no mask`, { code: 'invalid_request' });
     input[profile.maskField] = dataUri(request.mask.data, request.mask.mediaType);
+  }
+  const loras = request.loras ?? [];
+  if (loras.length) {
+    const l = profile.lora;
+    if (!l || loras.length > (l.extraField ? 2 : 1)) throw new BackendError(`${request.model} on backend "${backend}" takes ${l ? (l.extraField ? 'at most 2 LoRAs' : 'one LoRA') : 'no LoRAs'}`, { code: 'invalid_request' });
+    input[l.field] = loras[0]!.ref;
+    input[l.scaleField] = loras[0]!.weight;
+    if (loras[1]) {
+      input[l.extraField!] = loras[1].ref;
+      if (l.extraScaleField) input[l.extraScaleField] = loras[1].weight;
+    }
   }
   return { input, warnings };
 }

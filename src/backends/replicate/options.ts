@@ -25,6 +25,23 @@ export const replicateInputSchema = z
     outputFormatField: z.string().min(1).nullable().optional(),
     imageField: z.string().min(1).nullable().optional(),
     maskField: z.string().min(1).nullable().optional(),
+    /**
+     * Where a request's LoRAs go, for a model the built-in profiles do not know (or null: it takes
+     * none): `{field: lora_weights, scaleField: lora_scale, extraField: extra_lora, extraScaleField:
+     * extra_lora_scale}`. The references come from `models[].loras`.
+     */
+    lora: z
+      .object({
+        field: z.string().min(1),
+        scaleField: z.string().min(1),
+        extraField: z.string().min(1).optional(),
+        extraScaleField: z.string().min(1).optional(),
+        minWeight: z.number().optional(),
+        maxWeight: z.number().optional(),
+      })
+      .strict()
+      .nullable()
+      .optional(),
     /** Inputs sent with every prediction (e.g. `{disable_safety_checker: false}`); easel's mapped fields win over them. */
     extra: z.record(z.string(), z.unknown()).optional(),
     /**
