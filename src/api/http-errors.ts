@@ -17,6 +17,7 @@ const STATUS: Record<ErrorKind, number> = {
   conflict: 409,
   gone: 410,
   too_large: 413,
+  range_not_satisfiable: 416,
   unsupported_media: 415,
   unprocessable: 422,
   quota: 429,
@@ -36,6 +37,7 @@ const TYPE: Record<ErrorKind, string> = {
   conflict: 'invalid_request_error',
   gone: 'invalid_request_error',
   too_large: 'invalid_request_error',
+  range_not_satisfiable: 'invalid_request_error',
   unsupported_media: 'invalid_request_error',
   unprocessable: 'invalid_request_error',
   // OpenAI's own type for a spent quota; its SDKs and clients branch on it.

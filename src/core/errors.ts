@@ -17,6 +17,8 @@ export type ErrorKind =
   /** The thing existed and is gone for good. */
   | 'gone'
   | 'too_large'
+  /** A byte range outside the thing asked for. */
+  | 'range_not_satisfiable'
   | 'unsupported_media'
   /** Understood and well-formed, but refused: an idempotency key reused with another request. */
   | 'unprocessable'

@@ -3,13 +3,11 @@
  * format the request asked for, and cheaply inspect images.
  */
 import { crc32 } from 'node:zlib';
-import sharp from 'sharp';
+import { sharp } from './sharp.ts';
 import type { Metadata } from 'sharp';
 import { MEDIA_TYPES } from '../core/image-request.ts';
 import type { ImageRequest, OutputFormat } from '../core/image-request.ts';
 
-// Every image is seen once; sharp's operation cache would only hold memory.
-sharp.cache(false);
 
 export interface NormalizeOptions {
   format: OutputFormat;
@@ -51,7 +49,7 @@ function asBuffer(data: Uint8Array): Buffer {
 async function readMetadata(input: Buffer): Promise<Metadata> {
   if (input.byteLength === 0) throw new ImageDecodeError('Image data is empty');
   try {
-    const meta = await sharp(input).metadata();
+    const meta = await sharp()(input).metadata();
     if (!meta.format || !meta.width || !meta.height) throw new Error('no format or dimensions');
     return meta;
   } catch (err) {
@@ -143,7 +141,7 @@ export async function normalizeImage(data: Uint8Array, want: NormalizeOptions): 
   }
 
   try {
-    let pipeline = sharp(input).autoOrient();
+    let pipeline = sharp()(input).autoOrient();
     if (needsFlatten) pipeline = pipeline.flatten({ background: WHITE });
     switch (want.format) {
       case 'png':

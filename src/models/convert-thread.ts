@@ -4,7 +4,7 @@
  * answering for as long as that takes.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { convertFp16ToFp32 } from './convert-fp16.ts';
+import { loadOptional } from '../core/optional-module.ts';
 
 const KIND = 'easel-convert-fp16';
 
@@ -23,6 +23,8 @@ export function convertFp16ToFp32InThread(src: string, dest: string): Promise<vo
 if (!isMainThread && (workerData as { kind?: string } | null)?.kind === KIND) {
   const { src, dest } = workerData as { src: string; dest: string };
   try {
+    // Loaded here, in the thread: the ONNX protobuf schema (~3 MB of heap) has no use in the server's own isolate.
+    const { convertFp16ToFp32 } = loadOptional<typeof import('./convert-fp16.ts')>('./convert-fp16.ts', import.meta.url);
     convertFp16ToFp32(src, dest);
   } catch (err) {
     parentPort!.postMessage({ error: `converting ${src}: ${(err as Error).message}` });

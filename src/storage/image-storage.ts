@@ -13,6 +13,8 @@ export interface ImageStorage {
   put(key: string, data: Uint8Array, contentType: string): Promise<void>;
   get(key: string): Promise<StoredObject | undefined>;
   delete(key: string): Promise<void>;
+  /** Local storage: the file itself (path, size, type), for serving straight from disk. */
+  file?(key: string): Promise<{ path: string; size: number; contentType: string } | undefined>;
   /** An absolute URL a client can GET without an API key, valid for `expiresInSeconds`. */
   url(key: string, expiresInSeconds: number): Promise<string>;
   /** Throws when the store is unreachable. */

@@ -8,7 +8,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile, rm, statfs, unlink, access } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, statfs, unlink, access } from 'node:fs/promises';
 import path from 'node:path';
 import type { ImageStorage, StoredObject } from './image-storage.ts';
 import { FileWriter } from './file-writer.ts';
@@ -165,6 +165,23 @@ export class LocalStorage implements ImageStorage {
     } catch (err) {
       const code = errCode(err);
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * A stored file to send as it is: its path, size and type, or undefined when there is none. What
+   * /files streams from disk (with ranges) instead of reading whole images into memory.
+   */
+  async file(key: string): Promise<{ path: string; size: number; contentType: string } | undefined> {
+    const file = this.pathFor(key);
+    try {
+      const info = await stat(file);
+      if (!info.isFile()) return undefined;
+      return { path: file, size: info.size, contentType: contentTypeForKey(key) };
+    } catch (err) {
+      const code = errCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
       throw err;
     }
   }

@@ -12,7 +12,8 @@ import { openSqlite } from './sqlite-driver.ts';
 import type { RawSqlite, SqliteDriverName } from './sqlite-driver.ts';
 import { Migrator } from 'kysely/migration';
 import type { Migration, MigrationProvider } from 'kysely/migration';
-import pg from 'pg';
+import type pgModule from 'pg';
+import { loadOptional } from '../core/optional-module.ts';
 import { migrations } from './migrations/index.ts';
 import type { Database } from './schema.ts';
 
@@ -31,6 +32,8 @@ export function isPostgresUrl(url: string | undefined): boolean {
 
 export function openDatabase(url: string, opts: { sqliteDriver?: SqliteDriverName } = {}): MetadataDb {
   if (isPostgresUrl(url)) {
+    // The Postgres driver loads only when the URL names Postgres (the embedded default never does).
+    const pg = loadOptional<typeof pgModule>('pg', import.meta.url);
     // BIGINT and NUMERIC come back as strings by default; easel stores counts and money that fit a double.
     pg.types.setTypeParser(20, (v) => Number(v));
     pg.types.setTypeParser(1700, (v) => Number(v));

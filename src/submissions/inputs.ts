@@ -6,7 +6,7 @@
  * field: `image`, `image[i]` (the i-th of repeated `image[]` parts), or `mask`.
  */
 import { basename } from 'node:path';
-import sharp from 'sharp';
+import { sharp } from '../images/sharp.ts';
 import { DomainError, invalidParam } from '../core/errors.ts';
 import type { OutputFormat } from '../core/image-request.ts';
 import { MEDIA_TYPES } from '../core/image-request.ts';
@@ -63,7 +63,7 @@ export async function checkImage(file: UploadedFile, limits: UploadLimits): Prom
   }
   // The header alone can be fine on a truncated or corrupt file: decode it all (shrunk, so cheaply).
   try {
-    await sharp(file.data, { failOn: 'error' }).resize(8, 8, { fit: 'fill' }).raw().toBuffer();
+    await sharp()(file.data, { failOn: 'error' }).resize(8, 8, { fit: 'fill' }).raw().toBuffer();
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw invalidParam(p, `${describe(p)} could not be decoded (truncated or corrupt ${info.format.toUpperCase()}): ${why}`, 'invalid_image');
@@ -96,7 +96,7 @@ export async function checkUploads(
   if (m.format !== 'png') {
     throw invalidParam('mask', `'mask' must be a PNG with an alpha channel (fully transparent pixels mark the area to edit); got ${m.format.toUpperCase()}.`, 'invalid_image');
   }
-  const meta = await sharp(mask.data).metadata();
+  const meta = await sharp()(mask.data).metadata();
   if (!meta.hasAlpha) {
     throw invalidParam('mask', "'mask' has no alpha channel; it must be a PNG whose fully transparent pixels mark the area to edit.", 'invalid_image');
   }

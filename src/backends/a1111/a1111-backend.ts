@@ -12,7 +12,7 @@
  * LoRAs are what each host lists at `GET /sdapi/v1/loras` (by `name`), sent as A1111's prompt syntax
  * `<lora:NAME:WEIGHT>` appended to the prompt (PROTOCOLS.md §11 B2); Forge takes the same.
  */
-import sharp from 'sharp';
+import { sharp } from '../../images/sharp.ts';
 import type {
   BackendCallContext,
   BackendCapabilities,
@@ -295,7 +295,7 @@ export class A1111Backend implements ImageBackend {
       body.denoising_strength = denoise ?? (req.kind === 'variation' ? d.variationDenoise : d.denoise);
       body.include_init_images = false;
       if (!req.size) {
-        const meta = await sharp(image.data).metadata().catch(() => undefined);
+        const meta = await sharp()(image.data).metadata().catch(() => undefined);
         if (meta?.width && meta.height) {
           body.width = meta.width;
           body.height = meta.height;
@@ -314,7 +314,7 @@ export class A1111Backend implements ImageBackend {
   /** OpenAI's masks are transparent where to repaint; A1111's are white there. */
   private async maskB64(mask: BackendImageInput): Promise<string> {
     try {
-      const img = sharp(mask.data);
+      const img = sharp()(mask.data);
       const meta = await img.metadata();
       if (!meta.hasAlpha) return Buffer.from(mask.data).toString('base64');
       const png = await img.extractChannel('alpha').negate().png().toBuffer();

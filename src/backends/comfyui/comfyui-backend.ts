@@ -19,7 +19,7 @@
  * prompt from the host's queue and interrupts it only if it is the one running.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import sharp from 'sharp';
+import { sharp } from '../../images/sharp.ts';
 import type {
   BackendCallContext,
   BackendCapabilities,
@@ -600,7 +600,7 @@ export class ComfyUIBackend implements ImageBackend {
   private async uploadMask(host: PoolHost, mask: BackendImageInput, signal: AbortSignal): Promise<{ name: string; alpha: boolean }> {
     let alpha = true;
     try {
-      alpha = (await sharp(mask.data).metadata()).hasAlpha ?? false;
+      alpha = (await sharp()(mask.data).metadata()).hasAlpha ?? false;
     } catch {
       throw new BackendError(`Backend "${this.name}": the mask is not a readable image`, { code: 'invalid_request' });
     }

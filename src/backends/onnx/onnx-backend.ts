@@ -7,7 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomInt } from 'node:crypto';
-import sharp from 'sharp';
+import { sharp } from '../../images/sharp.ts';
 import type {
   BackendCallContext,
   BackendCapabilities,
@@ -170,8 +170,8 @@ export class OnnxBackend implements ImageBackend {
       if (request.inputImages.length === 0) throw refuse('An edit needs an input image');
       if (request.inputImages.length > 1) warnings.push(unsupported('image', `backend "${this.name}" edits the first input image only`));
       if (!this.canEdit(request.model)) throw refuse(`Model "${request.model}" has no VAE encoder, so it cannot edit images`);
-      const target = size ?? this.editSize(modelDir, await sharp(request.inputImages[0]!.data).metadata());
-      const rgb = await sharp(request.inputImages[0]!.data)
+      const target = size ?? this.editSize(modelDir, await sharp()(request.inputImages[0]!.data).metadata());
+      const rgb = await sharp()(request.inputImages[0]!.data)
         .autoOrient()
         .removeAlpha()
         .resize(target.width, target.height, { fit: 'cover' })
@@ -380,7 +380,7 @@ function batchKey(r: EngineRequest): string {
 }
 
 async function encode(rgb: Uint8Array, width: number, height: number, format: keyof typeof MEDIA_TYPES, compression?: number): Promise<Uint8Array> {
-  const img = sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } });
+  const img = sharp()(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } });
   const quality = compression === undefined ? undefined : Math.max(1, Math.min(100, Math.round(compression)));
   const out = format === 'png' ? img.png() : format === 'jpeg' ? img.jpeg(quality ? { quality } : {}) : img.webp(quality ? { quality } : {});
   return new Uint8Array(await out.toBuffer());
