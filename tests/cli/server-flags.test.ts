@@ -1,0 +1,49 @@
+/**
+ * The long-running commands run with a capped young generation (bin/easel.js): the process replaces
+ * itself, keeping its pid, with `--max-semi-space-size=8`, unless the operator set a size or
+ * EASEL_NODE_FLAGS=0. Short commands start as they are. Read from /proc/<pid>/cmdline.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { spawnEasel } from '../support/processes.ts';
+import { childEnv } from '../support/child-env.ts';
+
+const run = promisify(execFile);
+const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+
+for (const [what, env, flag] of [
+  ['by default', {}, '--max-semi-space-size=8'],
+  ['the operator\'s own size (NODE_OPTIONS) wins', { NODE_OPTIONS: '--max-semi-space-size=32' }, undefined],
+  ['EASEL_NODE_FLAGS=0 turns it off', { EASEL_NODE_FLAGS: '0' }, undefined],
+] as const) {
+  test(`easel serve and its young generation: ${what}`, { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'easel-flags-'));
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+    const easel = await spawnEasel('serve', { dataDir, port: 0, env: { EASEL_AUTO_PULL: '0', ...env } });
+    t.after(() => easel.terminate());
+    const args = cmdline(easel.pid);
+    // Same pid: the process replaced itself; a supervisor's signals still reach the server.
+    assert.ok(args.includes('serve'), args.join(' '));
+    if (flag) assert.equal(args.filter((a) => a.startsWith('--max-semi-space-size')).join(), flag);
+    else assert.ok(!args.some((a) => a.startsWith('--max-semi-space-size')), args.join(' '));
+    const res = await fetch(`${easel.url}/health`);
+    assert.equal(res.status, 200);
+  });
+}
+
+test('short commands start once, as they are', async (t) => {
+  // A preload that notes each start of a Node process with its flags: one start for --help.
+  const dir = mkdtempSync(join(tmpdir(), 'easel-flags-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const note = join(dir, 'note.cjs');
+  const starts = join(dir, 'starts.txt');
+  writeFileSync(note, `require('node:fs').appendFileSync(${JSON.stringify(starts)}, JSON.stringify(process.execArgv) + '\\n');`);
+  const out = await run(process.execPath, [join(import.meta.dirname, '../../bin/easel.js'), '--help'], { env: childEnv({ NODE_OPTIONS: `--require ${note}` }) });
+  assert.match(out.stdout, /Usage: easel/);
+  assert.deepEqual(readFileSync(starts, 'utf8').trim().split('\n'), ['[]']);
+});
