@@ -1,7 +1,8 @@
 /**
- * The long-running commands run with a capped young generation (bin/easel.js): the process replaces
- * itself, keeping its pid, with `--max-semi-space-size=8`, unless the operator set a size or
- * EASEL_NODE_FLAGS=0. Short commands start as they are. Read from /proc/<pid>/cmdline.
+ * The long-running commands run with a capped young generation and two malloc arenas (bin/easel.js):
+ * the process replaces itself, keeping its pid, with `--max-semi-space-size=8` and MALLOC_ARENA_MAX=2,
+ * unless the operator set them or EASEL_NODE_FLAGS=0. Short commands start as they are. Read from
+ * /proc/<pid>/cmdline and /proc/<pid>/environ.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,12 +17,15 @@ import { childEnv } from '../support/child-env.ts';
 const run = promisify(execFile);
 const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
 
-for (const [what, env, flag] of [
-  ['by default', {}, '--max-semi-space-size=8'],
-  ['the operator\'s own size (NODE_OPTIONS) wins', { NODE_OPTIONS: '--max-semi-space-size=32' }, undefined],
-  ['EASEL_NODE_FLAGS=0 turns it off', { EASEL_NODE_FLAGS: '0' }, undefined],
+const environ = (pid: number): string[] => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
+
+for (const [what, env, flag, arenas] of [
+  ['by default', {}, '--max-semi-space-size=8', 'MALLOC_ARENA_MAX=2'],
+  ['the operator\'s own size (NODE_OPTIONS) wins', { NODE_OPTIONS: '--max-semi-space-size=32' }, undefined, 'MALLOC_ARENA_MAX=2'],
+  ['the operator\'s own MALLOC_ARENA_MAX wins', { MALLOC_ARENA_MAX: '4' }, '--max-semi-space-size=8', 'MALLOC_ARENA_MAX=4'],
+  ['EASEL_NODE_FLAGS=0 turns both off', { EASEL_NODE_FLAGS: '0' }, undefined, undefined],
 ] as const) {
-  test(`easel serve and its young generation: ${what}`, { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  test(`easel serve's memory settings: ${what}`, { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
     const dataDir = mkdtempSync(join(tmpdir(), 'easel-flags-'));
     t.after(() => rmSync(dataDir, { recursive: true, force: true }));
     const easel = await spawnEasel('serve', { dataDir, port: 0, env: { EASEL_AUTO_PULL: '0', ...env } });
@@ -31,6 +35,8 @@ for (const [what, env, flag] of [
     assert.ok(args.includes('serve'), args.join(' '));
     if (flag) assert.equal(args.filter((a) => a.startsWith('--max-semi-space-size')).join(), flag);
     else assert.ok(!args.some((a) => a.startsWith('--max-semi-space-size')), args.join(' '));
+    const set = environ(easel.pid).filter((v) => v.startsWith('MALLOC_ARENA_MAX='));
+    assert.deepEqual(set, arenas ? [arenas] : []);
     const res = await fetch(`${easel.url}/health`);
     assert.equal(res.status, 200);
   });
