@@ -60,9 +60,21 @@ export class JobCosts {
    * (`easel serve`) and the 202 answer then skip reading one. Bounded; other processes just read.
    */
   private readonly rowless = new Set<string>();
+  /**
+   * Rows this process wrote whole (a rowless job's GPU time): the end of the job reads them from
+   * here. Bounded; other processes just read.
+   */
+  private readonly written = new Map<string, JobCostRow>();
+  /**
+   * Whether a write issued in the same turn of the event loop as another commits in the same
+   * transaction (SQLite's group commit, src/store/sqlite-group-commit.ts), so a job's GPU time and
+   * its completion can be sent together and still become visible together.
+   */
+  readonly commitsWithinTurn: boolean;
 
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
+    this.commitsWithinTurn = mdb.dialect === 'sqlite';
   }
 
   /** Writes the admission's row when there is anything to keep; remembers the job as rowless otherwise. */
@@ -87,11 +99,14 @@ export class JobCosts {
 
   /** Forgets a rowless job once its end has been handled. */
   forget(jobId: string): boolean {
+    this.written.delete(jobId);
     return this.rowless.delete(jobId);
   }
 
   async get(jobId: string): Promise<JobCostRow | undefined> {
     if (this.rowless.has(jobId)) return undefined;
+    const written = this.written.get(jobId);
+    if (written) return written;
     return this.db.selectFrom('job_costs').selectAll().where('job_id', '=', jobId).executeTakeFirst();
   }
 
@@ -103,6 +118,7 @@ export class JobCosts {
   /** Records a move down the job's fallback chain. */
   async recordRouting(job: Job, record: RoutingRecord): Promise<void> {
     this.rowless.delete(job.id);
+    this.written.delete(job.id);
     const routing = JSON.stringify(record);
     await this.db
       .insertInto('job_costs')
@@ -113,13 +129,29 @@ export class JobCosts {
 
   /** Self-hosted work: the GPU time it measured, on record before the job shows as succeeded. */
   async recordGpuTime(job: Job, values: { backend: string; backendModel: string; images: number; megapixels: number; gpuSeconds: number }): Promise<void> {
-    this.rowless.delete(job.id);
+    const wasRowless = this.rowless.delete(job.id);
+    this.written.delete(job.id);
     const row = { backend: values.backend, backend_model: values.backendModel, images: values.images, megapixels: values.megapixels, gpu_seconds: values.gpuSeconds, self_hosted: 1 };
-    await this.db
-      .insertInto('job_costs')
-      .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...row })
-      .onConflict((oc) => oc.column('job_id').doUpdateSet(row))
-      .execute();
+    // No row before this one: the row is exactly what is written (the table's defaults elsewhere).
+    // Known at once, so the job's end, committed in the same transaction, need not read it.
+    if (wasRowless) {
+      this.written.set(job.id, {
+        job_id: job.id, key_id: job.keyId, requested_model: null, routing: null, estimate_usd: null, reserved: 0, cache_policy: null, embedding: null,
+        cache_kind: null, cache_source_job: null, cache_similarity: null, saved_usd: null, ...row, parent_job_id: null, parent_index: null, batch_id: null,
+        created_at: job.createdAt.getTime(),
+      });
+      if (this.written.size > 10_000) this.written.delete(this.written.keys().next().value!);
+    }
+    try {
+      await this.db
+        .insertInto('job_costs')
+        .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...row })
+        .onConflict((oc) => oc.column('job_id').doUpdateSet(row))
+        .execute();
+    } catch (err) {
+      this.written.delete(job.id);
+      throw err;
+    }
   }
 
   /** Jobs that refine this one (draft → refine links). */

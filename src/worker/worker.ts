@@ -51,7 +51,7 @@ export interface WorkerDeps {
   /** What a call costs: the provider's figure, GPU time (self-hosted), or the price table. */
   costs: Pick<CostModel, 'callCost' | 'isSelfHosted'>;
   /** Self-hosted GPU time, recorded before the job shows as succeeded. */
-  jobCosts: Pick<JobCosts, 'recordGpuTime'>;
+  jobCosts: Pick<JobCosts, 'recordGpuTime' | 'commitsWithinTurn'>;
 }
 
 /** Why a running job's signal was aborted; decides its final state. */
@@ -153,14 +153,19 @@ export class Worker {
         gpuSeconds: result.gpuSeconds,
         host: result.host,
       } as const;
-      // GPU time is on record before the job shows as succeeded to anyone reading it.
+      // GPU time is on record before the job shows as succeeded to anyone reading it: in the same
+      // transaction as the completion where writes of one turn commit together (SQLite), else first.
+      let gpuTime: Promise<void> | undefined;
       if (result.gpuSeconds !== undefined && this.deps.costs.isSelfHosted(route)) {
         const mp = job.request.size ? (job.request.size.width * job.request.size.height) / (1024 * 1024) : 1;
-        await this.deps.jobCosts
+        gpuTime = this.deps.jobCosts
           .recordGpuTime(job, { backend: route.backend.name, backendModel: route.backendModel, images: images.length, megapixels: mp, gpuSeconds: result.gpuSeconds })
           .catch((err) => jlog.warn({ err }, 'recording GPU time failed'));
+        if (!this.deps.jobCosts.commitsWithinTurn) await gpuTime;
       }
-      if (await settler.succeed(job, job.attempt, end)) jlog.info({ images: images.length }, 'job succeeded');
+      const won = settler.succeed(job, job.attempt, end);
+      await gpuTime;
+      if (await won) jlog.info({ images: images.length }, 'job succeeded');
       else if (await settler.stopped(job, job.attempt, { status: 'canceled', route })) jlog.info('job canceled');
     } catch (err) {
       if (!(err instanceof StopSignal && err.reason !== 'timeout')) {
