@@ -148,7 +148,7 @@ export class Runtime {
     this.mdb = openDatabase(config.database.url ?? join(dataDir, 'easel.db'));
     this.store = new SqlJobStore(this.mdb);
     this.keys = new SqlKeyStore(this.mdb);
-    this.auth = new KeyAuthenticator(this.keys);
+    this.auth = new KeyAuthenticator(this.keys, config.auth.keyCacheSeconds * 1000);
 
     // Both queues take jobs in the fair order (keys take turns by weight, running limits hold).
     this.fairShare = new FairShare({ config: config.fairness, mdb: this.mdb, keys: this.keys });

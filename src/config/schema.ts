@@ -144,6 +144,11 @@ export const configSchema = z
       .object({
         /** Admin key to create on first start instead of a random one (env EASEL_ADMIN_KEY). */
         adminKey: z.string().min(16).optional(),
+        /**
+         * How long an API process trusts a key it looked up. A revocation reaches every API process at
+         * once through the event bus (Redis when there are several); this bounds it when an event is lost.
+         */
+        keyCacheSeconds: z.number().min(0).max(300).default(1),
       })
       .strict()
       .prefault({}),

@@ -75,7 +75,7 @@ describe('a configured admin key is never printed; a generated one once', () => 
   }
 });
 
-describe('revocation reaches every API process within a second (two `easel api` on Redis)', () => {
+describe('revocation reaches every API process through the event bus, not the key cache running out (two `easel api` on Redis)', () => {
   const group = new ProcessGroup();
   let redis: RedisServer | undefined;
   let dir: string;
@@ -97,7 +97,8 @@ describe('revocation reaches every API process within a second (two `easel api` 
       const configFile = writeConfig(join(dir, 'easel.yaml'), {
         dataDir: dir,
         redis: { url: redis.url },
-        auth: { adminKey: admin },
+        // Keys stay trusted for a minute: only the revocation event can make b refuse within the wait.
+        auth: { adminKey: admin, keyCacheSeconds: 60 },
         backends: [{ type: 'openai', name: 'standin', baseUrl: standin.url, apiKey: DEFAULT_STANDIN_KEY }],
         models: [{ name: 'test-model', backend: 'standin', model: 'gpt-image-1', default: true }],
       });
@@ -112,7 +113,7 @@ describe('revocation reaches every API process within a second (two `easel api` 
       assert.equal((await call(a.url!, `/v1/keys/${created.id}/revoke`, admin, { method: 'POST' })).status, 200);
       await until('process b to refuse the revoked key', async () => (await call(b.url!, '/v1/keys/current', created.key)).status === 401, 5000, 20);
       const took = Date.now() - revokedAt;
-      assert.ok(took < 1000, `refused by the other process ${took} ms after the revoke`);
+      assert.ok(took < 5000, `refused by the other process ${took} ms after the revoke`);
     } finally {
       await standin.close();
     }

@@ -139,7 +139,9 @@ describe('Dockerfile and .dockerignore', () => {
         if (!packages.has(name)) packages.set(name, relative(root, file));
       }
     };
+    // bin/easel.js imports the CLI dynamically (src/cli/main.ts, or the same compiled to lib/): follow both.
     visit(join(root, 'bin/easel.js'));
+    visit(join(root, 'src/cli/main.ts'));
     assert.ok(seen.size > 20, `followed ${seen.size} files`);
     const devOnly = [...packages].filter(([name]) => !(name in pkg.dependencies));
     assert.deepEqual(
