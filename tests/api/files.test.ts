@@ -108,4 +108,6 @@ test('byteRange reads the forms RFC 9110 allows and ignores the rest', () => {
   assert.equal(byteRange('items=0-5', 10), undefined);
   assert.equal(byteRange('bytes=0-1,3-4', 10), undefined);
   assert.equal(byteRange('bytes=-', 10), undefined);
+  assert.deepEqual(byteRange(' bytes = 2 - 4 ', 10), [2, 4]);
+  assert.equal(byteRange(`bytes=${' '.repeat(16_000)}x`, 10), undefined);
 });

@@ -21,7 +21,8 @@ const imageContent = { 'image/png': { schema: binary }, 'image/jpeg': { schema: 
 /** `Range: bytes=…` against a file of `size` bytes: one [start, end] (inclusive), 'unsatisfiable', or undefined to send it whole. */
 export function byteRange(header: string | undefined, size: number): [number, number] | 'unsatisfiable' | undefined {
   if (!header) return undefined;
-  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
+  // Whitespace dropped first: one unambiguous pattern, linear in the header's length.
+  const m = /^bytes=(\d*)-(\d*)$/i.exec(header.replace(/\s+/g, ''));
   // Several ranges, or another unit: a server may ignore Range and send everything (RFC 9110 §14.2).
   if (!m || (m[1] === '' && m[2] === '')) return undefined;
   if (m[1] === '') {
