@@ -9,6 +9,9 @@ import type { Job } from '../core/job.ts';
 import type { MetadataDb } from '../store/database.ts';
 import type { Database, NewRow, Row } from '../store/schema.ts';
 import type { RoutingRecord } from '../routing/router.ts';
+import { TurnBatcher } from '../core/turn-batcher.ts';
+
+type GpuTimeRow = NewRow<'job_costs'> & { backend: string; backend_model: string; images: number; megapixels: number; gpu_seconds: number; self_hosted: number };
 
 /** A `job_costs` row: read as it is (settlement, fallbacks, the API's job extras use its columns). */
 export type JobCostRow = Row<'job_costs'>;
@@ -72,9 +75,35 @@ export class JobCosts {
    */
   readonly commitsWithinTurn: boolean;
 
+  /**
+   * Postgres: the GPU-time rows of one turn go as one multi-row upsert (one statement per job made
+   * them most of Postgres's statements per job). SQLite writes each at once, inside the group commit.
+   */
+  private readonly gpuTimes: TurnBatcher<GpuTimeRow, undefined> | undefined;
+
   constructor(mdb: MetadataDb) {
     this.db = mdb.db;
     this.commitsWithinTurn = mdb.dialect === 'sqlite';
+    this.gpuTimes = this.commitsWithinTurn
+      ? undefined
+      : new TurnBatcher<GpuTimeRow, undefined>({ key: (row) => row.job_id, run: async (rows) => (await this.upsertGpuTimes(rows), rows.map(() => undefined)) });
+  }
+
+  private async upsertGpuTimes(rows: GpuTimeRow[]): Promise<void> {
+    await this.db
+      .insertInto('job_costs')
+      .values(rows)
+      .onConflict((oc) =>
+        oc.column('job_id').doUpdateSet((eb) => ({
+          backend: eb.ref('excluded.backend'),
+          backend_model: eb.ref('excluded.backend_model'),
+          images: eb.ref('excluded.images'),
+          megapixels: eb.ref('excluded.megapixels'),
+          gpu_seconds: eb.ref('excluded.gpu_seconds'),
+          self_hosted: eb.ref('excluded.self_hosted'),
+        })),
+      )
+      .execute();
   }
 
   /** Writes the admission's row when there is anything to keep; remembers the job as rowless otherwise. */
@@ -143,11 +172,9 @@ export class JobCosts {
       if (this.written.size > 10_000) this.written.delete(this.written.keys().next().value!);
     }
     try {
-      await this.db
-        .insertInto('job_costs')
-        .values({ job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...row })
-        .onConflict((oc) => oc.column('job_id').doUpdateSet(row))
-        .execute();
+      const full: GpuTimeRow = { job_id: job.id, key_id: job.keyId, reserved: 0, created_at: job.createdAt.getTime(), ...row };
+      if (this.gpuTimes) await this.gpuTimes.call(full);
+      else await this.upsertGpuTimes([full]);
     } catch (err) {
       this.written.delete(job.id);
       throw err;
