@@ -63,8 +63,6 @@ export class A1111Backend implements ImageBackend {
   private readonly http: HostHttp;
   private readonly modelsAt = new Map<string, number>();
   private readonly lorasAt = new Map<string, number>();
-  private lorasRefreshedAt = 0;
-  private lorasRefreshing: Promise<void> = Promise.resolve();
 
   constructor(config: A1111BackendConfigInput | A1111BackendConfig, deps: { log?: PoolLog } = {}) {
     this.config = a1111BackendConfigSchema.parse(config);
@@ -93,22 +91,14 @@ export class A1111Backend implements ImageBackend {
    * (`POST /sdapi/v1/refresh-loras`) and is listed again; at most once every few seconds.
    */
   async refreshLoras(): Promise<void> {
-    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
-    this.lorasRefreshedAt = Date.now();
-    this.pool.start();
-    this.lorasRefreshing = Promise.all(
-      this.pool.hosts
-        .filter((h) => h.status !== 'down')
-        .map(async (h) => {
-          const signal = AbortSignal.timeout(10_000);
-          await hostRequest(this.http, h, '/sdapi/v1/refresh-loras', { method: 'POST', signal }).then((r) => r.body?.cancel(), () => {});
-          const list = await this.listLoras(h, signal).catch(() => undefined);
-          if (!list) return;
-          h.loras = list;
-          this.lorasAt.set(h.name, Date.now());
-        }),
-    ).then(() => {});
-    return this.lorasRefreshing;
+    return this.pool.refreshLoras(
+      Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000),
+      async (h, signal) => {
+        await hostRequest(this.http, h, '/sdapi/v1/refresh-loras', { method: 'POST', signal }).then((r) => r.body?.cancel(), () => {});
+        return this.listLoras(h, signal);
+      },
+      (h) => this.lorasAt.set(h.name, Date.now()),
+    );
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

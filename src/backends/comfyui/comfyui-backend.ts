@@ -152,8 +152,6 @@ export class ComfyUIBackend implements ImageBackend {
   private readonly sockets = new Map<string, ComfySocket>();
   private readonly checkpointsAt = new Map<string, number>();
   private readonly lorasAt = new Map<string, number>();
-  private lorasRefreshedAt = 0;
-  private lorasRefreshing: Promise<void> = Promise.resolve();
 
   constructor(config: ComfyUIBackendConfigInput | ComfyUIBackendConfig, deps: { log?: PoolLog } = {}) {
     this.config = comfyuiBackendConfigSchema.parse(config);
@@ -195,20 +193,11 @@ export class ComfyUIBackend implements ImageBackend {
 
   /** Lists every host's LoRAs again (a request named one not listed); at most once every few seconds. */
   async refreshLoras(): Promise<void> {
-    if (Date.now() - this.lorasRefreshedAt < Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000)) return this.lorasRefreshing;
-    this.lorasRefreshedAt = Date.now();
-    this.pool.start();
-    this.lorasRefreshing = Promise.all(
-      this.pool.hosts
-        .filter((h) => h.status !== 'down')
-        .map(async (h) => {
-          const list = await this.listLoras(h, AbortSignal.timeout(10_000)).catch(() => undefined);
-          if (!list) return;
-          h.loras = list;
-          this.lorasAt.set(h.name, Date.now());
-        }),
-    ).then(() => {});
-    return this.lorasRefreshing;
+    return this.pool.refreshLoras(
+      Math.min(LORA_REFRESH_THROTTLE_MS, this.config.loraRefreshSeconds * 1000),
+      (h, signal) => this.listLoras(h, signal),
+      (h) => this.lorasAt.set(h.name, Date.now()),
+    );
   }
 
   async generate(request: BackendRequest, ctx: BackendCallContext): Promise<BackendResult> {

@@ -309,6 +309,8 @@ export class HostPool {
   private hostRetries = 0;
   private readonly batchSizes: Record<number, number> = {};
   private readonly dispatches = new Set<Dispatch>();
+  private lorasRefreshedAt = 0;
+  private lorasRefreshing: Promise<void> = Promise.resolve();
 
   constructor(opts: PoolOptions, executor: PoolExecutor) {
     this.opts = opts;
@@ -455,6 +457,28 @@ export class HostPool {
   }
 
   /** Probes every host now (tests, and the first health answer). */
+  /**
+   * Lists every live host's LoRAs again (a request named one not listed), at most once per
+   * `minIntervalMs`: a call within it waits for the last refresh instead. `list` asks one host
+   * (undefined: it could not say); `listed` hears of each host whose list was replaced.
+   */
+  refreshLoras(minIntervalMs: number, list: (host: PoolHost, signal: AbortSignal) => Promise<string[] | undefined>, listed?: (host: PoolHost) => void): Promise<void> {
+    if (Date.now() - this.lorasRefreshedAt < minIntervalMs) return this.lorasRefreshing;
+    this.lorasRefreshedAt = Date.now();
+    this.start();
+    this.lorasRefreshing = Promise.all(
+      this.hosts
+        .filter((h) => h.status !== 'down')
+        .map(async (h) => {
+          const loras = await list(h, AbortSignal.timeout(10_000)).catch(() => undefined);
+          if (!loras) return;
+          h.loras = loras;
+          listed?.(h);
+        }),
+    ).then(() => {});
+    return this.lorasRefreshing;
+  }
+
   async probeAll(): Promise<void> {
     await Promise.all(this.hosts.map((h) => this.probeHost(h)));
   }
