@@ -29,16 +29,16 @@ const { values, positionals } = parseArgs({ options: { top: { type: 'string', de
  * such as writev or fsync have no URL and go to their caller's area.
  */
 const AREAS: [string, RegExp][] = [
-  ['database (libsql/pg, Kysely, stores)', /node_modules\/(libsql|@libsql|kysely|pg|pg-pool|pg-protocol)\/|\/src\/store\//],
-  ['queue (embedded, BullMQ/Redis)', /node_modules\/(bullmq|ioredis|msgpackr)\/|\/src\/queue\//],
-  ['backend call (OpenAI SDK, fetch)', /node_modules\/openai\/|node:internal\/deps\/undici|\/src\/backends\//],
-  ['images (sharp, encode, thumbnails)', /node_modules\/(sharp|@img)\/|\/src\/images\//],
-  ['storage (fs, S3)', /\/src\/storage\/|@aws-sdk|@smithy/],
-  ['cost, pricing, cache', /\/src\/(cost|pricing)\//],
-  ['events, webhooks', /\/src\/(events|webhooks)\//],
-  ['worker', /\/src\/worker\//],
-  ['HTTP API (Fastify, zod, routes)', /node_modules\/(fastify|@fastify|find-my-way|secure-json-parse|fast-json-stringify|avvio|light-my-request|zod)\/|\/src\/(api|auth|core)\//],
-  ['logging, metrics', /node_modules\/(pino|pino-std-serializers|sonic-boom|thread-stream|prom-client)\//],
+  ['database (libsql/pg, Kysely, stores)', /node_modules\/(libsql|@libsql|kysely|pg|pg-pool|pg-protocol)\/|\/(src|lib)\/store\//],
+  ['queue (embedded, BullMQ/Redis)', /node_modules\/(bullmq|ioredis|msgpackr)\/|\/(src|lib)\/queue\//],
+  ['backend call (OpenAI SDK, fetch)', /node_modules\/openai\/|node:internal\/deps\/undici|\/(src|lib)\/backends\//],
+  ['images (sharp, encode, thumbnails)', /node_modules\/(sharp|@img)\/|\/(src|lib)\/images\//],
+  ['storage (fs, S3)', /\/(src|lib)\/storage\/|@aws-sdk|@smithy/],
+  ['routing, budgets, pricing, cache', /\/(src|lib)\/(cost|pricing|routing|budgets|cache|fairness)\//],
+  ['events, webhooks', /\/(src|lib)\/(events|webhooks)\//],
+  ['worker, settle', /\/(src|lib)\/(worker|jobs)\//],
+  ['HTTP API (Fastify, zod, routes)', /node_modules\/(fastify|@fastify|find-my-way|secure-json-parse|fast-json-stringify|avvio|light-my-request|zod)\/|\/(src|lib)\/(api|auth|core|submissions)\//],
+  ['logging, metrics', /node_modules\/(pino|pino-std-serializers|sonic-boom|thread-stream|prom-client)\/|\/(src|lib)\/observability\//],
 ];
 /** When only Node's own frames are on the stack. */
 const CORE_AREAS: [string, RegExp][] = [
@@ -62,7 +62,7 @@ const where = (url: string): string => {
   if (!url) return '(native)';
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1]!;
-  const s = /\/(src|bench|tests)\/(.*)$/.exec(url);
+  const s = /\/(src|lib|bench|tests)\/(.*)$/.exec(url);
   if (s) return `${s[1]}/${s[2]}`;
   if (url.startsWith('node:')) return url;
   return url;
@@ -112,5 +112,5 @@ process.stdout.write(`profile ${((prof.endTime - prof.startTime) / 1e6).toFixed(
 print('self time by area (innermost matching frame)', areaUs);
 print('self time by package/file', pkgSelf);
 print('self time by function', fnSelf);
-print('inclusive time, easel sources', inclusive, (k) => / src\//.test(k));
+print('inclusive time, easel sources', inclusive, (k) => / (src|lib)\//.test(k));
 print('inclusive time, everything', inclusive);

@@ -34,7 +34,7 @@
  *   node bench/profile-summary.ts bench/results/profiles/<run>/<file>.cpuprofile   (the event loop's is the largest)
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --ramp MS (not counted at each segment's start), --jobs N, --job-seconds S, --inflight N,
- * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --node-flags="…" (for the easel
+ * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --redis-stats (Redis calls per job by command), --node-flags="…" (for the easel
  * process), --fs-wait S (longest wait for file creation in TMPDIR to be fast, see settledFileCreation), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
  * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
  * Run folders (in TMPDIR) are removed when the benchmark exits; EASEL_BENCH_KEEP=1 keeps them.
@@ -78,6 +78,7 @@ const { values: argv } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     'node-flags': { type: 'string', default: '' },
     'fs-wait': { type: 'string', default: '360' },
+    'redis-stats': { type: 'boolean', default: false },
     out: { type: 'string' },
   },
   strict: true,
@@ -99,6 +100,7 @@ const opts = {
   imageSize: Number(argv['image-size']),
   repeat: Math.max(1, Number(argv.repeat)),
   cpuProf: argv['cpu-prof']!,
+  redisStats: argv['redis-stats']!,
   fsWaitS: Number(argv['fs-wait']),
 };
 const phases: Phase[] = argv.only ? (argv.only.split(',').map((s) => s.trim()) as Phase[]) : [...PHASES];
@@ -331,6 +333,7 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const servers0 = procCpuSecondsByName(SERVER_PROCESSES);
     const pgTx0 = await easel.db.transactions?.();
     const redisCmds0 = stack.redisUrl ? await redisCommands(stack.redisUrl) : undefined;
+    const redisStats0 = stack.redisUrl && opts.redisStats ? await redisCommandStats(stack.redisUrl) : undefined;
     const calls0 = await standin.count();
     const t0 = Date.now();
     const submitLat = await closedLoop(jobs, opts.inflight, submit);
@@ -345,6 +348,11 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
     const perJob = (n: number | undefined, n0: number | undefined, what: string) => (n === undefined || n0 === undefined ? '' : `, ${fmt((n - n0) / jobs)} ${what}`);
     const roundTrips = perJob(await easel.db.transactions?.(), pgTx0, 'Postgres transactions') + perJob(stack.redisUrl ? await redisCommands(stack.redisUrl) : undefined, redisCmds0, 'Redis commands');
     if (roundTrips) log(`${phase}: per job${roundTrips.slice(1)} (the counting adds a few)`);
+    if (redisStats0 && stack.redisUrl) {
+      const after = await redisCommandStats(stack.redisUrl);
+      const rows = [...after].map(([cmd, n]) => [cmd, (n - (redisStats0.get(cmd) ?? 0)) / jobs] as const).filter(([, n]) => n >= 0.01).sort((a, b) => b[1] - a[1]);
+      log(`${phase}: Redis commands per job (scripts' inner calls included): ${rows.map(([cmd, n]) => `${cmd} ${fmt(n)}`).join(', ')}`);
+    }
     const serverCpu = SERVER_PROCESSES.filter((n) => servers[n]! - servers0[n]! > 0)
       .map((n) => `, ${n} ${fmt(((servers[n]! - servers0[n]!) * 1000) / jobs)}`)
       .join('');
@@ -377,6 +385,19 @@ async function asyncPhase(phase: Phase, stack: StackOptions, standin: Standin): 
   } finally {
     client.close();
     await easel.stop();
+  }
+}
+
+/** Calls per Redis command so far (INFO commandstats; scripts' inner calls count under their own names). */
+async function redisCommandStats(url: string): Promise<Map<string, number>> {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const info = await client.info('commandstats');
+    return new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+  } finally {
+    client.disconnect();
   }
 }
 

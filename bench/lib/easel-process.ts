@@ -160,7 +160,10 @@ export async function startEaselProcess(opts: EaselOptions): Promise<EaselProces
     queue: { ...extra.queue },
     ...(opts.databaseUrl ? { database: { url: opts.databaseUrl } } : {}),
     ...(opts.redisUrl ? { redis: { url: opts.redisUrl, prefix: opts.prefix ?? 'easel-bench' } } : {}),
-    backends: [{ type: 'openai', name: 'standin', baseUrl: opts.standinUrl, apiKey: 'sk-standin' }],
+    // The stand-in plays OpenAI's own API (as in tests/support/easel.ts): priced by OpenAI's list
+    // prices with OpenAI's per-model rules. On a loopback URL easel would otherwise take it for a GPU
+    // somebody runs and cost every job by measured time (one more row per job in job_costs).
+    backends: [{ type: 'openai', name: 'standin', baseUrl: opts.standinUrl, apiKey: 'sk-standin', modelRules: 'on', listPrices: true }],
     models: [{ name: MODEL, backend: 'standin', model: MODEL, default: true }],
   };
   const file = join(dir, 'easel.yaml');

@@ -7,7 +7,7 @@ import type { BackendConfig, ModelConfig } from '../config/schema.ts';
 import type { BackendHealth, ImageBackend } from './image-backend.ts';
 import { backendDefinition } from './definitions.ts';
 import { completeSpec } from './model-spec.ts';
-import type { ModelSpec } from './model-spec.ts';
+import type { BackendModelSpec, ModelSpec } from './model-spec.ts';
 import type { BackendFactoryDeps } from './definition.ts';
 
 export type { BackendFactoryDeps } from './definition.ts';
@@ -35,6 +35,8 @@ export interface ModelInfo {
 export class BackendRegistry {
   private readonly backends = new Map<string, ImageBackend>();
   private readonly models = new Map<string, { backend: string; model: string; description?: string; config: ModelConfig }>();
+  /** The last complete spec per configured model, with the backend spec it was made from. */
+  private readonly specs = new WeakMap<ModelConfig, { raw: BackendModelSpec; spec: ModelSpec }>();
   private defaultName: string | undefined;
   private readonly healthCache = new Map<string, { value: BackendHealth; until: number }>();
 
@@ -84,9 +86,17 @@ export class BackendRegistry {
     return { name, backend, backendModel: entry.model, spec: this.specOf(backend, entry.model, entry.config) };
   }
 
-  /** A model's spec: asked of its backend each time (a backend may learn, e.g. the LoRAs a host has), then config applied. */
+  /**
+   * A model's spec: asked of its backend each time (a backend may learn, e.g. the LoRAs a host has),
+   * then config applied, which is done again only when the backend's answer is another object.
+   */
   private specOf(backend: ImageBackend, model: string, config: ModelConfig): ModelSpec {
-    return completeSpec(backend.modelSpec(model), model, { tier: config.tier, textInImage: config.textInImage, sizes: config.sizes, loras: config.loras });
+    const raw = backend.modelSpec(model);
+    const memo = this.specs.get(config);
+    if (memo?.raw === raw) return memo.spec;
+    const spec = completeSpec(raw, model, { tier: config.tier, textInImage: config.textInImage, sizes: config.sizes, loras: config.loras });
+    this.specs.set(config, { raw, spec });
+    return spec;
   }
 
   hasModel(name: string): boolean {

@@ -89,7 +89,15 @@ export function cacheKeys(model: string, r: ImageRequest): CacheKeys {
     loras: r.loras?.length ? r.loras.map((l) => [l.name, l.weight]) : undefined,
   };
   const prompt = normalizePrompt(r.prompt);
-  return { paramsKey: sha(stable(params)), cacheKey: sha(stable({ ...params, prompt })), prompt };
+  // stable(params) and stable({ ...params, prompt }), from one pass over the parameters.
+  const fields = Object.entries(params)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => [k, `${JSON.stringify(k)}:${stable(v)}`] as const)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const at = fields.findIndex(([k]) => k > 'prompt');
+  const withPrompt = fields.map(([, f]) => f);
+  withPrompt.splice(at < 0 ? withPrompt.length : at, 0, `"prompt":${JSON.stringify(prompt)}`);
+  return { paramsKey: sha(`{${fields.map(([, f]) => f).join(',')}}`), cacheKey: sha(`{${withPrompt.join(',')}}`), prompt };
 }
 
 /** Float32 vectors are kept as `<embedder id>|<base64 of the bytes>`. */

@@ -89,6 +89,9 @@ const UNSUPPORTED: Record<ModelFamily, { warn: string[]; drop: string[] }> = {
 const EDIT_UNSUPPORTED = ['style'];
 const VARIATION_FIELDS = new Set(['model', 'n', 'size', 'response_format', 'user']);
 
+/** Model ids whose specs are kept (a request names a configured model; this only bounds the odd caller). */
+const SPEC_MEMO_MAX = 256;
+
 export class OpenAIBackend implements ImageBackend {
   readonly type = 'openai';
   readonly name: string;
@@ -107,6 +110,9 @@ export class OpenAIBackend implements ImageBackend {
   readonly preset: EnginePreset | undefined;
   /** LoRA files the engine listed (discovered presets), and when. */
   private loraFiles: Array<{ name: string; path: string }> | undefined;
+  private lorasMemo: { files: Array<{ name: string; path: string }> | undefined; support: LoraSupport } | undefined;
+  /** The last spec given per model id, with the LoRA support it was built on. */
+  private readonly specMemo = new Map<string, { loras: LoraSupport | undefined; spec: BackendModelSpec }>();
   private lorasAt = 0;
   private lorasRefreshing: Promise<void> | undefined;
   /** Warm-up state: undefined until the server first answers; then running, then done. */
@@ -168,13 +174,20 @@ export class OpenAIBackend implements ImageBackend {
    * names this backend.
    */
   modelSpec(model: string): BackendModelSpec {
-    const official = this.config.listPrices === 'auto' ? rulesApply('auto', this.config.baseUrl) : this.config.listPrices;
-    const spec = openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
+    // Asked for every request and every attempt: the same object while nothing it depends on changed
+    // (config is fixed; a discovered LoRA list changes only when it is read again), so callers may
+    // keep what they derive from it (the registry does).
     const loras = this.loraSupport();
-    const withLoras = loras ? { ...spec, loras } : spec;
-    if (!this.declaredOptions || !(spec.providerOptions instanceof z.ZodObject)) return withLoras;
+    const memo = this.specMemo.get(model);
+    if (memo && memo.loras === loras) return memo.spec;
+    const official = this.config.listPrices === 'auto' ? rulesApply('auto', this.config.baseUrl) : this.config.listPrices;
+    let spec = openaiModelSpec(model, this.capabilities, rulesApply(this.config.modelRules, this.config.baseUrl), official ? 'price-table' : 'gpu-time');
     // What another OpenAI-compatible server takes besides OpenAI's own (LocalAI, vLLM-Omni, …), as config declares it.
-    return { ...withLoras, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
+    if (this.declaredOptions && spec.providerOptions instanceof z.ZodObject) spec = { ...spec, providerOptions: spec.providerOptions.extend(this.declaredOptions) };
+    if (loras) spec = { ...spec, loras };
+    if (this.specMemo.size >= SPEC_MEMO_MAX) this.specMemo.clear();
+    this.specMemo.set(model, { loras, spec });
+    return spec;
   }
 
   /**
@@ -186,10 +199,17 @@ export class OpenAIBackend implements ImageBackend {
     if (!p || p.loras === 'none') return undefined;
     if (p.loras === 'discovered' && this.config.loraDir) {
       if (Date.now() - this.lorasAt > this.config.loraRefreshSeconds * 1000) void this.refreshLoras();
-      const dir = this.config.loraDir.replace(/\/+$/, '');
-      return { source: 'discovered', available: (this.loraFiles ?? []).map((f) => ({ name: f.name, ref: f.path.startsWith('/') ? f.path : `${dir}/${f.path}` })), ...(p.maxLoras ? { max: p.maxLoras } : {}) };
+      // One object per list read: a spec built on it stays valid until the list is read again.
+      let memo = this.lorasMemo;
+      if (!memo || memo.files !== this.loraFiles) {
+        const dir = this.config.loraDir.replace(/\/+$/, '');
+        const available = (this.loraFiles ?? []).map((f) => ({ name: f.name, ref: f.path.startsWith('/') ? f.path : `${dir}/${f.path}` }));
+        memo = this.lorasMemo = { files: this.loraFiles, support: { source: 'discovered', available, ...(p.maxLoras ? { max: p.maxLoras } : {}) } };
+      }
+      return memo.support;
     }
-    return { source: 'configured', available: [], ...(p.maxLoras ? { max: p.maxLoras } : {}) };
+    this.lorasMemo ??= { files: undefined, support: { source: 'configured', available: [], ...(p.maxLoras ? { max: p.maxLoras } : {}) } };
+    return this.lorasMemo.support;
   }
 
   /** Reads the engine's LoRA list again (discovered presets); one look at a time, at most every few seconds. */
