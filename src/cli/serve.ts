@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { Runtime } from '../app.ts';
 import type { Roles } from '../app.ts';
 import { commandConfig, withDataOptions } from './options.ts';
-import { releaseStartupMemory } from '../core/memory.ts';
 
 export function serveCommand(program: Command, name: string, description: string, roles: Roles): void {
   const cmd = program.command(name).description(description);
@@ -36,7 +35,5 @@ export function serveCommand(program: Command, name: string, description: string
       const hint = runtime.setupHint ?? 'No image backend is configured yet: add one under `backends:` and `models:` in a config file (see README).';
       process.stdout.write(`${hint}\n`);
     }
-    // Start-up garbage goes back to the system before the service settles (src/core/memory.ts).
-    await releaseStartupMemory();
   });
 }

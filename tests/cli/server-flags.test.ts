@@ -1,6 +1,7 @@
 /**
- * The long-running commands run with a capped young generation and two malloc arenas (bin/easel.js):
- * the process replaces itself, keeping its pid, with `--max-semi-space-size=8` and MALLOC_ARENA_MAX=2,
+ * The long-running commands run with a bounded young generation and two malloc arenas (bin/easel.js):
+ * the process replaces itself, keeping its pid, with `--min-semi-space-size=8 --max-semi-space-size=32`
+ * and MALLOC_ARENA_MAX=2,
  * unless the operator set them or EASEL_NODE_FLAGS=0. Short commands start as they are. Read from
  * /proc/<pid>/cmdline and /proc/<pid>/environ.
  */
@@ -20,9 +21,9 @@ const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 
 const environ = (pid: number): string[] => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
 
 for (const [what, env, flag, arenas] of [
-  ['by default', {}, '--max-semi-space-size=8', 'MALLOC_ARENA_MAX=2'],
-  ['the operator\'s own size (NODE_OPTIONS) wins', { NODE_OPTIONS: '--max-semi-space-size=32' }, undefined, 'MALLOC_ARENA_MAX=2'],
-  ['the operator\'s own MALLOC_ARENA_MAX wins', { MALLOC_ARENA_MAX: '4' }, '--max-semi-space-size=8', 'MALLOC_ARENA_MAX=4'],
+  ['by default', {}, '--min-semi-space-size=8,--max-semi-space-size=32', 'MALLOC_ARENA_MAX=2'],
+  ['the operator\'s own size (NODE_OPTIONS) wins', { NODE_OPTIONS: '--max-semi-space-size=64' }, undefined, 'MALLOC_ARENA_MAX=2'],
+  ['the operator\'s own MALLOC_ARENA_MAX wins', { MALLOC_ARENA_MAX: '4' }, '--min-semi-space-size=8,--max-semi-space-size=32', 'MALLOC_ARENA_MAX=4'],
   ['EASEL_NODE_FLAGS=0 turns both off', { EASEL_NODE_FLAGS: '0' }, undefined, undefined],
 ] as const) {
   test(`easel serve's memory settings: ${what}`, { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
@@ -33,8 +34,9 @@ for (const [what, env, flag, arenas] of [
     const args = cmdline(easel.pid);
     // Same pid: the process replaced itself; a supervisor's signals still reach the server.
     assert.ok(args.includes('serve'), args.join(' '));
-    if (flag) assert.equal(args.filter((a) => a.startsWith('--max-semi-space-size')).join(), flag);
-    else assert.ok(!args.some((a) => a.startsWith('--max-semi-space-size')), args.join(' '));
+    const semi = args.filter((a) => /^--(min|max)-semi-space-size/.test(a));
+    if (flag) assert.equal(semi.join(), flag);
+    else assert.deepEqual(semi, [], args.join(' '));
     const set = environ(easel.pid).filter((v) => v.startsWith('MALLOC_ARENA_MAX='));
     assert.deepEqual(set, arenas ? [arenas] : []);
     const res = await fetch(`${easel.url}/health`);
