@@ -34,7 +34,7 @@
  *   node bench/profile-summary.ts bench/results/profiles/<run>/<file>.cpuprofile   (the event loop's is the largest)
  *
  * Options: --rate N, --duration S, --warmup S, --segment S, --ramp MS (not counted at each segment's start), --jobs N, --job-seconds S, --inflight N,
- * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --redis-stats (Redis calls per job by command), --node-flags="…" (for the easel
+ * --concurrency N (worker), --image-size PX, --repeat N, --cpu-prof, --redis-stats (Redis calls per job by command), --config JSON (merged into easel's config), --node-flags="…" (for the easel
  * process), --fs-wait S (longest wait for file creation in TMPDIR to be fast, see settledFileCreation), --out FILE. Async runs also log CPU per job by thread (event loop, image-writer threads,
  * V8 helpers) and the load generator's own CPU, a yardstick for how fast the machine is right now.
  * Run folders (in TMPDIR) are removed when the benchmark exits; EASEL_BENCH_KEEP=1 keeps them.
@@ -79,6 +79,7 @@ const { values: argv } = parseArgs({
     'node-flags': { type: 'string', default: '' },
     'fs-wait': { type: 'string', default: '360' },
     'redis-stats': { type: 'boolean', default: false },
+    config: { type: 'string' },
     out: { type: 'string' },
   },
   strict: true,
@@ -101,6 +102,7 @@ const opts = {
   repeat: Math.max(1, Number(argv.repeat)),
   cpuProf: argv['cpu-prof']!,
   redisStats: argv['redis-stats']!,
+  config: argv.config ? (JSON.parse(argv.config) as Record<string, unknown>) : undefined,
   fsWaitS: Number(argv['fs-wait']),
 };
 const phases: Phase[] = argv.only ? (argv.only.split(',').map((s) => s.trim()) as Phase[]) : [...PHASES];
@@ -420,7 +422,7 @@ async function startEasel(phase: Phase, stack: StackOptions, standinUrl: string)
   // One folder per run: every thread (the event loop, image writers, engine threads) writes its own profile.
   const nodeFlags = argv['node-flags']!.split(/\s+/).filter(Boolean);
   if (opts.cpuProf) nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles', `${phase}-${Date.now()}-${n}`)}`);
-  return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags });
+  return startEaselProcess({ ...stack, prefix: `bench${n}`, standinUrl, concurrency: opts.concurrency, nodeFlags, config: opts.config });
 }
 
 /** `name user+sys` per thread group, in ms per job, largest first. */

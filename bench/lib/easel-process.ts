@@ -166,6 +166,8 @@ export async function startEaselProcess(opts: EaselOptions): Promise<EaselProces
     backends: [{ type: 'openai', name: 'standin', baseUrl: opts.standinUrl, apiKey: 'sk-standin', modelRules: 'on', listPrices: true }],
     models: [{ name: MODEL, backend: 'standin', model: MODEL, default: true }],
   };
+  // Other top-level sections as given (`npm run bench -- --config '{"fairness":{"enabled":false}}'`).
+  for (const [k, v] of Object.entries(extra)) if (!['server', 'worker', 'queue'].includes(k)) config[k] = v;
   const file = join(dir, 'easel.yaml');
   writeFileSync(file, stringify(config));
 

@@ -73,6 +73,8 @@ const PING_TIMEOUT_MS = 2_000;
 const CLOSE_TIMEOUT_MS = 5_000;
 /** Most jobs one script call moves out of the fair waiting room. */
 const MAX_PICK = 256;
+/** How long jobs moved into BullMQ wait to be confirmed to the room together (commitLater). */
+const COMMIT_DELAY_MS = 20;
 /** How long a consumer's registered concurrency counts without a renewal (its process may be gone). */
 const CONSUMER_TTL_MS = 10_000;
 /** How often a consumer frees the running slots of jobs that left BullMQ unreported. */
@@ -126,6 +128,9 @@ export class BullmqQueue implements JobQueue {
   private readonly roomClient: Redis | undefined;
   /** Room → BullMQ moves under way (awaited by close()). */
   private readonly moves = new Set<Promise<void>>();
+  /** Jobs added to BullMQ that the room has not been told of yet (commitLater). */
+  private readonly uncommitted = new Set<string>();
+  private commitTimer: NodeJS.Timeout | undefined;
   readonly feedIntervalMs: number;
   private closed = false;
 
@@ -195,10 +200,29 @@ export class BullmqQueue implements JobQueue {
           return { name: 'job', data: { priority }, opts: this.jobOptions(p.jobId, priority) };
         }),
       );
-      await room.commit(picks.map((p) => p.jobId));
+      this.commitLater(room, picks);
     })().catch((err) => this.reportError(err));
     this.moves.add(move);
     void move.finally(() => this.moves.delete(move));
+  }
+
+  /**
+   * Tells the room, within COMMIT_DELAY_MS and in one call for all moves of that spell, that moved
+   * jobs are in BullMQ. Nothing waits on it: until then a moved job only counts twice against the
+   * free slots, and should this process die first the room adds it to BullMQ again once its move is
+   * overdue, a no-op for a job BullMQ holds. At one request at a time this saves a script call per job.
+   */
+  private commitLater(room: FairRoom, picks: RoomPick[]): void {
+    for (const p of picks) this.uncommitted.add(p.jobId);
+    this.commitTimer ??= setTimeout(() => void this.flushCommits(room), COMMIT_DELAY_MS);
+  }
+
+  private async flushCommits(room: FairRoom): Promise<void> {
+    clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+    const ids = [...this.uncommitted];
+    this.uncommitted.clear();
+    if (ids.length > 0) await room.commit(ids).catch((err) => this.reportError(err));
   }
 
   private jobOptions(jobId: string, priority: Priority) {
@@ -285,6 +309,7 @@ export class BullmqQueue implements JobQueue {
     this.consumers.clear();
     // Moves under way finish (or fail, and the room hands their jobs out again later).
     await withTimeout(Promise.allSettled([...this.moves]), CLOSE_TIMEOUT_MS, 'moving jobs into BullMQ').catch(() => {});
+    if (this.room) await withTimeout(this.flushCommits(this.room), CLOSE_TIMEOUT_MS, 'confirming moved jobs').catch(() => {});
     // QUIT waits for a connection that is not there; a client that is not connected is just dropped.
     const quit = (c: Redis) => (c.status === 'ready' ? withTimeout(c.quit(), CLOSE_TIMEOUT_MS, 'QUIT').catch(() => c.disconnect()) : Promise.resolve(c.disconnect()));
     await Promise.allSettled([this.queue.close(), quit(this.pingClient), ...(this.roomClient ? [quit(this.roomClient)] : [])]);
