@@ -15,6 +15,15 @@
  * its jobs completes, and every consumer's feed timer (which also re-registers its concurrency and
  * re-adds jobs a crashed mover left half-moved). With `fairness.enabled: false` jobs go straight to
  * BullMQ, first come first served within a priority.
+ *
+ * While the room holds nothing waiting and has free slots, it would hand a new job straight on, so a
+ * job of a key without a running limit skips it: added to BullMQ at once, as with fair sharing off
+ * (one Redis call instead of three; see `mayBypass`). The room's last answer says when that is; any
+ * room call of this process refreshes it, and it is trusted for one feed interval. Its free slots
+ * are counted down locally, so a process adds at most as many jobs as were free; several API
+ * processes may together overfill BullMQ by that much for one interval, which only lengthens the
+ * line a newcomer's first job waits behind. The first job that finds the room busy, or its answer
+ * stale, goes through the room again.
  */
 import { randomUUID } from 'node:crypto';
 import { Queue, WaitingError, Worker } from 'bullmq';
@@ -26,9 +35,9 @@ import type { Priority } from '../core/job.ts';
 import { TurnBatcher } from '../core/turn-batcher.ts';
 import { leaseLost, throttledWarn } from './queue-support.ts';
 import { FairRoom } from './fair-room.ts';
-import type { RoomPick } from './fair-room.ts';
+import type { RoomAnswer, RoomEntry, RoomPick } from './fair-room.ts';
 import { EVEN_SHARES, NO_KEY } from '../fairness/policy.ts';
-import type { FairOrder } from '../fairness/policy.ts';
+import type { FairOrder, KeyShare } from '../fairness/policy.ts';
 import type {
   ConsumeOptions,
   Delivery,
@@ -60,6 +69,8 @@ export interface BullmqQueueOptions {
 
 interface MessageData {
   priority: Priority;
+  /** Moved in from the fair waiting room, which counts it as running until told it is done. */
+  fair?: 1;
 }
 
 /** Practically unbounded retries: easel, not BullMQ, decides when a job has been tried enough. */
@@ -131,6 +142,10 @@ export class BullmqQueue implements JobQueue {
   /** Jobs added to BullMQ that the room has not been told of yet (commitLater). */
   private readonly uncommitted = new Set<string>();
   private commitTimer: NodeJS.Timeout | undefined;
+  /** The room as its last answer to this process left it (performance.now() of that answer). */
+  private roomSeen = { at: -Infinity, waiting: 0, free: 0 };
+  /** Jobs this process has added to BullMQ past the room (mayBypass), ever. */
+  private bypassed = 0;
   readonly feedIntervalMs: number;
   private closed = false;
 
@@ -155,27 +170,71 @@ export class BullmqQueue implements JobQueue {
       this.roomClient.on('error', () => {}); // surfaced by the commands that fail
       this.room = new FairRoom(this.roomClient, `${this.prefix}:${this.queueName}`, { movingTtlMs: Math.max(5_000, Math.min(30_000, this.visibilityTimeoutMs / 2)) });
     }
-    // Enqueues of one event-loop turn go to Redis together: one room script, or one addBulk pipeline.
-    // Both skip a job id they hold already, so running a failed group's members again alone is safe.
+    // Enqueues of one event-loop turn go to Redis together: one room script and one addBulk pipeline
+    // (jobs that skip the room). Both skip a job id they hold already, so running a failed group's
+    // members again alone is safe. (A job skipping the room is not checked against the room's own
+    // jobs: were it there already, waiting, it would be delivered twice, which the store's attempt
+    // fencing makes harmless. The room is idle whenever a job skips it, so that is a re-enqueue racing
+    // another process's.)
     const room = this.room;
     this.adds = new TurnBatcher({
       key: (m) => m.jobId,
       run: room
         ? async (messages) => {
-            const entries = messages.map((m) => ({ jobId: m.jobId, rank: PRIORITY_RANK[m.priority], keyId: m.keyId ?? NO_KEY, share: this.fairness.shareOf(m.keyId) }));
-            const { picks } = await room.enqueue(entries, MAX_PICK);
-            this.moveIn(picks);
+            const direct: QueueMessage[] = [];
+            const entries: RoomEntry[] = [];
+            for (const m of messages) {
+              const share = this.fairness.shareOf(m.keyId);
+              if (this.mayBypass(share)) direct.push(m);
+              else entries.push({ jobId: m.jobId, rank: PRIORITY_RANK[m.priority], keyId: m.keyId ?? NO_KEY, share });
+            }
+            const roomCall = entries.length > 0 ? this.ask(() => room.enqueue(entries, MAX_PICK)) : undefined;
+            await Promise.all([direct.length > 0 ? this.addToBullmq(direct) : undefined, roomCall]);
             return messages.map(() => undefined);
           }
         : async (messages) => {
-            if (messages.length === 1) await this.queue.add('job', { priority: messages[0]!.priority }, this.jobOptions(messages[0]!.jobId, messages[0]!.priority));
-            else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m.jobId, m.priority) })));
+            await this.addToBullmq(messages);
             return messages.map(() => undefined);
           },
     });
     // ping() must fail fast while Redis is down, so it has a connection that never queues commands.
     this.pingClient = new Redis({ ...this.redisOptions, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.pingClient.on('error', () => {}); // surfaced by ping() itself
+  }
+
+  private async addToBullmq(messages: QueueMessage[]): Promise<void> {
+    if (messages.length === 1) await this.queue.add('job', { priority: messages[0]!.priority }, this.jobOptions(messages[0]!.jobId, messages[0]!.priority));
+    else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m.jobId, m.priority) })));
+  }
+
+  /**
+   * Makes a room call, moves in what it handed out, and notes what the room holds now. Slots taken
+   * by jobs that skipped the room while the call was under way are counted off its answer (the
+   * room may have counted them already: then the estimate is low, and the next job asks the room).
+   */
+  private async ask(call: () => Promise<RoomAnswer>): Promise<void> {
+    const mark = this.bypassed;
+    const answer = await call();
+    this.roomSeen = { at: performance.now(), waiting: answer.state.waiting, free: answer.state.free - (this.bypassed - mark) };
+    this.moveIn(answer.picks);
+  }
+
+  /** The room's last answer is recent and said it holds nothing waiting. */
+  private roomIdle(): boolean {
+    const seen = this.roomSeen;
+    return seen.waiting === 0 && performance.now() - seen.at <= this.feedIntervalMs;
+  }
+
+  /**
+   * Whether a job of this share may go straight to BullMQ: the room would hand it on at once (nothing
+   * waiting, a free slot, as of its last answer) and no running limit needs its count. Takes the slot.
+   */
+  private mayBypass(share: KeyShare): boolean {
+    if (share.maxRunning != null || share.groupMaxRunning != null) return false;
+    if (!this.roomIdle() || this.roomSeen.free <= 0) return false;
+    this.roomSeen.free--;
+    this.bypassed++;
+    return true;
   }
 
   async enqueue(message: QueueMessage): Promise<void> {
@@ -197,7 +256,7 @@ export class BullmqQueue implements JobQueue {
       await this.queue.addBulk(
         picks.map((p) => {
           const priority = RANK_TO_PRIORITY.get(p.rank) ?? 'normal';
-          return { name: 'job', data: { priority }, opts: this.jobOptions(p.jobId, priority) };
+          return { name: 'job', data: { priority, fair: 1 as const }, opts: this.jobOptions(p.jobId, priority) };
         }),
       );
       this.commitLater(room, picks);
@@ -244,7 +303,8 @@ export class BullmqQueue implements JobQueue {
     // BullMQ refuses (0) when the job is locked, i.e. a worker took it in between.
     const removed = (await this.queue.remove(jobId)) === 1;
     // Moved in from the room: its key's running slot is free again.
-    if (removed && this.room) this.moveIn(await this.room.done([jobId], MAX_PICK));
+    const room = this.room;
+    if (removed && room) await this.ask(() => room.done([jobId], MAX_PICK));
     return removed;
   }
 
@@ -260,7 +320,12 @@ export class BullmqQueue implements JobQueue {
       concurrency,
       visibilityTimeoutMs: this.visibilityTimeoutMs,
       reportError: this.reportError,
-      room: this.room && { room: this.room, feedIntervalMs: this.feedIntervalMs, moveIn: (picks) => this.moveIn(picks) },
+      room: this.room && {
+        room: this.room,
+        feedIntervalMs: this.feedIntervalMs,
+        ask: (call) => this.ask(call),
+        idle: () => this.roomIdle(),
+      },
       onDone: (c) => this.consumers.delete(c),
     });
     this.consumers.add(consumer);
@@ -328,8 +393,12 @@ interface ConsumerConfig {
   concurrency: number;
   visibilityTimeoutMs: number;
   reportError: (err: unknown) => void;
-  /** The fair waiting room this consumer feeds free slots from (absent with fair sharing off). */
-  room: { room: FairRoom; feedIntervalMs: number; moveIn: (picks: RoomPick[]) => void } | undefined;
+  /**
+   * The fair waiting room this consumer feeds free slots from (absent with fair sharing off): what it
+   * handed out is moved in and its answer noted (ask); idle() says whether the room's last answer to
+   * any call of this process was recent and had nothing waiting.
+   */
+  room: { room: FairRoom; feedIntervalMs: number; ask: (call: () => Promise<RoomAnswer>) => Promise<void>; idle: () => boolean } | undefined;
   onDone: (c: BullmqConsumer) => void;
 }
 
@@ -391,16 +460,18 @@ class BullmqConsumer implements QueueConsumer {
 
     const fair = cfg.room;
     if (fair) {
-      // A finished job frees its key's running slot and a worker slot: the room fills it at once.
+      // A finished job frees its key's running slot and a worker slot: the room fills it at once. A job
+      // that skipped the room (not `fair`) holds no running slot there; while the room is idle, there
+      // is nothing for its worker slot either, and the room is not told.
       this.dones = new TurnBatcher({
         key: (id) => id,
         run: async (ids) => {
-          fair.moveIn(await fair.room.done(ids, MAX_PICK));
+          await fair.ask(() => fair.room.done(ids, MAX_PICK));
           return ids.map(() => undefined);
         },
       });
       this.worker.on('completed', (job) => {
-        if (job.id) this.dones!.call(job.id).catch((err) => this.cfg.reportError(err));
+        if (job.id && (job.data?.fair === 1 || !fair.idle())) this.dones!.call(job.id).catch((err) => this.cfg.reportError(err));
       });
       this.feedTimer = setInterval(() => this.feed(), fair.feedIntervalMs);
       this.feedTimer.unref();
@@ -415,9 +486,9 @@ class BullmqConsumer implements QueueConsumer {
     const fair = this.cfg.room;
     if (!fair || this.feeding || this.stopping) return;
     this.feeding = true;
-    fair.room
-      .feed(MAX_PICK, { id: this.consumerId, concurrency: this.cfg.concurrency, ttlMs: CONSUMER_TTL_MS })
-      .then((picks) => fair.moveIn(picks), (err) => this.cfg.reportError(err))
+    fair
+      .ask(() => fair.room.feed(MAX_PICK, { id: this.consumerId, concurrency: this.cfg.concurrency, ttlMs: CONSUMER_TTL_MS }))
+      .catch((err) => this.cfg.reportError(err))
       .finally(() => (this.feeding = false));
   }
 

@@ -48,6 +48,18 @@ export interface RoomPick {
   rank: number;
 }
 
+/** What the room holds after a call: jobs waiting in it, and worker slots still free (may be negative). */
+export interface RoomState {
+  waiting: number;
+  free: number;
+}
+
+/** The jobs a call handed out, and the room as that call left it. */
+export interface RoomAnswer {
+  picks: RoomPick[];
+  state: RoomState;
+}
+
 export interface FairRoomOptions {
   /** How long a job may sit in `moving` before another process adds it to BullMQ again. Default 15 s. */
   movingTtlMs?: number;
@@ -109,14 +121,20 @@ local function freeSlots()
   return math.floor(cap * (1 + LOOKAHEAD)) - busy
 end
 
+-- Free slots left after the last pick (reported back, with the count of waiting jobs, so that a
+-- process may add jobs straight to BullMQ while the room holds none: see RoomState).
+local slotsLeft = 0
 local function pick(max)
   local picks = {}
-  local free = freeSlots()
+  local avail = freeSlots()
+  local free = avail
   if free > max then free = max end
   for _, rank in ipairs(RANKS) do
     if free <= 0 then break end
     local sched = F .. 'sched:' .. rank
     local vkey = F .. 'v:' .. rank
+    local v0 = tonumber(rcall('GET', vkey) or '0')
+    local v = v0
     while free > 0 do
       local cands = rcall('ZRANGE', sched, 0, SCAN - 1, 'WITHSCORES')
       if #cands == 0 then break end
@@ -139,7 +157,7 @@ local function pick(max)
         rcall('HSET', F .. 'last:' .. rank, key, num(finish))
       end
       if jobId then
-        if tag > tonumber(rcall('GET', vkey) or '0') then rcall('SET', vkey, num(tag)) end
+        if tag > v then v = tag end
         rcall('ZREM', F .. 'waiting', jobId)
         local meta = rcall('HGET', F .. 'jobs', jobId)
         if meta then
@@ -151,11 +169,18 @@ local function pick(max)
           picks[#picks + 1] = jobId
           picks[#picks + 1] = tostring(rank)
           free = free - 1
+          avail = avail - 1
         end
       end
     end
+    if v > v0 then rcall('SET', vkey, num(v)) end
   end
+  slotsLeft = avail
   return picks
+end
+
+local function withState(picks)
+  return { picks, rcall('ZCARD', F .. 'waiting'), slotsLeft }
 end
 
 -- Jobs whose mover did not confirm them in time: handed out again (added to BullMQ again).
@@ -192,6 +217,7 @@ if op == 'enqueue' then
   local maxPick = tonumber(ARGV[6])
   local n = tonumber(ARGV[7])
   local added = {}
+  local cfgWritten = {}
   for i = 0, n - 1 do
     local b = 8 + i * 7
     local jobId, rank, key, g = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 5]
@@ -201,8 +227,11 @@ if op == 'enqueue' then
       local m = ARGV[b + 4]
       local gm = ARGV[b + 6]
       rcall('HSET', F .. 'jobs', jobId, cjson.encode({ r = tonumber(rank), k = key, g = g }))
-      rcall('HSET', F .. 'cfg', key, cjson.encode({ w = tonumber(ARGV[b + 3]), m = (m ~= '' and tonumber(m)) or false, g = g, gm = (gm ~= '' and tonumber(gm)) or false }))
-      cfgCache[key] = nil
+      if not cfgWritten[key] then
+        rcall('HSET', F .. 'cfg', key, cjson.encode({ w = tonumber(ARGV[b + 3]), m = (m ~= '' and tonumber(m)) or false, g = g, gm = (gm ~= '' and tonumber(gm)) or false }))
+        cfgWritten[key] = true
+        cfgCache[key] = nil
+      end
       local q = F .. 'q:' .. rank .. ':' .. key
       if rcall('RPUSH', q, jobId) == 1 then
         local v = tonumber(rcall('GET', F .. 'v:' .. rank) or '0')
@@ -215,21 +244,19 @@ if op == 'enqueue' then
       added[#added + 1] = 1
     end
   end
-  local picks = {}
-  if maxPick > 0 then picks = pick(maxPick) end
-  return { added, picks }
+  return { added, withState(pick(maxPick)) }
 elseif op == 'feed' then
   local id = ARGV[7]
   if id ~= '' then
     rcall('HSET', F .. 'consumers', id, ARGV[8])
     rcall('ZADD', F .. 'alive', now + tonumber(ARGV[9]), id)
   end
-  return recover(pick(tonumber(ARGV[6])))
+  return withState(recover(pick(tonumber(ARGV[6]))))
 elseif op == 'done' then
   for i = 7, #ARGV do finish(ARGV[i]) end
-  return pick(tonumber(ARGV[6]))
+  return withState(pick(tonumber(ARGV[6])))
 elseif op == 'commit' then
-  for i = 6, #ARGV do rcall('ZREM', F .. 'moving', ARGV[i]) end
+  for i = 6, #ARGV, 500 do rcall('ZREM', F .. 'moving', unpack(ARGV, i, math.min(i + 499, #ARGV))) end
   return 0
 elseif op == 'remove' then
   local jobId = ARGV[6]
@@ -269,11 +296,11 @@ return redis.error_reply('unknown fair room operation ' .. tostring(op))
 
 type RoomCommand = (...args: (string | number)[]) => Promise<unknown>;
 
-const picksOf = (flat: unknown): RoomPick[] => {
-  const a = (flat ?? []) as string[];
-  const out: RoomPick[] = [];
-  for (let i = 0; i + 1 < a.length; i += 2) out.push({ jobId: String(a[i]), rank: Number(a[i + 1]) });
-  return out;
+const answerOf = (reply: unknown): RoomAnswer => {
+  const [flat, waiting, free] = reply as [string[], number, number];
+  const picks: RoomPick[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) picks.push({ jobId: String(flat[i]), rank: Number(flat[i + 1]) });
+  return { picks, state: { waiting: Number(waiting), free: Number(free) } };
 };
 
 export class FairRoom {
@@ -302,27 +329,27 @@ export class FairRoom {
    * Puts jobs in their keys' lines (a job id the room or BullMQ holds already is skipped) and hands
    * out up to `maxPick` jobs for slots that are free now.
    */
-  async enqueue(entries: RoomEntry[], maxPick: number): Promise<{ added: boolean[]; picks: RoomPick[] }> {
+  async enqueue(entries: RoomEntry[], maxPick: number): Promise<RoomAnswer & { added: boolean[] }> {
     const args: (string | number)[] = [maxPick, entries.length];
     for (const e of entries) {
       const s = e.share;
       args.push(e.jobId, e.rank, e.keyId, s.weight, s.maxRunning ?? '', s.group ?? '', s.groupMaxRunning ?? '');
     }
-    const [added, picks] = (await this.run('enqueue', ...args)) as [number[], string[]];
-    return { added: added.map((a) => Number(a) === 1), picks: picksOf(picks) };
+    const [added, answer] = (await this.run('enqueue', ...args)) as [number[], unknown];
+    return { added: added.map((a) => Number(a) === 1), ...answerOf(answer) };
   }
 
   /**
    * Hands out jobs for the free slots, plus any whose mover never confirmed them. With a consumer,
    * first (re)registers its concurrency for `ttlMs`.
    */
-  async feed(maxPick: number, consumer?: { id: string; concurrency: number; ttlMs: number }): Promise<RoomPick[]> {
-    return picksOf(await this.run('feed', maxPick, consumer?.id ?? '', consumer?.concurrency ?? 0, consumer?.ttlMs ?? 0));
+  async feed(maxPick: number, consumer?: { id: string; concurrency: number; ttlMs: number }): Promise<RoomAnswer> {
+    return answerOf(await this.run('feed', maxPick, consumer?.id ?? '', consumer?.concurrency ?? 0, consumer?.ttlMs ?? 0));
   }
 
   /** Moved jobs that finished: their keys' running slots are free; hands out jobs for them. */
-  async done(jobIds: string[], maxPick: number): Promise<RoomPick[]> {
-    return picksOf(await this.run('done', maxPick, ...jobIds));
+  async done(jobIds: string[], maxPick: number): Promise<RoomAnswer> {
+    return answerOf(await this.run('done', maxPick, ...jobIds));
   }
 
   /** The picked jobs are in BullMQ now. */

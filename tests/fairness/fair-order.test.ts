@@ -271,7 +271,7 @@ if (redis) {
       const id = `job_A_0_${salt()}`;
       await mover.enqueue([{ jobId: id, rank: 5, keyId: 'key_A', share }], 0);
       const picked = await mover.feed(10, { id: 'dead-mover', concurrency: 1, ttlMs: 200 });
-      assert.deepEqual(picked, [{ jobId: id, rank: 5 }]);
+      assert.deepEqual(picked, { picks: [{ jobId: id, rank: 5 }], state: { waiting: 0, free: 1 } });
       assert.equal(await client.zcard(`${base}:fair:waiting`), 0);
       assert.equal(await client.zcard(`${base}:fair:moving`), 1);
 
@@ -291,6 +291,42 @@ if (redis) {
       }
     });
 
+    test('while the room is idle a job goes straight to BullMQ; once the free slots are taken, jobs wait in the room', async () => {
+      const queueName = `bypass-${salt()}`;
+      const base = `${prefix}:${queueName}`;
+      const q = new BullmqQueue({ url: redis.url, prefix, queueName, visibilityTimeoutMs: 3_000, fairness: policyOf({}), feedIntervalMs: 50, onError: () => {} });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const seen: string[] = [];
+      const c = q.consume(async (d) => {
+        seen.push(d.message.jobId);
+        await gate;
+      }, { concurrency: 2 });
+      try {
+        await waitFor(async () => (await client.hlen(`${base}:fair:consumers`)) === 1, 'the consumer to register');
+        await sleep(60); // a feed answered since
+        const ids = jobIds('A', 6);
+        await q.enqueue({ jobId: ids[0]!, priority: 'normal', keyId: 'key_A' });
+        assert.equal(await client.hlen(`${base}:fair:jobs`), 0, 'the first job never entered the room');
+        await waitFor(() => seen.length === 1, 'the first job to start');
+        for (const jobId of ids.slice(1)) await q.enqueue({ jobId, priority: 'normal', keyId: 'key_A' });
+        // Two slots and one job waiting per slot (the lookahead): four in BullMQ, two in the room.
+        await waitFor(() => seen.length === 2, 'both slots busy');
+        const inBullmq = (await client.llen(`${base}:active`)) + (await client.llen(`${base}:wait`)) + (await client.zcard(`${base}:prioritized`));
+        assert.equal(inBullmq, 4);
+        assert.equal(await client.zcard(`${base}:fair:waiting`), 2);
+        release();
+        await waitFor(() => seen.length === 6, 'every job', 10_000);
+        await waitFor(async () => (await client.hlen(`${base}:fair:jobs`)) === 0 && (await client.zcard(`${base}:fair:running`)) === 0, 'the room to let go of every job');
+        await sleep(200);
+        assert.deepEqual([...seen].sort(), [...ids].sort(), 'each job once');
+      } finally {
+        release();
+        await c.stop(0);
+        await q.close();
+      }
+    });
+
     test('a running slot whose job left BullMQ unreported is freed by the repair sweep', async () => {
       const queueName = `repair-${salt()}`;
       const base = `${prefix}:${queueName}`;
@@ -298,13 +334,13 @@ if (redis) {
       const share = { weight: 1, maxRunning: 1, group: null, groupMaxRunning: null };
       const [a, b] = [`job_A_0_${salt()}`, `job_A_1_${salt()}`];
       await room.enqueue([a, b].map((jobId) => ({ jobId, rank: 5, keyId: 'key_A', share })), 0);
-      assert.deepEqual((await room.feed(10, { id: 'w', concurrency: 4, ttlMs: 5_000 })).map((p) => p.jobId), [a], 'A may run one job');
+      assert.deepEqual((await room.feed(10, { id: 'w', concurrency: 4, ttlMs: 5_000 })).picks.map((p) => p.jobId), [a], 'A may run one job');
       await room.commit([a]);
       // `a` never reached BullMQ (or left it without its completion being reported): A stays blocked…
-      assert.deepEqual(await room.feed(10), []);
+      assert.deepEqual((await room.feed(10)).picks, []);
       // …until the sweep sees `a` is in neither BullMQ nor `moving`.
       assert.equal(await room.repair(), 1);
-      assert.deepEqual((await room.feed(10)).map((p) => p.jobId), [b]);
+      assert.deepEqual((await room.feed(10)).picks.map((p) => p.jobId), [b]);
     });
   });
 } else {

@@ -28,6 +28,7 @@ import type { EaselProcess } from '../support/processes.ts';
 import { startRedis } from '../support/redis.ts';
 import type { RedisServer } from '../support/redis.ts';
 import { until } from '../support/until.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { completionsBeforeStart, percentile, submitMany } from './support.ts';
 import type { JobTimes } from './support.ts';
 
@@ -107,9 +108,16 @@ describe('fair sharing on Redis + Postgres: 1 api + 3 worker processes', { concu
     const all = [...a, ...b];
 
     // B done (its bound checked below), A with most of its jobs still to run: kill a worker mid-job.
+    // Calls are slowed first until all three workers (one job each) are inside one, so the victim
+    // surely holds a job (at 40 ms a job it is between two often enough to miss).
     await until('B’s jobs to succeed', async () => (await times(b)).every((j) => j.status === 'succeeded'), 60_000, 100);
+    standin.setLatency(5_000);
+    await until('every worker inside a call', async () => standin.inFlight() === WORKERS, 10_000, 10);
+    await sleep(200); // any call that began before the slow-down has ended by now
+    await until('every worker inside a slowed call', async () => standin.inFlight() === WORKERS, 10_000, 10);
     const victim = workers[0]!;
     assert.equal((await victim.kill9()).signal, 'SIGKILL');
+    standin.setLatency(JOB_MS);
     workers = [...workers.slice(1), await spawnRole('worker')];
 
     await until('310 jobs to end', async () => (await times(all)).every((j) => ['succeeded', 'failed', 'canceled'].includes(j.status)), 120_000, 250);

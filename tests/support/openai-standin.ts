@@ -93,6 +93,8 @@ export interface OpenAIStandin {
   failNext(count: number, status: number, body?: unknown, headers?: Record<string, string>): void;
   failNext(failure: StandinFailure): void;
   setLatency(ms: number): void;
+  /** Requests that have arrived and not been answered yet (logged or not). */
+  inFlight(): number;
   /** The PNG every image is. */
   png: Buffer;
   /** The PNG every streamed partial image is (16×16, so it tells apart from the final one). */
@@ -240,6 +242,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
   /** Issued file ids; bounded so a long benchmark does not grow it without end. */
   const files = new Set<string>();
   const requests: StandinRequest[] = [];
+  let open = 0;
   let origin = '';
 
   const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
@@ -490,8 +493,10 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
       files: [],
     };
     if (logRequests) requests.push(entry);
+    open++;
     res.setHeader('x-request-id', `req_standin_${++seq}`);
     res.on('close', () => {
+      open--;
       if (res.writableFinished) entry.status = res.statusCode;
       else {
         aborted++;
@@ -522,6 +527,7 @@ export async function startOpenAIStandin(opts: OpenAIStandinOptions = {}): Promi
     setLatency(ms: number) {
       latencyMs = ms;
     },
+    inFlight: () => open,
     png,
     partialPng,
     close: () =>
