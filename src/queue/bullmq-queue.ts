@@ -86,6 +86,8 @@ const CLOSE_TIMEOUT_MS = 5_000;
 const MAX_PICK = 256;
 /** How long jobs moved into BullMQ wait to be confirmed to the room together (commitLater). */
 const COMMIT_DELAY_MS = 20;
+/** How long a consumer's completions wait to be reported to the room together (reportDone). */
+const DONE_DELAY_MS = 5;
 /** How long a consumer's registered concurrency counts without a renewal (its process may be gone). */
 const CONSUMER_TTL_MS = 10_000;
 /** How often a consumer frees the running slots of jobs that left BullMQ unreported. */
@@ -423,8 +425,9 @@ class BullmqConsumer implements QueueConsumer {
   private feedTimer: NodeJS.Timeout | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
   private feeding = false;
-  /** Completions of one turn, reported to the room together. */
-  private readonly dones: TurnBatcher<string, undefined> | undefined;
+  /** Completions not reported to the room yet (reportDone). */
+  private readonly finished = new Set<string>();
+  private doneTimer: NodeJS.Timeout | undefined;
 
   constructor(cfg: ConsumerConfig) {
     this.cfg = cfg;
@@ -460,18 +463,11 @@ class BullmqConsumer implements QueueConsumer {
 
     const fair = cfg.room;
     if (fair) {
-      // A finished job frees its key's running slot and a worker slot: the room fills it at once. A job
+      // A finished job frees its key's running slot and a worker slot (reportDone). A job
       // that skipped the room (not `fair`) holds no running slot there; while the room is idle, there
       // is nothing for its worker slot either, and the room is not told.
-      this.dones = new TurnBatcher({
-        key: (id) => id,
-        run: async (ids) => {
-          await fair.ask(() => fair.room.done(ids, MAX_PICK));
-          return ids.map(() => undefined);
-        },
-      });
       this.worker.on('completed', (job) => {
-        if (job.id && (job.data?.fair === 1 || !fair.idle())) this.dones!.call(job.id).catch((err) => this.cfg.reportError(err));
+        if (job.id && (job.data?.fair === 1 || !fair.idle())) this.reportDone(job.id);
       });
       this.feedTimer = setInterval(() => this.feed(), fair.feedIntervalMs);
       this.feedTimer.unref();
@@ -492,11 +488,33 @@ class BullmqConsumer implements QueueConsumer {
       .finally(() => (this.feeding = false));
   }
 
-  /** Stops feeding and takes this consumer's slots out of the room's register. */
+  /**
+   * A finished job frees its key's running slot and a worker slot: the room fills it. Completions
+   * are reported together, DONE_DELAY_MS after the first: under a backlog that is one script call
+   * and one BullMQ add for several jobs instead of one each, and no worker idles meanwhile (each slot
+   * has a job waiting for it in BullMQ, the lookahead).
+   */
+  private reportDone(jobId: string): void {
+    this.finished.add(jobId);
+    this.doneTimer ??= setTimeout(() => void this.flushDone(), DONE_DELAY_MS);
+  }
+
+  private async flushDone(): Promise<void> {
+    clearTimeout(this.doneTimer);
+    this.doneTimer = undefined;
+    const fair = this.cfg.room;
+    if (!fair || this.finished.size === 0) return;
+    const ids = [...this.finished];
+    this.finished.clear();
+    await fair.ask(() => fair.room.done(ids, MAX_PICK)).catch((err) => this.cfg.reportError(err));
+  }
+
+  /** Reports what finished, stops feeding and takes this consumer's slots out of the room's register. */
   private async leaveRoom(): Promise<void> {
     clearInterval(this.feedTimer);
     clearInterval(this.repairTimer);
     if (!this.cfg.room) return;
+    await withTimeout(this.flushDone(), CLOSE_TIMEOUT_MS, 'reporting finished jobs to the fair waiting room').catch((err) => this.cfg.reportError(err));
     await withTimeout(this.cfg.room.room.deregister(this.consumerId), CLOSE_TIMEOUT_MS, 'leaving the fair waiting room').catch((err) => this.cfg.reportError(err));
   }
 
