@@ -106,12 +106,7 @@ export class Submissions {
 
   /** Admits a command: the job it created (or answered from the cache, or created before with the same key). */
   async submit(cmd: SubmitCommand, caller: Caller, opts: SubmitOptions = {}): Promise<Submitted> {
-    this.guardProviderOptions(cmd);
-    const r = await this.resolveModel(cmd);
-    this.checkCapability(r);
-    this.checkRequest(r);
-    await this.checkLoras(r);
-    this.checkProviderOptions(r);
+    const r = await this.resolveAndCheck(cmd);
     const print = this.fingerprintOf(cmd, r);
     const replay = await this.checkIdempotency(cmd, caller, print);
     if (replay) return replay;
@@ -156,14 +151,20 @@ export class Submissions {
    * webhook URL), for a batch validating its requests when it is submitted. `submit` runs them again.
    */
   async check(cmd: SubmitCommand): Promise<void> {
+    const r = await this.resolveAndCheck(cmd);
+    await this.moderate(r.request);
+    await this.checkWebhook(cmd);
+  }
+
+  /** The first steps of both: the model resolved, and what it is asked checked against its spec. */
+  private async resolveAndCheck(cmd: SubmitCommand) {
     this.guardProviderOptions(cmd);
     const r = await this.resolveModel(cmd);
     this.checkCapability(r);
     this.checkRequest(r);
     await this.checkLoras(r);
     this.checkProviderOptions(r);
-    await this.moderate(r.request);
-    await this.checkWebhook(cmd);
+    return r;
   }
 
   // ---------------------------------------------------------------- the steps
