@@ -84,7 +84,7 @@ const PING_TIMEOUT_MS = 2_000;
 const CLOSE_TIMEOUT_MS = 5_000;
 /** Most jobs one script call moves out of the fair waiting room. */
 const MAX_PICK = 256;
-/** How long jobs moved into BullMQ wait to be confirmed to the room together (commitLater). */
+/** How long jobs moved into BullMQ wait to be confirmed to the room together (`commits`). */
 const COMMIT_DELAY_MS = 20;
 /** How long a consumer's completions wait to be reported to the room together (reportDone). */
 const DONE_DELAY_MS = 5;
@@ -115,6 +115,34 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
 const retryStrategy = (times: number): number => Math.min(50 * 2 ** Math.min(times, 6), 2_000);
 
 
+/** Job ids gathered for `delayMs` after the first, then sent together (a send reports its own errors). */
+class IdBatch {
+  private readonly ids = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly delayMs: number;
+  private readonly send: (ids: string[]) => Promise<void>;
+
+  constructor(delayMs: number, send: (ids: string[]) => Promise<void>) {
+    this.delayMs = delayMs;
+    this.send = send;
+  }
+
+  add(ids: readonly string[]): void {
+    for (const id of ids) this.ids.add(id);
+    this.timer ??= setTimeout(() => void this.flush(), this.delayMs);
+  }
+
+  /** Sends what is gathered now. */
+  async flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.ids.size === 0) return;
+    const ids = [...this.ids];
+    this.ids.clear();
+    await this.send(ids);
+  }
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -141,9 +169,13 @@ export class BullmqQueue implements JobQueue {
   private readonly roomClient: Redis | undefined;
   /** Room → BullMQ moves under way (awaited by close()). */
   private readonly moves = new Set<Promise<void>>();
-  /** Jobs added to BullMQ that the room has not been told of yet (commitLater). */
-  private readonly uncommitted = new Set<string>();
-  private commitTimer: NodeJS.Timeout | undefined;
+  /**
+   * Jobs moved into BullMQ, confirmed to the room within COMMIT_DELAY_MS, in one call for all moves
+   * of that spell. Nothing waits on it: until then a moved job only counts twice against the free
+   * slots, and should this process die first the room adds it to BullMQ again once its move is
+   * overdue, a no-op for a job BullMQ holds. At one request at a time this saves a script call per job.
+   */
+  private readonly commits: IdBatch | undefined;
   /** The room as its last answer to this process left it (performance.now() of that answer). */
   private roomSeen = { at: -Infinity, waiting: 0, free: 0 };
   /** Jobs this process has added to BullMQ past the room (mayBypass), ever. */
@@ -170,7 +202,9 @@ export class BullmqQueue implements JobQueue {
     if (this.fairness.enabled) {
       this.roomClient = new Redis({ ...this.redisOptions, maxRetriesPerRequest: 8 });
       this.roomClient.on('error', () => {}); // surfaced by the commands that fail
-      this.room = new FairRoom(this.roomClient, `${this.prefix}:${this.queueName}`, { movingTtlMs: Math.max(5_000, Math.min(30_000, this.visibilityTimeoutMs / 2)) });
+      const room = new FairRoom(this.roomClient, `${this.prefix}:${this.queueName}`, { movingTtlMs: Math.max(5_000, Math.min(30_000, this.visibilityTimeoutMs / 2)) });
+      this.room = room;
+      this.commits = new IdBatch(COMMIT_DELAY_MS, (ids) => room.commit(ids).catch((err) => this.reportError(err)));
     }
     // Enqueues of one event-loop turn go to Redis together: one room script and one addBulk pipeline
     // (jobs that skip the room). Both skip a job id they hold already, so running a failed group's
@@ -261,29 +295,10 @@ export class BullmqQueue implements JobQueue {
           return { name: 'job', data: { priority, fair: 1 as const }, opts: this.jobOptions(p.jobId, priority) };
         }),
       );
-      this.commitLater(room, picks);
+      this.commits?.add(picks.map((p) => p.jobId));
     })().catch((err) => this.reportError(err));
     this.moves.add(move);
     void move.finally(() => this.moves.delete(move));
-  }
-
-  /**
-   * Tells the room, within COMMIT_DELAY_MS and in one call for all moves of that spell, that moved
-   * jobs are in BullMQ. Nothing waits on it: until then a moved job only counts twice against the
-   * free slots, and should this process die first the room adds it to BullMQ again once its move is
-   * overdue, a no-op for a job BullMQ holds. At one request at a time this saves a script call per job.
-   */
-  private commitLater(room: FairRoom, picks: RoomPick[]): void {
-    for (const p of picks) this.uncommitted.add(p.jobId);
-    this.commitTimer ??= setTimeout(() => void this.flushCommits(room), COMMIT_DELAY_MS);
-  }
-
-  private async flushCommits(room: FairRoom): Promise<void> {
-    clearTimeout(this.commitTimer);
-    this.commitTimer = undefined;
-    const ids = [...this.uncommitted];
-    this.uncommitted.clear();
-    if (ids.length > 0) await room.commit(ids).catch((err) => this.reportError(err));
   }
 
   private jobOptions(jobId: string, priority: Priority) {
@@ -376,7 +391,7 @@ export class BullmqQueue implements JobQueue {
     this.consumers.clear();
     // Moves under way finish (or fail, and the room hands their jobs out again later).
     await withTimeout(Promise.allSettled([...this.moves]), CLOSE_TIMEOUT_MS, 'moving jobs into BullMQ').catch(() => {});
-    if (this.room) await withTimeout(this.flushCommits(this.room), CLOSE_TIMEOUT_MS, 'confirming moved jobs').catch(() => {});
+    if (this.commits) await withTimeout(this.commits.flush(), CLOSE_TIMEOUT_MS, 'confirming moved jobs').catch(() => {});
     // QUIT waits for a connection that is not there; a client that is not connected is just dropped.
     const quit = (c: Redis) => (c.status === 'ready' ? withTimeout(c.quit(), CLOSE_TIMEOUT_MS, 'QUIT').catch(() => c.disconnect()) : Promise.resolve(c.disconnect()));
     await Promise.allSettled([this.queue.close(), quit(this.pingClient), ...(this.roomClient ? [quit(this.roomClient)] : [])]);
@@ -425,9 +440,12 @@ class BullmqConsumer implements QueueConsumer {
   private feedTimer: NodeJS.Timeout | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
   private feeding = false;
-  /** Completions not reported to the room yet (reportDone). */
-  private readonly finished = new Set<string>();
-  private doneTimer: NodeJS.Timeout | undefined;
+  /**
+   * Completions, reported to the room DONE_DELAY_MS after the first, together: under a backlog that
+   * is one script call and one BullMQ add for several jobs instead of one each, and no worker idles
+   * meanwhile (each slot has a job waiting for it in BullMQ, the lookahead).
+   */
+  private readonly dones: IdBatch | undefined;
 
   constructor(cfg: ConsumerConfig) {
     this.cfg = cfg;
@@ -463,11 +481,12 @@ class BullmqConsumer implements QueueConsumer {
 
     const fair = cfg.room;
     if (fair) {
-      // A finished job frees its key's running slot and a worker slot (reportDone). A job
+      this.dones = new IdBatch(DONE_DELAY_MS, (ids) => fair.ask(() => fair.room.done(ids, MAX_PICK)).catch((err) => this.cfg.reportError(err)));
+      // A finished job frees its key's running slot and a worker slot (dones). A job
       // that skipped the room (not `fair`) holds no running slot there; while the room is idle, there
       // is nothing for its worker slot either, and the room is not told.
       this.worker.on('completed', (job) => {
-        if (job.id && (job.data?.fair === 1 || !fair.idle())) this.reportDone(job.id);
+        if (job.id && (job.data?.fair === 1 || !fair.idle())) this.dones!.add([job.id]);
       });
       this.feedTimer = setInterval(() => this.feed(), fair.feedIntervalMs);
       this.feedTimer.unref();
@@ -488,33 +507,12 @@ class BullmqConsumer implements QueueConsumer {
       .finally(() => (this.feeding = false));
   }
 
-  /**
-   * A finished job frees its key's running slot and a worker slot: the room fills it. Completions
-   * are reported together, DONE_DELAY_MS after the first: under a backlog that is one script call
-   * and one BullMQ add for several jobs instead of one each, and no worker idles meanwhile (each slot
-   * has a job waiting for it in BullMQ, the lookahead).
-   */
-  private reportDone(jobId: string): void {
-    this.finished.add(jobId);
-    this.doneTimer ??= setTimeout(() => void this.flushDone(), DONE_DELAY_MS);
-  }
-
-  private async flushDone(): Promise<void> {
-    clearTimeout(this.doneTimer);
-    this.doneTimer = undefined;
-    const fair = this.cfg.room;
-    if (!fair || this.finished.size === 0) return;
-    const ids = [...this.finished];
-    this.finished.clear();
-    await fair.ask(() => fair.room.done(ids, MAX_PICK)).catch((err) => this.cfg.reportError(err));
-  }
-
   /** Reports what finished, stops feeding and takes this consumer's slots out of the room's register. */
   private async leaveRoom(): Promise<void> {
     clearInterval(this.feedTimer);
     clearInterval(this.repairTimer);
     if (!this.cfg.room) return;
-    await withTimeout(this.flushDone(), CLOSE_TIMEOUT_MS, 'reporting finished jobs to the fair waiting room').catch((err) => this.cfg.reportError(err));
+    if (this.dones) await withTimeout(this.dones.flush(), CLOSE_TIMEOUT_MS, 'reporting finished jobs to the fair waiting room').catch((err) => this.cfg.reportError(err));
     await withTimeout(this.cfg.room.room.deregister(this.consumerId), CLOSE_TIMEOUT_MS, 'leaving the fair waiting room').catch((err) => this.cfg.reportError(err));
   }
 
