@@ -178,8 +178,9 @@ export class BullmqQueue implements JobQueue {
   private readonly commits: IdBatch | undefined;
   /** The room as its last answer to this process left it (performance.now() of that answer). */
   private roomSeen = { at: -Infinity, waiting: 0, free: 0 };
-  /** Jobs this process has added to BullMQ past the room (mayBypass), ever. */
+  /** Jobs this process has added to BullMQ past the room (mayBypass), ever; and those whose add is under way. */
   private bypassed = 0;
+  private bypassesInFlight = 0;
   readonly feedIntervalMs: number;
   private closed = false;
 
@@ -225,7 +226,7 @@ export class BullmqQueue implements JobQueue {
               else entries.push({ jobId: m.jobId, rank: PRIORITY_RANK[m.priority], keyId: m.keyId ?? NO_KEY, share });
             }
             const roomCall = entries.length > 0 ? this.ask(() => room.enqueue(entries, MAX_PICK)) : undefined;
-            await Promise.all([direct.length > 0 ? this.addToBullmq(direct) : undefined, roomCall]);
+            await Promise.all([direct.length > 0 ? this.addPastRoom(direct) : undefined, roomCall]);
             return messages.map(() => undefined);
           }
         : async (messages) => {
@@ -243,15 +244,27 @@ export class BullmqQueue implements JobQueue {
     else await this.queue.addBulk(messages.map((m) => ({ name: 'job', data: { priority: m.priority }, opts: this.jobOptions(m.jobId, m.priority) })));
   }
 
+  private async addPastRoom(messages: QueueMessage[]): Promise<void> {
+    this.bypassesInFlight += messages.length;
+    try {
+      await this.addToBullmq(messages);
+    } finally {
+      this.bypassesInFlight -= messages.length;
+    }
+  }
+
   /**
    * Makes a room call, moves in what it handed out, and notes what the room holds now. Slots taken
-   * by jobs that skipped the room while the call was under way are counted off its answer (the
-   * room may have counted them already: then the estimate is low, and the next job asks the room).
+   * by jobs that skipped the room and may not have been in BullMQ when the room counted (added while
+   * the call was under way, or still being added when it was made: the adds go on another connection)
+   * are counted off its answer. Where the room counted them after all, the estimate is low, and the
+   * next job asks the room.
    */
   private async ask(call: () => Promise<RoomAnswer>): Promise<void> {
     const mark = this.bypassed;
+    const unlanded = this.bypassesInFlight;
     const answer = await call();
-    this.roomSeen = { at: performance.now(), waiting: answer.state.waiting, free: answer.state.free - (this.bypassed - mark) };
+    this.roomSeen = { at: performance.now(), waiting: answer.state.waiting, free: answer.state.free - (this.bypassed - mark) - unlanded };
     this.moveIn(answer.picks);
   }
 
